@@ -1,1 +1,1261 @@
-//! (being written)
+//! The desired state of one node, read from TOML.
+//!
+//! ```toml
+//! [node]
+//! name = "demo"                    # instance name; pins live under /sys/fs/bpf/netpath/<name>/
+//! netns = "netpath-demo-node"      # optional: the named namespace that is the node
+//! pod_cidr = "10.200.0.0/24"       # IPv4, prefix length <= 30
+//! gateway = "10.200.0.1"           # optional; default: first host address of pod_cidr
+//! pod_netns_prefix = "demo-"       # optional; default "<name>-"
+//!
+//! [node.uplink]                    # optional
+//! name = "uplink0"                 # an interface in the node namespace
+//! address = "192.168.50.2/24"      # optional: netpath assigns it if given
+//!
+//! [[pods]]
+//! name = "red"                     # unique
+//! address = "10.200.0.10"          # optional; IPAM picks otherwise
+//! host_ifname = "np-red"           # optional; default "np-<name>"
+//! ```
+//!
+//! Unknown keys are errors. [`Config::validate`] makes every check that needs
+//! no system state and reports the first problem, in a fixed order (node
+//! fields, then the uplink, then each pod in order, then the pod count);
+//! [`Config::check_overlaps`] checks the pod CIDR against the networks the
+//! caller found on the node.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt, fs, io,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+};
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+use crate::ipam::Ipam;
+
+/// The longest instance or pod name, in bytes.
+pub const MAX_NAME_LEN: usize = 32;
+/// The longest Linux interface name, in bytes (`IFNAMSIZ` - 1).
+pub const MAX_IFNAME_LEN: usize = 15;
+/// The longest pod CIDR prefix: a /30 still holds one pod besides the gateway.
+pub const MAX_POD_PREFIX_LEN: u8 = 30;
+/// The longest network namespace name, in bytes (a file name under `/run/netns`).
+pub const MAX_NETNS_LEN: usize = 255;
+/// What a pod's default host-side interface name starts with.
+pub const HOST_IFNAME_PREFIX: &str = "np-";
+/// The dummy device in the node namespace that holds the gateway address;
+/// no pod or uplink may use this name. (The controller creates it.)
+pub const GATEWAY_IFNAME: &str = "np0";
+
+/// Address ranges a pod CIDR must not overlap, and why.
+const SPECIAL_RANGES: &[(Ipv4Net, &str)] = &[
+    (net(0, 0, 0, 0, 8), "\"this network\""),
+    (net(127, 0, 0, 0, 8), "loopback"),
+    (net(224, 0, 0, 0, 4), "multicast"),
+    (net(240, 0, 0, 0, 4), "reserved (and limited broadcast)"),
+];
+
+const fn net(a: u8, b: u8, c: u8, d: u8, prefix: u8) -> Ipv4Net {
+    Ipv4Net::new_assert(Ipv4Addr::new(a, b, c, d), prefix)
+}
+
+/// The desired state of one node: the node itself and its pods.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The node (`[node]`).
+    pub node: NodeConfig,
+    /// The pods (`[[pods]]`), in the order IPAM serves them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pods: Vec<PodConfig>,
+}
+
+/// The `[node]` section.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// The instance name, `[a-z0-9][a-z0-9-]*`, at most 32 bytes; pins live
+    /// under `/sys/fs/bpf/netpath/<name>/`.
+    pub name: String,
+    /// The named network namespace (`/run/netns/<netns>`) that is the node;
+    /// `None` means the namespace netpath runs in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<String>,
+    /// The pod addresses, IPv4, prefix length at most 30.
+    pub pod_cidr: Ipv4Net,
+    /// The pods' gateway; `None` means the first host address of `pod_cidr`
+    /// (see [`Config::gateway`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<Ipv4Addr>,
+    /// What pod namespace names start with; `None` means `"<name>-"` (see
+    /// [`Config::pod_netns`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_netns_prefix: Option<String>,
+    /// The interface that leads out of the node (`[node.uplink]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uplink: Option<UplinkConfig>,
+}
+
+/// The `[node.uplink]` section.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UplinkConfig {
+    /// An interface in the node namespace, at most 15 bytes.
+    pub name: String,
+    /// The uplink's address and prefix; netpath assigns it if given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<Ipv4Net>,
+}
+
+/// One `[[pods]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PodConfig {
+    /// The pod name, `[a-z0-9][a-z0-9-]*`, at most 32 bytes, unique.
+    pub name: String,
+    /// A fixed address inside the pod CIDR; `None` lets IPAM choose.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<Ipv4Addr>,
+    /// The host-side veth name; `None` means `"np-<name>"` (see
+    /// [`Config::host_ifname`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_ifname: Option<String>,
+}
+
+/// Who an interface name in the configuration belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IfnameOwner {
+    /// `node.uplink.name`.
+    Uplink,
+    /// A pod's host-side interface.
+    Pod {
+        /// The pod name.
+        pod: String,
+        /// Whether the name was set with `host_ifname` (else it is the
+        /// default `np-<pod name>`).
+        explicit: bool,
+    },
+}
+
+impl IfnameOwner {
+    fn pod(pod: &PodConfig) -> Self {
+        Self::Pod {
+            pod: pod.name.clone(),
+            explicit: pod.host_ifname.is_some(),
+        }
+    }
+
+    /// "interface name" or "host interface name".
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Uplink => "interface name",
+            Self::Pod { .. } => "host interface name",
+        }
+    }
+
+    /// What to change when the name is too long.
+    fn too_long_hint(&self) -> String {
+        match self {
+            Self::Uplink => {
+                "Set node.uplink.name to the name of an interface in the node namespace.".into()
+            }
+            Self::Pod {
+                explicit: false, ..
+            } => format!(
+                "Use a pod name of at most {} bytes or set host_ifname.",
+                MAX_IFNAME_LEN - HOST_IFNAME_PREFIX.len()
+            ),
+            Self::Pod { explicit: true, .. } => "Shorten host_ifname.".into(),
+        }
+    }
+
+    /// What to change when the name is invalid or taken.
+    fn fix_hint(&self) -> &'static str {
+        match self {
+            Self::Uplink => {
+                "set node.uplink.name to the name of an interface in the node namespace"
+            }
+            Self::Pod {
+                explicit: false, ..
+            } => "set host_ifname for this pod",
+            Self::Pod { explicit: true, .. } => "choose another host_ifname",
+        }
+    }
+}
+
+impl fmt::Display for IfnameOwner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Uplink => f.write_str("node.uplink"),
+            Self::Pod { pod, .. } => write!(f, "pod '{pod}'"),
+        }
+    }
+}
+
+/// What is wrong with a configuration, and what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The configuration file could not be read.
+    #[error("cannot read the configuration file {}: {source}; check the path and its permissions", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The text is not TOML, or not the shape of a configuration (unknown
+    /// or missing keys, wrong types, a malformed address).
+    #[error("{origin} is not a valid netpath configuration: {source}")]
+    Parse {
+        /// The file path, or `<string>`.
+        origin: String,
+        /// The parser's complaint (with line and column).
+        source: toml::de::Error,
+    },
+    /// The instance name or a pod name breaks the naming rule.
+    #[error(
+        "{what} '{name}' is invalid: {why}; use 1 to {MAX_NAME_LEN} bytes of a-z, 0-9 and '-', \
+         starting with a letter or digit"
+    )]
+    InvalidName {
+        /// `node.name` or `pod name`.
+        what: &'static str,
+        /// The name.
+        name: String,
+        /// The broken rule.
+        why: String,
+    },
+    /// `node.netns` or `node.pod_netns_prefix` cannot name a network namespace.
+    #[error("{field} '{value}' cannot name a network namespace: {why}; {hint}")]
+    InvalidNetns {
+        /// `node.netns` or `node.pod_netns_prefix`.
+        field: &'static str,
+        /// The value.
+        value: String,
+        /// The broken rule.
+        why: String,
+        /// What to do.
+        hint: &'static str,
+    },
+    /// An interface name is longer than Linux allows.
+    #[error(
+        "{owner}: {kind} '{name}' is {len} bytes; Linux allows at most {MAX_IFNAME_LEN}. {hint}",
+        kind = .owner.kind(),
+        hint = .owner.too_long_hint()
+    )]
+    IfnameTooLong {
+        /// Whose name it is.
+        owner: IfnameOwner,
+        /// The name.
+        name: String,
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// An interface name Linux rejects, or one netpath keeps for itself.
+    #[error("{owner}: {kind} '{name}' is not usable: {why}; {hint}", kind = .owner.kind(), hint = .owner.fix_hint())]
+    InvalidIfname {
+        /// Whose name it is.
+        owner: IfnameOwner,
+        /// The name.
+        name: String,
+        /// The broken rule.
+        why: String,
+    },
+    /// Two pods have the same name.
+    #[error(
+        "pod '{name}' is listed more than once; pod names must be unique: rename or remove one"
+    )]
+    DuplicatePod {
+        /// The name.
+        name: String,
+    },
+    /// Two interfaces (pods' host sides or the uplink) have the same name.
+    #[error(
+        "interface name '{name}' is used by both {first} and {second}; give {second} another \
+         name with host_ifname"
+    )]
+    DuplicateIfname {
+        /// The name.
+        name: String,
+        /// Who uses it first (the uplink, or an earlier pod).
+        first: IfnameOwner,
+        /// The pod that uses it again.
+        second: IfnameOwner,
+    },
+    /// Two pods ask for the same address.
+    #[error(
+        "pod '{second}' asks for address {address}, which pod '{first}' already asks for; \
+         pick another address or omit `address` to let IPAM choose"
+    )]
+    DuplicateAddress {
+        /// The address.
+        address: Ipv4Addr,
+        /// The first pod asking for it.
+        first: String,
+        /// The later pod asking for it.
+        second: String,
+    },
+    /// A pod address is outside the pod CIDR.
+    #[error(
+        "pod '{pod}': address {address} is outside the pod CIDR {pod_cidr}; pick an address \
+         inside it or omit `address` to let IPAM choose"
+    )]
+    AddressOutsideCidr {
+        /// The pod.
+        pod: String,
+        /// The address it asks for.
+        address: Ipv4Addr,
+        /// The pod CIDR.
+        pod_cidr: Ipv4Net,
+    },
+    /// A pod address is the network, broadcast or gateway address.
+    #[error(
+        "pod '{pod}': address {address} is the {why} of the pod CIDR {pod_cidr}; pick another \
+         address or omit `address` to let IPAM choose"
+    )]
+    AddressReserved {
+        /// The pod.
+        pod: String,
+        /// The address it asks for.
+        address: Ipv4Addr,
+        /// The pod CIDR.
+        pod_cidr: Ipv4Net,
+        /// `network address`, `broadcast address` or `gateway`.
+        why: &'static str,
+    },
+    /// The gateway is outside the pod CIDR.
+    #[error(
+        "gateway {gateway} is outside the pod CIDR {pod_cidr}; pick an address inside it or \
+         omit `gateway` to use the first host address"
+    )]
+    GatewayOutsideCidr {
+        /// The gateway.
+        gateway: Ipv4Addr,
+        /// The pod CIDR.
+        pod_cidr: Ipv4Net,
+    },
+    /// The gateway is the network or broadcast address.
+    #[error(
+        "gateway {gateway} is the {why} of the pod CIDR {pod_cidr}; pick a host address or \
+         omit `gateway` to use the first host address"
+    )]
+    GatewayReserved {
+        /// The gateway.
+        gateway: Ipv4Addr,
+        /// The pod CIDR.
+        pod_cidr: Ipv4Net,
+        /// `network address` or `broadcast address`.
+        why: &'static str,
+    },
+    /// The pod CIDR leaves no room for a gateway and a pod.
+    #[error(
+        "pod_cidr {pod_cidr} is too small: the prefix length must be at most \
+         {MAX_POD_PREFIX_LEN} (a /30 holds one pod); use a shorter prefix"
+    )]
+    PrefixTooLong {
+        /// The pod CIDR.
+        pod_cidr: Ipv4Net,
+    },
+    /// The pod CIDR has host bits set.
+    #[error("pod_cidr {pod_cidr} has host bits set; write its network address, {network}")]
+    CidrNotNetwork {
+        /// The pod CIDR as written.
+        pod_cidr: Ipv4Net,
+        /// What was probably meant.
+        network: Ipv4Net,
+    },
+    /// The pod CIDR overlaps a range that is not unicast.
+    #[error(
+        "pod_cidr {pod_cidr} overlaps {range}, the {why} range; use a private range such as \
+         10.200.0.0/24"
+    )]
+    CidrSpecial {
+        /// The pod CIDR.
+        pod_cidr: Ipv4Net,
+        /// The special range.
+        range: Ipv4Net,
+        /// What the range is for.
+        why: &'static str,
+    },
+    /// More pods than the pod CIDR has addresses for.
+    #[error(
+        "pod_cidr {pod_cidr} has room for {capacity} pods but {wanted} are configured; use a \
+         shorter prefix or fewer pods"
+    )]
+    CidrExhausted {
+        /// The pod CIDR.
+        pod_cidr: Ipv4Net,
+        /// Its usable addresses (without network, broadcast and gateway).
+        capacity: u32,
+        /// The configured pods.
+        wanted: usize,
+    },
+    /// The pod CIDR overlaps a network of the uplink.
+    #[error(
+        "pod_cidr {pod_cidr} overlaps the network {uplink_net} of the uplink {uplink}; pick a \
+         pod CIDR that does not overlap it"
+    )]
+    CidrOverlapsUplink {
+        /// The pod CIDR.
+        pod_cidr: Ipv4Net,
+        /// The uplink's name.
+        uplink: String,
+        /// The uplink's network.
+        uplink_net: Ipv4Net,
+    },
+    /// The pod CIDR overlaps a network of another interface of the node.
+    #[error(
+        "pod_cidr {pod_cidr} overlaps the network {network} of interface {ifname} in the node \
+         namespace; pick a pod CIDR that does not overlap it"
+    )]
+    CidrOverlapsInterface {
+        /// The pod CIDR.
+        pod_cidr: Ipv4Net,
+        /// The interface.
+        ifname: String,
+        /// Its network.
+        network: Ipv4Net,
+    },
+    /// A pod's namespace would be the node's namespace.
+    #[error(
+        "pod '{pod}': its namespace name '{netns}' is the node namespace (node.netns); rename \
+         the pod or change node.pod_netns_prefix"
+    )]
+    NetnsIsNode {
+        /// The pod.
+        pod: String,
+        /// The namespace name.
+        netns: String,
+    },
+}
+
+impl Config {
+    /// Parses a configuration from TOML and [validates](Self::validate) it.
+    pub fn from_toml_str(s: &str) -> Result<Config, ConfigError> {
+        Self::parse(s, "<string>")
+    }
+
+    /// Reads, parses and [validates](Self::validate) the configuration file
+    /// at `path`; read and parse errors name the path.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    fn parse(s: &str, origin: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(s).map_err(|source| ConfigError::Parse {
+            origin: origin.to_owned(),
+            source,
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The configuration as TOML ([`from_toml_str`](Self::from_toml_str)
+    /// reads it back to an equal `Config`).
+    pub fn to_toml_string(&self) -> String {
+        toml::to_string(self).expect("a Config is always representable in TOML")
+    }
+
+    /// Makes every check that needs no system state and returns the first
+    /// problem found, in a fixed order: the node's name, namespace, namespace
+    /// prefix, pod CIDR and gateway; the uplink; each pod in order (name,
+    /// host interface, address, namespace); finally the pod count against
+    /// the CIDR's capacity.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let node = &self.node;
+        check_name("node.name", &node.name)?;
+        if let Some(netns) = &node.netns {
+            check_netns_name("node.netns", netns, false)?;
+        }
+        if let Some(prefix) = &node.pod_netns_prefix {
+            check_netns_name("node.pod_netns_prefix", prefix, true)?;
+        }
+        self.check_pod_cidr()?;
+        let cidr = node.pod_cidr;
+        let gateway = self.gateway();
+        if !cidr.contains(&gateway) {
+            return Err(ConfigError::GatewayOutsideCidr {
+                gateway,
+                pod_cidr: cidr,
+            });
+        }
+        if let Some(why) = edge_address(cidr, gateway) {
+            return Err(ConfigError::GatewayReserved {
+                gateway,
+                pod_cidr: cidr,
+                why,
+            });
+        }
+
+        let mut ifnames: BTreeMap<String, IfnameOwner> = BTreeMap::new();
+        if let Some(uplink) = &node.uplink {
+            check_ifname(&IfnameOwner::Uplink, &uplink.name)?;
+            ifnames.insert(uplink.name.clone(), IfnameOwner::Uplink);
+            if let Some(address) = uplink.address {
+                let uplink_net = address.trunc();
+                if overlaps(cidr, uplink_net) {
+                    return Err(ConfigError::CidrOverlapsUplink {
+                        pod_cidr: cidr,
+                        uplink: uplink.name.clone(),
+                        uplink_net,
+                    });
+                }
+            }
+        }
+
+        let mut names: BTreeSet<&str> = BTreeSet::new();
+        let mut addresses: BTreeMap<Ipv4Addr, &str> = BTreeMap::new();
+        for pod in &self.pods {
+            check_name("pod name", &pod.name)?;
+            if !names.insert(&pod.name) {
+                return Err(ConfigError::DuplicatePod {
+                    name: pod.name.clone(),
+                });
+            }
+            let owner = IfnameOwner::pod(pod);
+            let ifname = Self::host_ifname(pod);
+            check_ifname(&owner, &ifname)?;
+            if let Some(first) = ifnames.get(&ifname) {
+                return Err(ConfigError::DuplicateIfname {
+                    name: ifname,
+                    first: first.clone(),
+                    second: owner,
+                });
+            }
+            ifnames.insert(ifname, owner);
+            if let Some(address) = pod.address {
+                if !cidr.contains(&address) {
+                    return Err(ConfigError::AddressOutsideCidr {
+                        pod: pod.name.clone(),
+                        address,
+                        pod_cidr: cidr,
+                    });
+                }
+                let reserved =
+                    edge_address(cidr, address).or((address == gateway).then_some("gateway"));
+                if let Some(why) = reserved {
+                    return Err(ConfigError::AddressReserved {
+                        pod: pod.name.clone(),
+                        address,
+                        pod_cidr: cidr,
+                        why,
+                    });
+                }
+                if let Some(first) = addresses.insert(address, &pod.name) {
+                    return Err(ConfigError::DuplicateAddress {
+                        address,
+                        first: first.to_owned(),
+                        second: pod.name.clone(),
+                    });
+                }
+            }
+            let netns = self.pod_netns(pod);
+            if node.netns.as_deref() == Some(netns.as_str()) {
+                return Err(ConfigError::NetnsIsNode {
+                    pod: pod.name.clone(),
+                    netns,
+                });
+            }
+        }
+
+        let capacity = Ipam::new(cidr, gateway).capacity();
+        if self.pods.len() > capacity as usize {
+            return Err(ConfigError::CidrExhausted {
+                pod_cidr: cidr,
+                capacity,
+                wanted: self.pods.len(),
+            });
+        }
+        Ok(())
+    }
+
+    fn check_pod_cidr(&self) -> Result<(), ConfigError> {
+        let cidr = self.node.pod_cidr;
+        if cidr.prefix_len() > MAX_POD_PREFIX_LEN {
+            return Err(ConfigError::PrefixTooLong { pod_cidr: cidr });
+        }
+        if cidr.trunc() != cidr {
+            return Err(ConfigError::CidrNotNetwork {
+                pod_cidr: cidr,
+                network: cidr.trunc(),
+            });
+        }
+        if let Some((range, why)) = SPECIAL_RANGES.iter().find(|(r, _)| overlaps(cidr, *r)) {
+            return Err(ConfigError::CidrSpecial {
+                pod_cidr: cidr,
+                range: *range,
+                why,
+            });
+        }
+        Ok(())
+    }
+
+    /// The pods' gateway: `node.gateway`, or else the first host address of
+    /// the pod CIDR.
+    pub fn gateway(&self) -> Ipv4Addr {
+        self.node.gateway.unwrap_or_else(|| {
+            Ipv4Addr::from(u32::from(self.node.pod_cidr.network()).wrapping_add(1))
+        })
+    }
+
+    /// The name of `pod`'s network namespace: `node.pod_netns_prefix` (by
+    /// default `"<node name>-"`) followed by the pod name.
+    pub fn pod_netns(&self, pod: &PodConfig) -> String {
+        match &self.node.pod_netns_prefix {
+            Some(prefix) => format!("{prefix}{}", pod.name),
+            None => format!("{}-{}", self.node.name, pod.name),
+        }
+    }
+
+    /// The name of `pod`'s host-side interface: `host_ifname`, or else
+    /// `"np-<pod name>"`.
+    pub fn host_ifname(pod: &PodConfig) -> String {
+        pod.host_ifname
+            .clone()
+            .unwrap_or_else(|| format!("{HOST_IFNAME_PREFIX}{}", pod.name))
+    }
+
+    /// Checks the pod CIDR against the networks that exist on the node: the
+    /// caller passes `(interface name, address/prefix)` for the addresses it
+    /// found (e.g. the uplink's real addresses). Entries of netpath's own
+    /// devices (the pods' host interfaces and [`GATEWAY_IFNAME`]) are
+    /// skipped, since they carry pod-CIDR addresses by design. The first
+    /// overlap is an error: [`ConfigError::CidrOverlapsUplink`] for the
+    /// uplink, [`ConfigError::CidrOverlapsInterface`] for any other.
+    pub fn check_overlaps(&self, node_networks: &[(String, Ipv4Net)]) -> Result<(), ConfigError> {
+        let cidr = self.node.pod_cidr;
+        let uplink = self.node.uplink.as_ref().map(|u| u.name.as_str());
+        for (ifname, network) in node_networks {
+            let ours = ifname == GATEWAY_IFNAME
+                || self.pods.iter().any(|p| Self::host_ifname(p) == *ifname);
+            if ours || !overlaps(cidr, network.trunc()) {
+                continue;
+            }
+            return Err(if uplink == Some(ifname.as_str()) {
+                ConfigError::CidrOverlapsUplink {
+                    pod_cidr: cidr,
+                    uplink: ifname.clone(),
+                    uplink_net: network.trunc(),
+                }
+            } else {
+                ConfigError::CidrOverlapsInterface {
+                    pod_cidr: cidr,
+                    ifname: ifname.clone(),
+                    network: network.trunc(),
+                }
+            });
+        }
+        Ok(())
+    }
+
+    /// The built-in demo configuration: node `demo` in namespace
+    /// `netpath-demo-node`, pod CIDR 10.200.0.0/24, uplink `uplink0` with
+    /// 192.168.50.2/24, and pods `red` and `blue` with addresses from IPAM.
+    pub fn demo() -> Config {
+        let pod = |name: &str| PodConfig {
+            name: name.into(),
+            address: None,
+            host_ifname: None,
+        };
+        Config {
+            node: NodeConfig {
+                name: "demo".into(),
+                netns: Some("netpath-demo-node".into()),
+                pod_cidr: net(10, 200, 0, 0, 24),
+                gateway: None,
+                pod_netns_prefix: None,
+                uplink: Some(UplinkConfig {
+                    name: "uplink0".into(),
+                    address: Some(net(192, 168, 50, 2, 24)),
+                }),
+            },
+            pods: vec![pod("red"), pod("blue")],
+        }
+    }
+}
+
+/// Whether two networks share an address.
+fn overlaps(a: Ipv4Net, b: Ipv4Net) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
+}
+
+/// `network address` or `broadcast address` if `addr` is one of `cidr`'s.
+fn edge_address(cidr: Ipv4Net, addr: Ipv4Addr) -> Option<&'static str> {
+    if addr == cidr.network() {
+        Some("network address")
+    } else if addr == cidr.broadcast() {
+        Some("broadcast address")
+    } else {
+        None
+    }
+}
+
+/// `[a-z0-9][a-z0-9-]*`, at most [`MAX_NAME_LEN`] bytes.
+fn check_name(what: &'static str, name: &str) -> Result<(), ConfigError> {
+    let why = if name.is_empty() {
+        Some("it is empty".to_owned())
+    } else if name.len() > MAX_NAME_LEN {
+        Some(format!("it is {} bytes", name.len()))
+    } else if name.starts_with('-') {
+        Some("it starts with '-'".to_owned())
+    } else {
+        name.chars()
+            .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
+            .map(|c| format!("it contains {c:?}"))
+    };
+    match why {
+        Some(why) => Err(ConfigError::InvalidName {
+            what,
+            name: name.to_owned(),
+            why,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// A name (or, with `prefix`, the start of names) of a file under `/run/netns`.
+fn check_netns_name(field: &'static str, value: &str, prefix: bool) -> Result<(), ConfigError> {
+    let max = if prefix {
+        MAX_NETNS_LEN - MAX_NAME_LEN
+    } else {
+        MAX_NETNS_LEN
+    };
+    let why = if value.is_empty() && !prefix {
+        Some("it is empty".to_owned())
+    } else if value.len() > max {
+        Some(format!(
+            "it is {} bytes; at most {max} are allowed",
+            value.len()
+        ))
+    } else if !prefix && (value == "." || value == "..") {
+        Some("'.' and '..' are not names".to_owned())
+    } else {
+        value
+            .chars()
+            .find(|c| *c == '/' || c.is_whitespace() || c.is_control())
+            .map(|c| format!("it contains {c:?}"))
+    };
+    match why {
+        Some(why) => Err(ConfigError::InvalidNetns {
+            field,
+            value: value.to_owned(),
+            why,
+            hint: if prefix {
+                "use a prefix without '/', whitespace or control characters, or omit it"
+            } else {
+                "use the name of a namespace under /run/netns (as `ip netns list` shows it), \
+                 or omit it to use the current namespace"
+            },
+        }),
+        None => Ok(()),
+    }
+}
+
+/// A name Linux accepts for an interface (1..=15 bytes, not `.` or `..`, no
+/// `/`, `:` or whitespace) and that netpath does not keep for itself.
+fn check_ifname(owner: &IfnameOwner, name: &str) -> Result<(), ConfigError> {
+    if name.len() > MAX_IFNAME_LEN {
+        return Err(ConfigError::IfnameTooLong {
+            owner: owner.clone(),
+            name: name.to_owned(),
+            len: name.len(),
+        });
+    }
+    let why = if name.is_empty() {
+        Some("it is empty".to_owned())
+    } else if name == "." || name == ".." {
+        Some("'.' and '..' are not interface names".to_owned())
+    } else if let Some(c) = name
+        .chars()
+        .find(|c| *c == '/' || *c == ':' || c.is_whitespace() || c.is_control())
+    {
+        Some(format!("Linux does not allow {c:?} in interface names"))
+    } else if name == "lo" {
+        Some("it is the loopback device".to_owned())
+    } else if name == GATEWAY_IFNAME {
+        Some("netpath's gateway device has this name".to_owned())
+    } else {
+        None
+    };
+    match why {
+        Some(why) => Err(ConfigError::InvalidIfname {
+            owner: owner.clone(),
+            name: name.to_owned(),
+            why,
+        }),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> Ipv4Addr {
+        s.parse().unwrap()
+    }
+
+    fn cidr(s: &str) -> Ipv4Net {
+        s.parse().unwrap()
+    }
+
+    fn pod(name: &str) -> PodConfig {
+        PodConfig {
+            name: name.into(),
+            address: None,
+            host_ifname: None,
+        }
+    }
+
+    /// Validates `config` and returns the error's message, checking that it
+    /// mentions every string in `mentions`.
+    fn fails(config: &Config, mentions: &[&str]) -> ConfigError {
+        let err = config
+            .validate()
+            .expect_err("the configuration should be invalid");
+        let msg = err.to_string();
+        for m in mentions {
+            assert!(msg.contains(m), "{msg:?} does not mention {m:?}");
+        }
+        err
+    }
+
+    const FULL: &str = r#"
+[node]
+name = "demo"
+netns = "netpath-demo-node"
+pod_cidr = "10.200.0.0/24"
+gateway = "10.200.0.1"
+pod_netns_prefix = "demo-"
+
+[node.uplink]
+name = "uplink0"
+address = "192.168.50.2/24"
+
+[[pods]]
+name = "red"
+address = "10.200.0.10"
+host_ifname = "np-red"
+
+[[pods]]
+name = "blue"
+"#;
+
+    #[test]
+    fn parses_the_full_example() {
+        let c = Config::from_toml_str(FULL).unwrap();
+        assert_eq!(c.node.name, "demo");
+        assert_eq!(c.node.netns.as_deref(), Some("netpath-demo-node"));
+        assert_eq!(c.node.pod_cidr, cidr("10.200.0.0/24"));
+        assert_eq!(c.gateway(), addr("10.200.0.1"));
+        let uplink = c.node.uplink.as_ref().unwrap();
+        assert_eq!(uplink.name, "uplink0");
+        assert_eq!(uplink.address, Some(cidr("192.168.50.2/24")));
+        assert_eq!(c.pods.len(), 2);
+        assert_eq!(c.pods[0].address, Some(addr("10.200.0.10")));
+        assert_eq!(c.pods[1], pod("blue"));
+    }
+
+    #[test]
+    fn minimal_config_and_defaults() {
+        let c = Config::from_toml_str(
+            "[node]\nname = \"n1\"\npod_cidr = \"10.1.2.0/24\"\n\n[[pods]]\nname = \"web\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.node.netns, None);
+        assert_eq!(c.node.uplink, None);
+        assert_eq!(c.gateway(), addr("10.1.2.1"));
+        assert_eq!(c.pod_netns(&c.pods[0]), "n1-web");
+        assert_eq!(Config::host_ifname(&c.pods[0]), "np-web");
+
+        let c =
+            Config::from_toml_str("[node]\nname = \"n1\"\npod_cidr = \"10.1.2.0/24\"\n").unwrap();
+        assert!(c.pods.is_empty());
+    }
+
+    #[test]
+    fn explicit_prefix_and_ifname() {
+        let mut c = Config::demo();
+        c.node.pod_netns_prefix = Some("x.".into());
+        c.pods[0].host_ifname = Some("veth-red".into());
+        c.validate().unwrap();
+        assert_eq!(c.pod_netns(&c.pods[0]), "x.red");
+        assert_eq!(Config::host_ifname(&c.pods[0]), "veth-red");
+        c.node.pod_netns_prefix = Some(String::new());
+        c.validate().unwrap();
+        assert_eq!(c.pod_netns(&c.pods[1]), "blue");
+    }
+
+    #[test]
+    fn toml_round_trip() {
+        for c in [Config::from_toml_str(FULL).unwrap(), Config::demo()] {
+            let text = c.to_toml_string();
+            assert_eq!(Config::from_toml_str(&text).unwrap(), c, "{text}");
+        }
+        let mut bare = Config::demo();
+        bare.pods.clear();
+        bare.node.uplink = None;
+        bare.node.netns = None;
+        let text = bare.to_toml_string();
+        assert!(!text.contains("pods"), "{text}");
+        assert_eq!(Config::from_toml_str(&text).unwrap(), bare);
+    }
+
+    #[test]
+    fn demo_validates() {
+        let c = Config::demo();
+        c.validate().unwrap();
+        assert_eq!(c.node.name, "demo");
+        assert_eq!(c.node.netns.as_deref(), Some("netpath-demo-node"));
+        assert_eq!(c.gateway(), addr("10.200.0.1"));
+        assert_eq!(c.pod_netns(&c.pods[0]), "demo-red");
+        assert_eq!(Config::host_ifname(&c.pods[1]), "np-blue");
+        let names: Vec<_> = c.pods.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["red", "blue"]);
+        assert!(c.pods.iter().all(|p| p.address.is_none()));
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        for (text, key) in [
+            (FULL.replace("gateway =", "gatway ="), "gatway"),
+            (
+                FULL.replace(
+                    "[[pods]]\nname = \"blue\"",
+                    "[[pods]]\nname = \"blue\"\nip = \"1.2.3.4\"",
+                ),
+                "ip",
+            ),
+            (
+                FULL.replace("[node.uplink]", "[node.uplink]\nmtu = 1500"),
+                "mtu",
+            ),
+            (format!("{FULL}\n[extra]\nx = 1\n"), "extra"),
+        ] {
+            let err = Config::from_toml_str(&text).unwrap_err();
+            assert!(matches!(err, ConfigError::Parse { .. }), "{err}");
+            let msg = err.to_string();
+            assert!(msg.contains("<string>") && msg.contains(key), "{msg}");
+        }
+    }
+
+    #[test]
+    fn parse_errors() {
+        let err =
+            Config::from_toml_str("[node]\nname = \"a\"\npod_cidr = \"fd00::/64\"\n").unwrap_err();
+        assert!(matches!(err, ConfigError::Parse { .. }), "{err}");
+        let err = Config::from_toml_str("[node]\nname = \"a\"\n").unwrap_err();
+        assert!(err.to_string().contains("pod_cidr"), "{err}");
+        let err = Config::from_toml_str("not toml at all [").unwrap_err();
+        assert!(matches!(err, ConfigError::Parse { .. }), "{err}");
+    }
+
+    #[test]
+    fn load_names_the_path() {
+        let dir = std::env::temp_dir().join(format!("netpath-config-test-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+
+        let missing = dir.join("missing.toml");
+        let err = Config::load(&missing).unwrap_err();
+        assert!(matches!(err, ConfigError::Read { .. }));
+        assert!(err.to_string().contains("missing.toml"), "{err}");
+
+        let bad = dir.join("bad.toml");
+        fs::write(&bad, "[node]\nname = 5\n").unwrap();
+        let err = Config::load(&bad).unwrap_err();
+        assert!(matches!(err, ConfigError::Parse { .. }));
+        assert!(err.to_string().contains("bad.toml"), "{err}");
+
+        let good = dir.join("good.toml");
+        fs::write(&good, Config::demo().to_toml_string()).unwrap();
+        assert_eq!(Config::load(&good).unwrap(), Config::demo());
+
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn invalid_names() {
+        for bad in ["", "Demo", "-x", "a_b", "a b", &"x".repeat(33)] {
+            let mut c = Config::demo();
+            c.node.name = bad.into();
+            let err = fails(&c, &["node.name", &format!("'{bad}'")]);
+            assert!(matches!(err, ConfigError::InvalidName { .. }));
+
+            let mut c = Config::demo();
+            c.pods[1].name = bad.into();
+            c.pods[1].host_ifname = Some("np-x".into());
+            let err = fails(&c, &["pod name", &format!("'{bad}'")]);
+            assert!(matches!(err, ConfigError::InvalidName { .. }));
+        }
+        let mut c = Config::demo();
+        c.node.name = "x".repeat(32);
+        c.pods[0].name = "0-a".repeat(10);
+        c.pods[0].host_ifname = Some("np-long".into());
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn invalid_netns() {
+        for bad in ["", ".", "..", "a/b", "a b", "a\nb"] {
+            let mut c = Config::demo();
+            c.node.netns = Some(bad.into());
+            let err = fails(&c, &["node.netns", &format!("'{bad}'")]);
+            assert!(matches!(err, ConfigError::InvalidNetns { .. }));
+        }
+        let mut c = Config::demo();
+        c.node.pod_netns_prefix = Some("a/".into());
+        let err = fails(&c, &["node.pod_netns_prefix", "'a/'"]);
+        assert!(matches!(err, ConfigError::InvalidNetns { .. }));
+    }
+
+    #[test]
+    fn pod_netns_must_not_be_the_node() {
+        let mut c = Config::demo();
+        c.node.netns = Some("demo-red".into());
+        let err = fails(&c, &["pod 'red'", "'demo-red'"]);
+        assert!(matches!(err, ConfigError::NetnsIsNode { .. }));
+    }
+
+    #[test]
+    fn ifname_too_long_default() {
+        let mut c = Config::demo();
+        c.pods.push(pod("averyveryverylongpod"));
+        let err = c.validate().unwrap_err();
+        assert!(matches!(err, ConfigError::IfnameTooLong { len: 23, .. }));
+        assert_eq!(
+            err.to_string(),
+            "pod 'averyveryverylongpod': host interface name 'np-averyveryverylongpod' is 23 \
+             bytes; Linux allows at most 15. Use a pod name of at most 12 bytes or set \
+             host_ifname."
+        );
+        // 12 bytes fit; setting host_ifname fixes it too.
+        c.pods[2].name = "abcdefghijkl".into();
+        c.validate().unwrap();
+        c.pods[2].name = "averyveryverylongpod".into();
+        c.pods[2].host_ifname = Some("np-long".into());
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn ifname_too_long_explicit_and_uplink() {
+        let mut c = Config::demo();
+        c.pods[0].host_ifname = Some("a-sixteen-bytes!".into());
+        let err = fails(
+            &c,
+            &["pod 'red'", "'a-sixteen-bytes!'", "16 bytes", "host_ifname"],
+        );
+        assert!(matches!(err, ConfigError::IfnameTooLong { .. }));
+
+        let mut c = Config::demo();
+        c.node.uplink.as_mut().unwrap().name = "uplink-with-long-name".into();
+        let err = fails(&c, &["node.uplink", "'uplink-with-long-name'", "21 bytes"]);
+        assert!(matches!(err, ConfigError::IfnameTooLong { .. }));
+    }
+
+    #[test]
+    fn invalid_ifnames() {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "a:b",
+            "a b",
+            "a\tb",
+            "lo",
+            GATEWAY_IFNAME,
+        ] {
+            let mut c = Config::demo();
+            c.pods[1].host_ifname = Some(bad.into());
+            let err = fails(&c, &["pod 'blue'", &format!("'{bad}'")]);
+            assert!(matches!(err, ConfigError::InvalidIfname { .. }), "{err}");
+
+            let mut c = Config::demo();
+            c.node.uplink.as_mut().unwrap().name = bad.into();
+            let err = fails(&c, &["node.uplink", &format!("'{bad}'")]);
+            assert!(matches!(err, ConfigError::InvalidIfname { .. }), "{err}");
+        }
+    }
+
+    #[test]
+    fn duplicate_pod() {
+        let mut c = Config::demo();
+        c.pods.push(pod("red"));
+        let err = fails(&c, &["'red'"]);
+        assert!(matches!(err, ConfigError::DuplicatePod { .. }));
+    }
+
+    #[test]
+    fn duplicate_ifnames() {
+        let mut c = Config::demo();
+        c.pods[1].host_ifname = Some("np-red".into());
+        let err = fails(&c, &["'np-red'", "pod 'red'", "pod 'blue'"]);
+        assert!(matches!(err, ConfigError::DuplicateIfname { .. }));
+
+        let mut c = Config::demo();
+        c.pods[0].host_ifname = Some("uplink0".into());
+        let err = fails(&c, &["'uplink0'", "node.uplink", "pod 'red'"]);
+        assert!(matches!(err, ConfigError::DuplicateIfname { .. }));
+    }
+
+    #[test]
+    fn duplicate_address() {
+        let mut c = Config::demo();
+        c.pods[0].address = Some(addr("10.200.0.7"));
+        c.pods[1].address = Some(addr("10.200.0.7"));
+        let err = fails(&c, &["10.200.0.7", "'red'", "'blue'"]);
+        assert!(matches!(err, ConfigError::DuplicateAddress { .. }));
+    }
+
+    #[test]
+    fn address_outside_cidr() {
+        let mut c = Config::demo();
+        c.pods[0].address = Some(addr("10.0.1.7"));
+        let err = c.validate().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "pod 'red': address 10.0.1.7 is outside the pod CIDR 10.200.0.0/24; pick an address \
+             inside it or omit `address` to let IPAM choose"
+        );
+    }
+
+    #[test]
+    fn address_reserved() {
+        for (a, why) in [
+            ("10.200.0.0", "network address"),
+            ("10.200.0.255", "broadcast address"),
+            ("10.200.0.1", "gateway"),
+        ] {
+            let mut c = Config::demo();
+            c.pods[1].address = Some(addr(a));
+            let err = fails(&c, &["pod 'blue'", a, why]);
+            assert!(matches!(err, ConfigError::AddressReserved { why: w, .. } if w == why));
+        }
+        // A non-default gateway is reserved; the default one is then free.
+        let mut c = Config::demo();
+        c.node.gateway = Some(addr("10.200.0.254"));
+        c.pods[0].address = Some(addr("10.200.0.1"));
+        c.validate().unwrap();
+        c.pods[1].address = Some(addr("10.200.0.254"));
+        fails(&c, &["10.200.0.254", "gateway"]);
+    }
+
+    #[test]
+    fn gateway_errors() {
+        let mut c = Config::demo();
+        c.node.gateway = Some(addr("10.9.9.9"));
+        let err = fails(&c, &["10.9.9.9", "10.200.0.0/24"]);
+        assert!(matches!(err, ConfigError::GatewayOutsideCidr { .. }));
+
+        for (g, why) in [("10.200.0.0", "network"), ("10.200.0.255", "broadcast")] {
+            c.node.gateway = Some(addr(g));
+            let err = fails(&c, &[g, why]);
+            assert!(matches!(err, ConfigError::GatewayReserved { .. }));
+        }
+    }
+
+    #[test]
+    fn cidr_errors() {
+        let mut c = Config::demo();
+        c.pods.truncate(1);
+        c.node.pod_cidr = cidr("10.200.0.0/31");
+        let err = fails(&c, &["10.200.0.0/31", "30"]);
+        assert!(matches!(err, ConfigError::PrefixTooLong { .. }));
+
+        c.node.pod_cidr = cidr("10.200.0.0/30");
+        c.validate().unwrap();
+
+        c.node.pod_cidr = cidr("10.200.0.5/24");
+        let err = fails(&c, &["10.200.0.5/24", "10.200.0.0/24"]);
+        assert!(matches!(err, ConfigError::CidrNotNetwork { .. }));
+
+        for (bad, range) in [
+            ("127.1.0.0/16", "127.0.0.0/8"),
+            ("0.0.0.0/0", "0.0.0.0/8"),
+            ("224.0.0.0/24", "224.0.0.0/4"),
+            ("255.255.255.0/24", "240.0.0.0/4"),
+        ] {
+            c.node.pod_cidr = cidr(bad);
+            let err = fails(&c, &[bad, range]);
+            assert!(matches!(err, ConfigError::CidrSpecial { .. }), "{err}");
+        }
+    }
+
+    #[test]
+    fn cidr_exhausted() {
+        let mut c = Config::demo();
+        c.node.pod_cidr = cidr("10.200.0.0/30");
+        let err = fails(&c, &["10.200.0.0/30", "room for 1", "2 are configured"]);
+        assert!(matches!(
+            err,
+            ConfigError::CidrExhausted {
+                capacity: 1,
+                wanted: 2,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn cidr_overlaps_uplink_statically() {
+        let mut c = Config::demo();
+        c.node.uplink.as_mut().unwrap().address = Some(cidr("10.200.0.77/16"));
+        let err = fails(&c, &["10.200.0.0/24", "10.200.0.0/16", "uplink0"]);
+        assert!(matches!(err, ConfigError::CidrOverlapsUplink { .. }));
+    }
+
+    #[test]
+    fn check_overlaps() {
+        let c = Config::demo();
+        let ok = [
+            ("uplink0".to_owned(), cidr("192.168.50.2/24")),
+            ("eth9".to_owned(), cidr("10.201.0.1/24")),
+            // netpath's own devices carry pod-CIDR addresses.
+            (GATEWAY_IFNAME.to_owned(), cidr("10.200.0.1/32")),
+            ("np-red".to_owned(), cidr("10.200.0.1/32")),
+        ];
+        c.check_overlaps(&ok).unwrap();
+        c.check_overlaps(&[]).unwrap();
+
+        let err = c
+            .check_overlaps(&[("uplink0".into(), cidr("10.200.0.9/8"))])
+            .unwrap_err();
+        assert!(matches!(err, ConfigError::CidrOverlapsUplink { .. }));
+        let msg = err.to_string();
+        assert!(
+            msg.contains("10.0.0.0/8") && msg.contains("uplink0"),
+            "{msg}"
+        );
+
+        let err = c
+            .check_overlaps(&[("eth1".into(), cidr("10.200.0.128/25"))])
+            .unwrap_err();
+        assert!(matches!(err, ConfigError::CidrOverlapsInterface { .. }));
+        let msg = err.to_string();
+        assert!(
+            msg.contains("10.200.0.128/25") && msg.contains("eth1"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn validation_order_is_deterministic() {
+        // Several problems: the first pod's comes first.
+        let mut c = Config::demo();
+        c.pods[0].address = Some(addr("1.2.3.4"));
+        c.pods[1].host_ifname = Some("lo".into());
+        for _ in 0..3 {
+            assert!(matches!(
+                c.validate().unwrap_err(),
+                ConfigError::AddressOutsideCidr { .. }
+            ));
+        }
+    }
+}

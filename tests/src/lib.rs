@@ -1,1 +1,5 @@
+//! Shared helpers of netpath's integration tests: packet builders for
+//! `BPF_PROG_TEST_RUN` tests and a harness for real-namespace tests.
 
+pub mod harness;
+pub mod packet;

@@ -1,0 +1,361 @@
+//! Loading the eBPF object, pinning it, attaching it to interfaces.
+//!
+//! Everything one netpath instance puts in the kernel is pinned under
+//! `/sys/fs/bpf/netpath/<instance>/`:
+//!
+//! ```text
+//! maps/endpoints_v1   local pods          (bpftool map dump pinned ...)
+//! maps/stats_v1       per-CPU counters
+//! progs/np_from_pod   TC program on each pod's host-side veth
+//! links/<ifname>.tcx-ingress  tcx link of that program on <ifname>
+//! ```
+//!
+//! Maps are reused from their pins when they exist, so a restarted
+//! controller keeps the datapath's state; links are tcx links (kernel ≥ 6.6)
+//! pinned so that they outlive the process that made them, and a reload
+//! replaces the program behind each link atomically.
+
+use std::{
+    fs, io,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    Ebpf, EbpfError, EbpfLoader,
+    programs::{
+        LinkOrder, ProgramError, SchedClassifier, TcAttachType,
+        links::{FdLink, LinkError, PinnedLink},
+        tc::{SchedClassifierLink, TcAttachOptions},
+    },
+};
+use netpath_common::{maps, progs};
+
+use crate::{
+    maps::{MapsError, NodeMaps},
+    netns::{Netns, NetnsError},
+};
+
+/// Where bpffs is mounted.
+pub const BPFFS: &str = "/sys/fs/bpf";
+/// The parent of every instance's pin directory.
+pub const PIN_ROOT: &str = "/sys/fs/bpf/netpath";
+/// `statfs(2)` magic of bpffs.
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// Errors of loading, pinning and attaching the datapath.
+#[derive(Debug, thiserror::Error)]
+pub enum DatapathError {
+    #[error(
+        "bpffs is not mounted at {BPFFS} and mounting it failed: {source}; \
+         mount it with `mount -t bpf bpf {BPFFS}` (needs CAP_SYS_ADMIN)"
+    )]
+    MountBpffs { source: nix::Error },
+    #[error("{path} is not a bpffs mount; mount one with `mount -t bpf bpf {BPFFS}`")]
+    NotBpffs { path: PathBuf },
+    #[error("cannot create pin directory {path}: {source}")]
+    PinDir { path: PathBuf, source: io::Error },
+    #[error(
+        "loading the eBPF object failed: {source}. netpath needs root (CAP_BPF and \
+         CAP_NET_ADMIN) and a kernel with BTF (6.6 or newer)"
+    )]
+    Load { source: EbpfError },
+    #[error("the eBPF object has no program {name}")]
+    MissingProgram { name: &'static str },
+    #[error("the kernel rejected program {name}: {source}")]
+    LoadProgram {
+        name: &'static str,
+        source: ProgramError,
+    },
+    #[error("cannot pin {what} at {path}: {source}")]
+    Pin {
+        what: String,
+        path: PathBuf,
+        source: aya::pin::PinError,
+    },
+    #[error("cannot remove pin {path}: {source}")]
+    Unpin { path: PathBuf, source: io::Error },
+    #[error("cannot attach {prog} to {ifname} ingress (tcx, kernel 6.6 or newer): {source}")]
+    Attach {
+        prog: &'static str,
+        ifname: String,
+        source: ProgramError,
+    },
+    #[error("cannot reuse the pinned link {path}: {source}")]
+    Link { path: PathBuf, source: LinkError },
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+    #[error(transparent)]
+    Maps(#[from] MapsError),
+}
+
+/// Makes sure bpffs is mounted at [`BPFFS`] (`mount -t bpf bpf /sys/fs/bpf`).
+pub fn ensure_bpffs() -> Result<(), DatapathError> {
+    if is_bpffs(Path::new(BPFFS)) {
+        return Ok(());
+    }
+    nix::mount::mount(
+        Some("bpf"),
+        BPFFS,
+        Some("bpf"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .map_err(|source| DatapathError::MountBpffs { source })?;
+    if !is_bpffs(Path::new(BPFFS)) {
+        return Err(DatapathError::NotBpffs { path: BPFFS.into() });
+    }
+    Ok(())
+}
+
+fn is_bpffs(path: &Path) -> bool {
+    nix::sys::statfs::statfs(path)
+        .map(|s| s.filesystem_type().0 as i64 == BPF_FS_MAGIC)
+        .unwrap_or(false)
+}
+
+/// The pin directory of one instance and the paths inside it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PinDir {
+    root: PathBuf,
+}
+
+impl PinDir {
+    /// `/sys/fs/bpf/netpath/<instance>`.
+    pub fn for_instance(instance: &str) -> Self {
+        Self {
+            root: Path::new(PIN_ROOT).join(instance),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn map(&self, name: &str) -> PathBuf {
+        self.root.join("maps").join(name)
+    }
+
+    pub fn prog(&self, name: &str) -> PathBuf {
+        self.root.join("progs").join(name)
+    }
+
+    /// The pin of the tcx ingress link on `ifname`.
+    pub fn ingress_link(&self, ifname: &str) -> PathBuf {
+        self.root.join("links").join(format!("{ifname}.tcx-ingress"))
+    }
+
+    /// Creates `maps/`, `progs/` and `links/` (mounting bpffs first if
+    /// needed).
+    pub fn create(&self) -> Result<(), DatapathError> {
+        ensure_bpffs()?;
+        for sub in ["maps", "progs", "links"] {
+            let path = self.root.join(sub);
+            fs::create_dir_all(&path).map_err(|source| DatapathError::PinDir { path, source })?;
+        }
+        Ok(())
+    }
+
+    /// Whether the instance has a pin directory.
+    pub fn exists(&self) -> bool {
+        self.root.exists()
+    }
+
+    /// Every pin below the root, for inspection and tests.
+    pub fn list(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for sub in ["maps", "progs", "links"] {
+            if let Ok(rd) = fs::read_dir(self.root.join(sub)) {
+                out.extend(rd.filter_map(|e| e.ok().map(|e| e.path())));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// Removes every pin and the directory (unpinning a link detaches it
+    /// once no process holds it).
+    pub fn remove(&self) -> Result<(), DatapathError> {
+        match fs::remove_dir_all(&self.root) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(DatapathError::Unpin {
+                path: self.root.clone(),
+                source,
+            }),
+        }
+    }
+}
+
+/// How to load the object.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Pin maps, programs and links here; `None` loads a private, unpinned
+    /// copy (program unit tests).
+    pub pins: Option<PinDir>,
+}
+
+/// The loaded datapath of one node.
+pub struct Datapath {
+    ebpf: Ebpf,
+    pins: Option<PinDir>,
+    maps: NodeMaps,
+}
+
+impl Datapath {
+    /// Loads the eBPF object and its programs into the kernel, reusing
+    /// pinned maps when they exist.
+    pub fn load(opts: LoadOptions) -> Result<Self, DatapathError> {
+        let mut loader = EbpfLoader::new();
+        let map_pins: Vec<(&'static str, PathBuf)> = match &opts.pins {
+            Some(pins) => {
+                pins.create()?;
+                [maps::ENDPOINTS, maps::STATS]
+                    .into_iter()
+                    .map(|m| (m, pins.map(m)))
+                    .collect()
+            }
+            None => Vec::new(),
+        };
+        for (name, path) in &map_pins {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader
+            .load(crate::ebpf::OBJECT)
+            .map_err(|source| DatapathError::Load { source })?;
+
+        let name = progs::FROM_POD;
+        let prog: &mut SchedClassifier = ebpf
+            .program_mut(name)
+            .ok_or(DatapathError::MissingProgram { name })?
+            .try_into()
+            .map_err(|source| DatapathError::LoadProgram { name, source })?;
+        prog.load()
+            .map_err(|source| DatapathError::LoadProgram { name, source })?;
+        if let Some(pins) = &opts.pins {
+            let path = pins.prog(name);
+            remove_pin(&path)?;
+            prog.pin(&path).map_err(|source| DatapathError::Pin {
+                what: format!("program {name}"),
+                path,
+                source,
+            })?;
+        }
+        let maps = NodeMaps::from_ebpf(&mut ebpf)?;
+        Ok(Self {
+            ebpf,
+            pins: opts.pins,
+            maps,
+        })
+    }
+
+    /// The datapath's maps.
+    pub fn maps(&mut self) -> &mut NodeMaps {
+        &mut self.maps
+    }
+
+    /// The pin directory, if pinned.
+    pub fn pins(&self) -> Option<&PinDir> {
+        self.pins.as_ref()
+    }
+
+    /// The pod-ingress program, for `BPF_PROG_TEST_RUN`.
+    pub fn from_pod_program(&self) -> &SchedClassifier {
+        self.ebpf
+            .program(progs::FROM_POD)
+            .and_then(|p| p.try_into().ok())
+            .expect("program was loaded in Datapath::load")
+    }
+
+    /// Attaches the pod-ingress program to `ifname` (a pod's host-side veth
+    /// in `netns`) as a tcx ingress link, and pins the link. An existing
+    /// pinned link on that interface gets the new program atomically.
+    ///
+    /// Matches `tc filter add dev IFNAME ingress bpf obj ... sec np_from_pod`,
+    /// but with a tcx link instead of a clsact qdisc.
+    pub fn attach_from_pod(&mut self, netns: &Netns, ifname: &str) -> Result<(), DatapathError> {
+        let name = progs::FROM_POD;
+        let prog: &mut SchedClassifier = self
+            .ebpf
+            .program_mut(name)
+            .ok_or(DatapathError::MissingProgram { name })?
+            .try_into()
+            .map_err(|source| DatapathError::LoadProgram { name, source })?;
+        let pin = self.pins.as_ref().map(|p| p.ingress_link(ifname));
+        let existing = match &pin {
+            Some(path) => match PinnedLink::from_pin(path) {
+                Ok(link) => Some(link),
+                Err(LinkError::SyscallError(e)) if e.io_error.kind() == io::ErrorKind::NotFound => {
+                    None
+                }
+                Err(source) => {
+                    return Err(DatapathError::Link {
+                        path: path.clone(),
+                        source,
+                    });
+                }
+            },
+            None => None,
+        };
+        let attach_err = |source| DatapathError::Attach {
+            prog: name,
+            ifname: ifname.to_owned(),
+            source,
+        };
+        let link_id = match existing {
+            Some(old) => {
+                let link = SchedClassifierLink::try_from(FdLink::from(old)).map_err(|source| {
+                    DatapathError::Link {
+                        path: pin.clone().unwrap_or_default(),
+                        source,
+                    }
+                })?;
+                prog.attach_to_link(link).map_err(attach_err)?
+            }
+            None => netns
+                .run(|| {
+                    prog.attach_with_options(
+                        ifname,
+                        TcAttachType::Ingress,
+                        TcAttachOptions::TcxOrder(LinkOrder::default()),
+                    )
+                })?
+                .map_err(attach_err)?,
+        };
+        if let Some(path) = pin {
+            let link = prog.take_link(link_id).map_err(attach_err)?;
+            let fd_link = FdLink::try_from(link).map_err(|source| DatapathError::Link {
+                path: path.clone(),
+                source,
+            })?;
+            remove_pin(&path)?;
+            // Pinning consumes the link: from here on the pin holds it.
+            fd_link.pin(&path).map_err(|source| DatapathError::Pin {
+                what: format!("tcx link on {ifname}"),
+                path,
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Unpins the ingress link on `ifname` (the link detaches when its pin
+    /// and every fd are gone; deleting the interface detaches it as well).
+    pub fn detach_from_pod(&self, ifname: &str) -> Result<(), DatapathError> {
+        match &self.pins {
+            Some(pins) => remove_pin(&pins.ingress_link(ifname)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Removes a pin file; a missing one is fine.
+pub fn remove_pin(path: &Path) -> Result<(), DatapathError> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(DatapathError::Unpin {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}

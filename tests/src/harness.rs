@@ -1,0 +1,307 @@
+//! A harness for tests in real namespaces: a lab node per test (its own
+//! node and LAN host namespaces, instance name and pins), helpers that run
+//! code inside a namespace, and real TCP/UDP/ICMP traffic.
+
+use std::{
+    io::{Read as _, Write as _},
+    net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream, UdpSocket},
+    sync::atomic::{AtomicU32, Ordering},
+    thread,
+    time::{Duration, Instant},
+};
+
+use netpath::{
+    config::{Config, NodeConfig, PodConfig, UplinkConfig},
+    controller,
+    lab::{Lab, UPLINK},
+    netns::Netns,
+};
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A name unique to this test process and call: `t<pid>-<n>-<tag>`.
+pub fn unique(tag: &str) -> String {
+    let n = SEQ.fetch_add(1, Ordering::Relaxed);
+    format!("t{}-{n}-{tag}", std::process::id() % 100_000)
+}
+
+/// Runs a future to completion on a private runtime on another thread, so
+/// that it can be called from sync code, async code or `Drop`.
+pub fn block_on<F: std::future::Future + Send>(fut: F) -> F::Output
+where
+    F::Output: Send,
+{
+    thread::scope(|s| {
+        s.spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime")
+                .block_on(fut)
+        })
+        .join()
+        .expect("block_on thread panicked")
+    })
+}
+
+/// One lab node for one test; removes everything it made when dropped.
+pub struct TestNode {
+    pub lab: Lab,
+    pub config: Config,
+}
+
+impl TestNode {
+    /// Builds the lab (node + LAN host namespaces, uplink) and a config for
+    /// it with `pods` (no pods applied yet).
+    pub fn new(tag: &str, pods: &[&str]) -> Self {
+        let name = unique(tag);
+        let lab = Lab::new(format!("{name}-node"), format!("{name}-lan"));
+        block_on(lab.create()).expect("create the lab namespaces");
+        let config = Config {
+            node: NodeConfig {
+                name: name.clone(),
+                netns: Some(lab.node_netns.clone()),
+                pod_cidr: "10.200.0.0/24".parse().unwrap(),
+                gateway: None,
+                pod_netns_prefix: Some(format!("{name}-")),
+                uplink: Some(UplinkConfig {
+                    name: UPLINK.into(),
+                    address: None,
+                }),
+            },
+            pods: pods.iter().map(|p| pod(p)).collect(),
+        };
+        Self { lab, config }
+    }
+
+    pub fn instance(&self) -> &str {
+        &self.config.node.name
+    }
+
+    /// Applies the current config.
+    pub fn apply(&self) -> Result<controller::ApplyReport, controller::ControllerError> {
+        block_on(controller::apply(&self.config))
+    }
+
+    /// The namespace of pod `name`.
+    pub fn pod_ns(&self, name: &str) -> String {
+        let pod = self
+            .config
+            .pods
+            .iter()
+            .find(|p| p.name == name)
+            .unwrap_or_else(|| panic!("no pod {name} in the config"));
+        self.config.pod_netns(pod)
+    }
+
+    /// The address pod `name` got.
+    pub fn pod_addr(&self, name: &str) -> Ipv4Addr {
+        controller::pods(self.instance()).unwrap()[name].address
+    }
+
+    pub fn gateway(&self) -> Ipv4Addr {
+        self.config.gateway()
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        let instance = self.config.node.name.clone();
+        let lab = self.lab.clone();
+        block_on(async move {
+            if let Err(e) = controller::destroy(&instance).await {
+                eprintln!("cleanup: destroy {instance}: {e}");
+            }
+            lab.destroy().await;
+        });
+    }
+}
+
+/// A pod with a dynamic address.
+pub fn pod(name: &str) -> PodConfig {
+    PodConfig {
+        name: name.into(),
+        address: None,
+        host_ifname: None,
+    }
+}
+
+/// Runs `f` on a thread inside namespace `ns`.
+pub fn in_ns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
+    Netns::open(ns)
+        .unwrap_or_else(|e| panic!("open {ns}: {e}"))
+        .run(f)
+        .unwrap_or_else(|e| panic!("run in {ns}: {e}"))
+}
+
+/// Spawns `f` on a thread inside namespace `ns`.
+pub fn spawn_in_ns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> thread::JoinHandle<T> {
+    let ns = ns.to_owned();
+    thread::spawn(move || {
+        let netns = Netns::open(&ns).unwrap_or_else(|e| panic!("open {ns}: {e}"));
+        nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET)
+            .unwrap_or_else(|e| panic!("setns {ns}: {e}"));
+        f()
+    })
+}
+
+/// Sends `count` ICMP echo requests from namespace `ns` to `dst` and returns
+/// how many matching replies came back (raw ICMP socket, as `ping` does).
+pub fn ping(ns: &str, dst: Ipv4Addr, count: u16) -> u16 {
+    in_ns(ns, move || icmp_echo(dst, count, Duration::from_secs(2)))
+}
+
+fn icmp_echo(dst: Ipv4Addr, count: u16, timeout: Duration) -> u16 {
+    // SAFETY: plain socket syscalls on a descriptor owned by this function.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP);
+        assert!(fd >= 0, "raw ICMP socket: {}", std::io::Error::last_os_error());
+        let tv = libc::timeval {
+            tv_sec: 0,
+            tv_usec: 200_000,
+        };
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&raw const tv).cast(),
+            size_of::<libc::timeval>() as u32,
+        );
+        let addr = libc::sockaddr_in {
+            sin_family: libc::AF_INET as u16,
+            sin_port: 0,
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes(dst.octets()),
+            },
+            sin_zero: [0; 8],
+        };
+        let ident = (std::process::id() as u16) ^ 0x5a5a;
+        let mut replies = 0;
+        for seq in 0..count {
+            let mut req = [8u8, 0, 0, 0, 0, 0, 0, 0, b'n', b'p', b'!', b'!'];
+            req[4..6].copy_from_slice(&ident.to_be_bytes());
+            req[6..8].copy_from_slice(&seq.to_be_bytes());
+            let c = crate::packet::inet_checksum(&req);
+            req[2..4].copy_from_slice(&c.to_be_bytes());
+            libc::sendto(
+                fd,
+                req.as_ptr().cast(),
+                req.len(),
+                0,
+                (&raw const addr).cast(),
+                size_of::<libc::sockaddr_in>() as u32,
+            );
+            let deadline = Instant::now() + timeout;
+            while Instant::now() < deadline {
+                let mut buf = [0u8; 1500];
+                let n = libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0);
+                if n <= 0 {
+                    continue;
+                }
+                let ihl = usize::from(buf[0] & 0x0f) * 4;
+                let icmp = &buf[ihl..n as usize];
+                if buf[12..16] == dst.octets()
+                    && icmp.len() >= 8
+                    && icmp[0] == 0
+                    && icmp[4..6] == ident.to_be_bytes()
+                    && icmp[6..8] == seq.to_be_bytes()
+                {
+                    replies += 1;
+                    break;
+                }
+            }
+        }
+        libc::close(fd);
+        replies
+    }
+}
+
+/// Starts a TCP echo server in `ns` on `addr:port` that serves `conns`
+/// connections, then exits. Returns once it is listening.
+pub fn tcp_echo_server(ns: &str, addr: Ipv4Addr, port: u16, conns: usize) -> thread::JoinHandle<()> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let h = spawn_in_ns(ns, move || {
+        let l = TcpListener::bind(SocketAddrV4::new(addr, port)).expect("bind TCP");
+        tx.send(()).unwrap();
+        for _ in 0..conns {
+            let (mut s, _) = l.accept().expect("accept");
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut buf = [0u8; 65536];
+            loop {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if s.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(5))
+        .expect("TCP server did not start");
+    h
+}
+
+/// Connects from `ns` to `dst:port`, sends `payload`, and returns what came
+/// back (the same number of bytes).
+pub fn tcp_roundtrip(ns: &str, dst: Ipv4Addr, port: u16, payload: Vec<u8>) -> std::io::Result<Vec<u8>> {
+    in_ns(ns, move || {
+        let mut s = TcpStream::connect_timeout(&SocketAddrV4::new(dst, port).into(), Duration::from_secs(3))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        s.write_all(&payload)?;
+        let mut got = vec![0u8; payload.len()];
+        s.read_exact(&mut got)?;
+        Ok(got)
+    })
+}
+
+/// Starts a UDP echo server in `ns` answering `datagrams` datagrams.
+pub fn udp_echo_server(ns: &str, addr: Ipv4Addr, port: u16, datagrams: usize) -> thread::JoinHandle<()> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let h = spawn_in_ns(ns, move || {
+        let s = UdpSocket::bind(SocketAddrV4::new(addr, port)).expect("bind UDP");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        tx.send(()).unwrap();
+        let mut buf = [0u8; 65536];
+        for _ in 0..datagrams {
+            let Ok((n, from)) = s.recv_from(&mut buf) else { break };
+            let _ = s.send_to(&buf[..n], from);
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(5))
+        .expect("UDP server did not start");
+    h
+}
+
+/// Sends one datagram from `ns` to `dst:port` and returns the echo.
+pub fn udp_roundtrip(ns: &str, dst: Ipv4Addr, port: u16, payload: Vec<u8>) -> std::io::Result<Vec<u8>> {
+    in_ns(ns, move || {
+        let s = UdpSocket::bind("0.0.0.0:0")?;
+        s.set_read_timeout(Some(Duration::from_secs(3)))?;
+        s.send_to(&payload, SocketAddrV4::new(dst, port))?;
+        let mut buf = vec![0u8; 65536];
+        let (n, _) = s.recv_from(&mut buf)?;
+        buf.truncate(n);
+        Ok(buf)
+    })
+}
+
+/// A `/proc/net/snmp` IP counter (e.g. "ForwDatagrams") inside `ns`.
+pub fn ip_snmp_counter(ns: &str, name: &str) -> u64 {
+    let name = name.to_owned();
+    in_ns(ns, move || {
+        // /proc/net is per network namespace of the reading thread
+        // (/proc/thread-self/net, not /proc/self/net).
+        let text = std::fs::read_to_string("/proc/thread-self/net/snmp").expect("read snmp");
+        let mut lines = text.lines().filter(|l| l.starts_with("Ip:"));
+        let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+        let values: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+        let i = header.iter().position(|h| *h == name).expect("counter name");
+        values[i].parse().unwrap()
+    })
+}
