@@ -80,6 +80,12 @@ pub fn parse_ipv4(ctx: &TcContext) -> Result<Parsed, ()> {
         count(Stat::DropBadIpHeader, len);
         return Err(());
     }
+    // The packet must hold what the header claims (ip_rcv drops it too);
+    // a longer frame is fine (Ethernet padding).
+    if (len as usize) < EthHdr::LEN + usize::from(tot_len) {
+        count(Stat::DropTruncated, len);
+        return Err(());
+    }
     // The options, if any, must be inside the packet too.
     if ihl_bytes > Ipv4Hdr::LEN {
         count(Stat::Ipv4Options, len);

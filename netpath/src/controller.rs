@@ -23,10 +23,13 @@
 //! (tcx ingress link of np_from_pod on np-red, endpoint map entry for 10.200.0.2)
 //! ```
 //!
-//! The gateway address lives on a dummy device `np0` in the node namespace
-//! (`ip link add np0 type dummy; ip addr add 10.200.0.1/32 dev np0`), so the
-//! node answers for it; pods never ARP for it because their neighbour entry
-//! is static.
+//! The gateway address lives on `np0` in the node namespace, one end of a
+//! veth pair whose other end is `np0-peer` (`ip link add np0 type veth peer
+//! name np0-peer; ip addr add 10.200.0.1/32 dev np0`), so the node answers
+//! for it; pods never ARP for it because their neighbour entry is static.
+//! A veth rather than a dummy device because not every kernel has the dummy
+//! driver (this project's CI kernel does not); Cilium's `cilium_host` /
+//! `cilium_net` pair plays the same role.
 
 use std::{collections::BTreeMap, net::Ipv4Addr};
 
@@ -46,6 +49,8 @@ use crate::{
 
 /// The dummy device in the node namespace that holds the gateway address.
 pub use crate::config::GATEWAY_IFNAME;
+/// The peer of [`GATEWAY_IFNAME`].
+pub const GATEWAY_PEER_IFNAME: &str = "np0-peer";
 /// The pod-side interface name.
 pub const POD_IFNAME: &str = "eth0";
 
@@ -184,7 +189,7 @@ fn netns_label(name: &Option<String>) -> String {
 /// One step taken, and how to undo it.
 enum Undo {
     DeleteNetns(String),
-    DeleteLink { ns: Option<String>, ifname: String },
+    DeleteLink { ifname: String },
     RemoveEndpoint(Ipv4Addr),
     Unpin(String),
 }
@@ -375,7 +380,7 @@ async fn execute(
     })?;
 
     if !node_ok {
-        ensure_gateway(nl, gateway, undo).await?;
+        ensure_gateway(node_ns, nl, gateway, undo).await?;
     }
     if let Some(uplink) = &config.node.uplink
         && let Some(addr) = uplink.address
@@ -416,29 +421,33 @@ async fn gateway_ok(nl: &Netlink, gateway: Ipv4Addr) -> Result<bool, ControllerE
     Ok(link.up && nl.addresses(link.index).await?.contains(&(gateway, 32)))
 }
 
-/// `ip link add np0 type dummy; ip addr add GW/32 dev np0; ip link set np0 up`
+/// `ip link add np0 type veth peer name np0-peer; ip addr add GW/32 dev np0;
+/// ip link set np0 up; ip link set np0-peer up`
 async fn ensure_gateway(
+    node_ns: &Netns,
     nl: &Netlink,
     gateway: Ipv4Addr,
     undo: &mut Vec<Undo>,
 ) -> Result<(), ControllerError> {
-    let link = match nl.link_by_name(GATEWAY_IFNAME).await? {
-        Some(link) => link,
-        None => {
-            nl.add_dummy(GATEWAY_IFNAME).await?;
-            undo.push(Undo::DeleteLink {
-                ns: None,
-                ifname: GATEWAY_IFNAME.into(),
-            });
-            nl.link_by_name(GATEWAY_IFNAME)
-                .await?
-                .ok_or_else(|| NetlinkError::NotFound {
-                    what: format!("{GATEWAY_IFNAME} right after creating it"),
-                })?
+    if nl.link_by_name(GATEWAY_IFNAME).await?.is_none() {
+        nl.add_veth(GATEWAY_IFNAME, GATEWAY_PEER_IFNAME, node_ns)
+            .await?;
+        undo.push(Undo::DeleteLink {
+            ifname: GATEWAY_IFNAME.into(),
+        });
+    }
+    for name in [GATEWAY_PEER_IFNAME, GATEWAY_IFNAME] {
+        let link = nl
+            .link_by_name(name)
+            .await?
+            .ok_or_else(|| NetlinkError::NotFound {
+                what: format!("{name} right after creating it"),
+            })?;
+        if name == GATEWAY_IFNAME {
+            nl.add_address(link.index, gateway, 32).await?;
         }
-    };
-    nl.add_address(link.index, gateway, 32).await?;
-    nl.set_up(link.index).await?;
+        nl.set_up(link.index).await?;
+    }
     Ok(())
 }
 
@@ -477,7 +486,6 @@ async fn create_pod(
     // ip link add HOST type veth peer name eth0 netns POD
     nl.add_veth(&pod.host_ifname, POD_IFNAME, &pod_ns).await?;
     undo.push(Undo::DeleteLink {
-        ns: None,
         ifname: pod.host_ifname.clone(),
     });
     let host = nl
@@ -583,7 +591,7 @@ async fn rollback(node_ns: &Netns, pins: &PinDir, undo: Vec<Undo>) {
         let res: Result<(), ControllerError> = async {
             match step {
                 Undo::DeleteNetns(name) => Netns::delete(&name).await?,
-                Undo::DeleteLink { ns: _, ifname } => {
+                Undo::DeleteLink { ifname } => {
                     if let Some(nl) = &nl
                         && let Some(link) = nl.link_by_name(&ifname).await?
                     {

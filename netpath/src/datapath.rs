@@ -39,8 +39,6 @@ use crate::{
 pub const BPFFS: &str = "/sys/fs/bpf";
 /// The parent of every instance's pin directory.
 pub const PIN_ROOT: &str = "/sys/fs/bpf/netpath";
-/// `statfs(2)` magic of bpffs.
-const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
 /// Errors of loading, pinning and attaching the datapath.
 #[derive(Debug, thiserror::Error)]
@@ -109,7 +107,7 @@ pub fn ensure_bpffs() -> Result<(), DatapathError> {
 
 fn is_bpffs(path: &Path) -> bool {
     nix::sys::statfs::statfs(path)
-        .map(|s| s.filesystem_type().0 as i64 == BPF_FS_MAGIC)
+        .map(|s| s.filesystem_type() == nix::sys::statfs::BPF_FS_MAGIC)
         .unwrap_or(false)
 }
 

@@ -78,10 +78,16 @@ fn rtnetlink_errno(e: &rtnetlink::Error) -> Option<i32> {
     }
 }
 
+const CONNECTION_CLOSED: &str = "the netlink connection is closed (did the tokio runtime \
+     that Netlink::connect ran on shut down?)";
+
 /// The errno text of a failed request plus what to do about it.
 fn describe(e: &rtnetlink::Error) -> String {
     let Some(errno) = rtnetlink_errno(e) else {
-        return e.to_string();
+        return match e {
+            rtnetlink::Error::RequestFailed => CONNECTION_CLOSED.to_owned(),
+            e => e.to_string(),
+        };
     };
     let hint = match errno {
         libc::EEXIST => {

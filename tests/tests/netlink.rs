@@ -130,6 +130,17 @@ async fn namespace_create_open_delete() -> Result<()> {
         Err(NetnsError::NotFound { .. })
     ));
 
+    // A leftover file that is not a namespace mount (a crashed
+    // `ip netns add`): not openable, and delete() removes it.
+    let stale = nss.name();
+    std::fs::write(format!("/run/netns/{stale}"), "")?;
+    ensure!(matches!(
+        Netns::open(&stale),
+        Err(NetnsError::NotANamespace { .. })
+    ));
+    Netns::delete(&stale).await?;
+    ensure!(!Netns::exists(&stale));
+
     ensure!(matches!(
         Netns::open("a/b"),
         Err(NetnsError::InvalidName { .. })
@@ -289,7 +300,7 @@ async fn veth_addresses_routes_neighbours() -> Result<()> {
         scope_link: true,
         onlink: false,
     };
-    ensure!(nl_a.routes().await? == [connected.clone()]);
+    ensure!(nl_a.routes().await? == std::slice::from_ref(&connected));
 
     let host = Route {
         dst: "10.77.1.5/32".parse()?,
@@ -344,7 +355,7 @@ async fn veth_addresses_routes_neighbours() -> Result<()> {
     nl_a.delete_route(&host).await.context("second delete")?;
     nl_a.delete_route(&via2).await?;
     nl_a.delete_route(&default).await?;
-    ensure!(nl_a.routes().await? == [connected.clone()]);
+    ensure!(nl_a.routes().await? == std::slice::from_ref(&connected));
 
     // A gateway that is not on a connected subnet needs onlink.
     let unreachable = Route {

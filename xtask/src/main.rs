@@ -36,8 +36,9 @@ enum Task {
         #[arg(long)]
         release: bool,
     },
-    /// Bootstrap, then `cargo test` the default members (unit and integration
-    /// tests). Test binaries run as root (through `sudo -E` when not root).
+    /// Bootstrap, then `cargo test --no-fail-fast` the default members (unit
+    /// and integration tests). Test binaries run as root (through `sudo -E`
+    /// when not root).
     ///
     /// Arguments after `--` go to `cargo test`, e.g.
     /// `cargo xtask test -- -p netpath-common -- --nocapture`.
@@ -156,7 +157,13 @@ fn test(args: &[String]) -> Result<i32> {
     check_kernel()?;
 
     let mut cargo = tc.cargo();
-    cargo.arg("test").args(args).env("RUST_BACKTRACE", "1");
+    cargo.arg("test");
+    // Report every failing test binary, not only the first one.
+    let cargo_args = args.split(|a| a == "--").next().unwrap_or_default();
+    if !cargo_args.iter().any(|a| a == "--no-fail-fast") {
+        cargo.arg("--no-fail-fast");
+    }
+    cargo.args(args).env("RUST_BACKTRACE", "1");
     if !cmd::is_root() {
         require_sudo("the tests (namespaces, BPF programs)")?;
         let runner = format!(
