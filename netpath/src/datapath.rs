@@ -7,7 +7,7 @@
 //! maps/endpoints_v1   local pods          (bpftool map dump pinned ...)
 //! maps/stats_v1       per-CPU counters
 //! progs/np_from_pod   TC program on each pod's host-side veth
-//! links/<ifname>.tcx-ingress  tcx link of that program on <ifname>
+//! links/<ifname>_ingress  tcx link of that program on <ifname>
 //! ```
 //!
 //! Maps are reused from their pins when they exist, so a restarted
@@ -137,9 +137,12 @@ impl PinDir {
         self.root.join("progs").join(name)
     }
 
-    /// The pin of the tcx ingress link on `ifname`.
+    /// The pin of the tcx ingress link on `ifname`: `links/<ifname>_ingress`.
+    /// bpffs refuses names with a dot (lookups fail with EPERM), and
+    /// interface names may have one (`eth0.100`), so dots become `_`.
     pub fn ingress_link(&self, ifname: &str) -> PathBuf {
-        self.root.join("links").join(format!("{ifname}.tcx-ingress"))
+        let name = ifname.replace('.', "_");
+        self.root.join("links").join(format!("{name}_ingress"))
     }
 
     /// Creates `maps/`, `progs/` and `links/` (mounting bpffs first if

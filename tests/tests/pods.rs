@@ -203,8 +203,8 @@ fn twenty_pods_created_and_deleted_leave_nothing_behind() {
     assert!(snap.netns.is_empty(), "namespaces left: {:?}", snap.netns);
     assert_eq!(
         snap.links.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
-        vec!["np0"],
-        "only the gateway device stays"
+        vec!["np0", "np0-peer"],
+        "only the gateway veth pair stays"
     );
     assert!(snap.endpoints.is_empty());
     assert!(
