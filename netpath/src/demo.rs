@@ -101,9 +101,17 @@ pub fn describe(lab: &Lab, config: &Config, report: &ApplyReport) -> String {
             s,
             "  ip netns exec {node} ping -c 3 {b_addr}   # node -> pod"
         );
+        let exe = std::env::current_exe()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| "netpath".into());
         let _ = writeln!(
             s,
-            "  netpath stats --instance {}                       # per-verdict counters",
+            "  {exe} stats --instance {}   # per-verdict counters",
+            config.node.name
+        );
+        let _ = writeln!(
+            s,
+            "  {exe} endpoints --instance {}",
             config.node.name
         );
         let _ = writeln!(s, "  bpftool prog show name np_from_pod");
@@ -117,10 +125,14 @@ pub fn describe(lab: &Lab, config: &Config, report: &ApplyReport) -> String {
             "  bpftool map dump pinned {}",
             pins.map(netpath_common::maps::STATS).display()
         );
-        let _ = writeln!(
-            s,
-            "  ip netns exec {node} bpftool net show             # tcx links on the host-side veths"
-        );
+        if let Some(pod) = config.pods.first() {
+            let _ = writeln!(
+                s,
+                "  bpftool link show pinned {}   # the tcx link on {}",
+                pins.ingress_link(&Config::host_ifname(pod)).display(),
+                Config::host_ifname(pod)
+            );
+        }
     }
     let _ = writeln!(s, "\nPress Ctrl-C to remove everything.");
     s
