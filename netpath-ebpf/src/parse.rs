@@ -4,11 +4,11 @@
 //! header lies inside `[data, data_end)`; callers never index past it.
 
 use aya_ebpf::programs::TcContext;
+use netpath_common::Stat;
 use network_types::{
     eth::{EthHdr, EtherType},
     ip::Ipv4Hdr,
 };
-use netpath_common::Stat;
 
 use crate::stats::count;
 

@@ -183,7 +183,8 @@ fn node_netns(config: &Config) -> Result<Netns, ControllerError> {
 }
 
 fn netns_label(name: &Option<String>) -> String {
-    name.clone().unwrap_or_else(|| "the current namespace".into())
+    name.clone()
+        .unwrap_or_else(|| "the current namespace".into())
 }
 
 /// One step taken, and how to undo it.
@@ -205,12 +206,13 @@ pub async fn apply(config: &Config) -> Result<ApplyReport, ControllerError> {
 
     // The uplink must exist; the pod CIDR must not overlap its networks.
     if let Some(uplink) = &config.node.uplink {
-        let link = nl.link_by_name(&uplink.name).await?.ok_or_else(|| {
-            ControllerError::UplinkMissing {
-                name: uplink.name.clone(),
-                netns: netns_label(&config.node.netns),
-            }
-        })?;
+        let link =
+            nl.link_by_name(&uplink.name)
+                .await?
+                .ok_or_else(|| ControllerError::UplinkMissing {
+                    name: uplink.name.clone(),
+                    netns: netns_label(&config.node.netns),
+                })?;
         let mut nets: Vec<(String, Ipv4Net)> = nl
             .addresses(link.index)
             .await?
@@ -452,11 +454,7 @@ async fn ensure_gateway(
 }
 
 /// Whether every piece of a built pod is still there.
-async fn pod_healthy(
-    nl: &Netlink,
-    pins: &PinDir,
-    pod: &PodState,
-) -> Result<bool, ControllerError> {
+async fn pod_healthy(nl: &Netlink, pins: &PinDir, pod: &PodState) -> Result<bool, ControllerError> {
     if !Netns::exists(&pod.netns) || !pins.ingress_link(&pod.host_ifname).exists() {
         return Ok(false);
     }
@@ -566,7 +564,11 @@ fn failpoint(at: &str) -> Result<(), ControllerError> {
     }
 }
 
-async fn delete_pod(nl: &Netlink, dp: &mut Datapath, pod: &PodState) -> Result<(), ControllerError> {
+async fn delete_pod(
+    nl: &Netlink,
+    dp: &mut Datapath,
+    pod: &PodState,
+) -> Result<(), ControllerError> {
     dp.maps().remove_endpoint(pod.address)?;
     dp.detach_from_pod(&pod.host_ifname)?;
     if let Some(link) = nl.link_by_name(&pod.host_ifname).await? {

@@ -109,11 +109,7 @@ pub fn describe(lab: &Lab, config: &Config, report: &ApplyReport) -> String {
             "  {exe} stats --instance {}   # per-verdict counters",
             config.node.name
         );
-        let _ = writeln!(
-            s,
-            "  {exe} endpoints --instance {}",
-            config.node.name
-        );
+        let _ = writeln!(s, "  {exe} endpoints --instance {}", config.node.name);
         let _ = writeln!(s, "  bpftool prog show name np_from_pod");
         let _ = writeln!(
             s,

@@ -4,13 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
-use netpath::{
-    config::Config,
-    controller,
-    datapath::PinDir,
-    demo,
-    maps::NodeMaps,
-};
+use netpath::{config::Config, controller, datapath::PinDir, demo, maps::NodeMaps};
 
 #[derive(Parser)]
 #[command(version, about = "eBPF datapath for container networking")]
@@ -114,7 +108,10 @@ async fn run(command: Command) -> Result<()> {
         }
         Command::Destroy { instance } => {
             let removed = controller::destroy(&instance).await?;
-            println!("instance {instance}: removed {} pods and all pins", removed.len());
+            println!(
+                "instance {instance}: removed {} pods and all pins",
+                removed.len()
+            );
         }
         Command::Pods { instance } => {
             println!("{:<16} {:<16} {:<16} NETNS", "POD", "ADDRESS", "HOST IF");
@@ -136,7 +133,10 @@ async fn run(command: Command) -> Result<()> {
         }
         Command::Endpoints { instance } => {
             let maps = NodeMaps::open_pinned(&PinDir::for_instance(&instance))?;
-            println!("{:<16} {:>8} {:<18} GW MAC", "ADDRESS", "IFINDEX", "POD MAC");
+            println!(
+                "{:<16} {:>8} {:<18} GW MAC",
+                "ADDRESS", "IFINDEX", "POD MAC"
+            );
             for (addr, ep) in maps.endpoints()? {
                 println!(
                     "{:<16} {:>8} {:<18} {}",

@@ -44,9 +44,7 @@ impl NodeMaps {
     /// Takes the maps out of a loaded object (after its programs are loaded:
     /// the programs keep their own references).
     pub fn from_ebpf(ebpf: &mut Ebpf) -> Result<Self, MapsError> {
-        let mut take = |name: &'static str| {
-            ebpf.take_map(name).ok_or(MapsError::Missing { name })
-        };
+        let mut take = |name: &'static str| ebpf.take_map(name).ok_or(MapsError::Missing { name });
         let endpoints = take(maps::ENDPOINTS)?;
         let stats = take(maps::STATS)?;
         Self::from_maps(endpoints, stats)
@@ -120,14 +118,14 @@ impl NodeMaps {
         Stat::ALL
             .iter()
             .map(|&stat| {
-                let per_cpu = self
-                    .stats
-                    .get(&(stat as u32), 0)
-                    .map_err(|source| MapsError::Op {
-                        op: "read",
-                        name: maps::STATS,
-                        source,
-                    })?;
+                let per_cpu =
+                    self.stats
+                        .get(&(stat as u32), 0)
+                        .map_err(|source| MapsError::Op {
+                            op: "read",
+                            name: maps::STATS,
+                            source,
+                        })?;
                 let total = per_cpu.iter().fold(Counter::default(), |acc, c| Counter {
                     packets: acc.packets + c.packets,
                     bytes: acc.bytes + c.bytes,

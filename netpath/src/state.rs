@@ -83,9 +83,8 @@ impl StateDir {
     pub fn load(&self) -> Result<NodeState, StateError> {
         let path = self.state_file();
         match fs::read(&path) {
-            Ok(bytes) => {
-                serde_json::from_slice(&bytes).map_err(|source| StateError::Corrupt { path, source })
-            }
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|source| StateError::Corrupt { path, source }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(NodeState::default()),
             Err(source) => Err(StateError::Read { path, source }),
         }
@@ -97,7 +96,10 @@ impl StateDir {
         let write = |p: &Path| -> io::Result<()> {
             fs::create_dir_all(&self.root)?;
             let tmp = p.with_extension("json.tmp");
-            fs::write(&tmp, serde_json::to_vec_pretty(state).map_err(io::Error::other)?)?;
+            fs::write(
+                &tmp,
+                serde_json::to_vec_pretty(state).map_err(io::Error::other)?,
+            )?;
             fs::rename(&tmp, p)
         };
         write(&path).map_err(|source| StateError::Write { path, source })

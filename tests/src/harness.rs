@@ -158,7 +158,11 @@ fn icmp_echo(dst: Ipv4Addr, count: u16, timeout: Duration) -> u16 {
     // SAFETY: plain socket syscalls on a descriptor owned by this function.
     unsafe {
         let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP);
-        assert!(fd >= 0, "raw ICMP socket: {}", std::io::Error::last_os_error());
+        assert!(
+            fd >= 0,
+            "raw ICMP socket: {}",
+            std::io::Error::last_os_error()
+        );
         let tv = libc::timeval {
             tv_sec: 0,
             tv_usec: 200_000,
@@ -221,7 +225,12 @@ fn icmp_echo(dst: Ipv4Addr, count: u16, timeout: Duration) -> u16 {
 
 /// Starts a TCP echo server in `ns` on `addr:port` that serves `conns`
 /// connections, then exits. Returns once it is listening.
-pub fn tcp_echo_server(ns: &str, addr: Ipv4Addr, port: u16, conns: usize) -> thread::JoinHandle<()> {
+pub fn tcp_echo_server(
+    ns: &str,
+    addr: Ipv4Addr,
+    port: u16,
+    conns: usize,
+) -> thread::JoinHandle<()> {
     let (tx, rx) = std::sync::mpsc::channel();
     let h = spawn_in_ns(ns, move || {
         let l = TcpListener::bind(SocketAddrV4::new(addr, port)).expect("bind TCP");
@@ -249,9 +258,17 @@ pub fn tcp_echo_server(ns: &str, addr: Ipv4Addr, port: u16, conns: usize) -> thr
 
 /// Connects from `ns` to `dst:port`, sends `payload`, and returns what came
 /// back (the same number of bytes).
-pub fn tcp_roundtrip(ns: &str, dst: Ipv4Addr, port: u16, payload: Vec<u8>) -> std::io::Result<Vec<u8>> {
+pub fn tcp_roundtrip(
+    ns: &str,
+    dst: Ipv4Addr,
+    port: u16,
+    payload: Vec<u8>,
+) -> std::io::Result<Vec<u8>> {
     in_ns(ns, move || {
-        let mut s = TcpStream::connect_timeout(&SocketAddrV4::new(dst, port).into(), Duration::from_secs(3))?;
+        let mut s = TcpStream::connect_timeout(
+            &SocketAddrV4::new(dst, port).into(),
+            Duration::from_secs(3),
+        )?;
         s.set_read_timeout(Some(Duration::from_secs(5)))?;
         s.write_all(&payload)?;
         let mut got = vec![0u8; payload.len()];
@@ -261,7 +278,12 @@ pub fn tcp_roundtrip(ns: &str, dst: Ipv4Addr, port: u16, payload: Vec<u8>) -> st
 }
 
 /// Starts a UDP echo server in `ns` answering `datagrams` datagrams.
-pub fn udp_echo_server(ns: &str, addr: Ipv4Addr, port: u16, datagrams: usize) -> thread::JoinHandle<()> {
+pub fn udp_echo_server(
+    ns: &str,
+    addr: Ipv4Addr,
+    port: u16,
+    datagrams: usize,
+) -> thread::JoinHandle<()> {
     let (tx, rx) = std::sync::mpsc::channel();
     let h = spawn_in_ns(ns, move || {
         let s = UdpSocket::bind(SocketAddrV4::new(addr, port)).expect("bind UDP");
@@ -269,7 +291,9 @@ pub fn udp_echo_server(ns: &str, addr: Ipv4Addr, port: u16, datagrams: usize) ->
         tx.send(()).unwrap();
         let mut buf = [0u8; 65536];
         for _ in 0..datagrams {
-            let Ok((n, from)) = s.recv_from(&mut buf) else { break };
+            let Ok((n, from)) = s.recv_from(&mut buf) else {
+                break;
+            };
             let _ = s.send_to(&buf[..n], from);
         }
     });
@@ -279,7 +303,12 @@ pub fn udp_echo_server(ns: &str, addr: Ipv4Addr, port: u16, datagrams: usize) ->
 }
 
 /// Sends one datagram from `ns` to `dst:port` and returns the echo.
-pub fn udp_roundtrip(ns: &str, dst: Ipv4Addr, port: u16, payload: Vec<u8>) -> std::io::Result<Vec<u8>> {
+pub fn udp_roundtrip(
+    ns: &str,
+    dst: Ipv4Addr,
+    port: u16,
+    payload: Vec<u8>,
+) -> std::io::Result<Vec<u8>> {
     in_ns(ns, move || {
         let s = UdpSocket::bind("0.0.0.0:0")?;
         s.set_read_timeout(Some(Duration::from_secs(3)))?;
@@ -301,7 +330,52 @@ pub fn ip_snmp_counter(ns: &str, name: &str) -> u64 {
         let mut lines = text.lines().filter(|l| l.starts_with("Ip:"));
         let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
         let values: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
-        let i = header.iter().position(|h| *h == name).expect("counter name");
+        let i = header
+            .iter()
+            .position(|h| *h == name)
+            .expect("counter name");
         values[i].parse().unwrap()
     })
+}
+
+/// Sends a raw Ethernet frame out of `ifname` inside `ns` (AF_PACKET), as a
+/// misbehaving pod could.
+pub fn send_raw_frame(ns: &str, ifname: &str, frame: Vec<u8>) {
+    let ifname = ifname.to_owned();
+    in_ns(ns, move || {
+        let index = nix::net::if_::if_nametoindex(ifname.as_str()).expect("ifindex");
+        // SAFETY: plain socket syscalls on a descriptor owned by this closure.
+        unsafe {
+            let fd = libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW,
+                i32::from((libc::ETH_P_ALL as u16).to_be()),
+            );
+            assert!(
+                fd >= 0,
+                "packet socket: {}",
+                std::io::Error::last_os_error()
+            );
+            let mut addr: libc::sockaddr_ll = std::mem::zeroed();
+            addr.sll_family = libc::AF_PACKET as u16;
+            addr.sll_ifindex = index as i32;
+            addr.sll_halen = 6;
+            addr.sll_addr[..6].copy_from_slice(&frame[..6]);
+            let n = libc::sendto(
+                fd,
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                (&raw const addr).cast(),
+                size_of::<libc::sockaddr_ll>() as u32,
+            );
+            assert_eq!(
+                n,
+                frame.len() as isize,
+                "{}",
+                std::io::Error::last_os_error()
+            );
+            libc::close(fd);
+        }
+    });
 }

@@ -32,7 +32,10 @@ fn interface_name_over_15_bytes_is_rejected() {
     let mut node = TestNode::new("ifname", &[]);
     node.config.pods.push(pod("averyveryverylongpod"));
     let msg = apply_err(&node);
-    assert!(msg.contains("np-averyveryverylongpod") && msg.contains("15"), "{msg}");
+    assert!(
+        msg.contains("np-averyveryverylongpod") && msg.contains("15"),
+        "{msg}"
+    );
     assert_untouched(&node);
 }
 
@@ -49,7 +52,10 @@ fn an_address_outside_the_pod_cidr_is_rejected() {
     let mut node = TestNode::new("outside", &["red"]);
     node.config.pods[0].address = Some("10.9.9.9".parse().unwrap());
     let msg = apply_err(&node);
-    assert!(msg.contains("10.9.9.9") && msg.contains("10.200.0.0/24"), "{msg}");
+    assert!(
+        msg.contains("10.9.9.9") && msg.contains("10.200.0.0/24"),
+        "{msg}"
+    );
     assert_untouched(&node);
 }
 
@@ -96,9 +102,13 @@ fn a_foreign_namespace_with_a_pod_name_is_not_taken_over() {
 fn invalid_toml_names_the_problem() {
     let err = Config::from_toml_str("[node]\nname = \"x\"\npod_cidr = \"10.0.0.0/33\"\n")
         .expect_err("bad CIDR");
-    assert!(err.to_string().contains("pod_cidr") || err.to_string().contains("10.0.0.0/33"), "{err}");
-    let err = Config::from_toml_str("[node]\nname = \"x\"\npod_cidr = \"10.0.0.0/24\"\nbogus = 1\n")
-        .expect_err("unknown key");
+    assert!(
+        err.to_string().contains("pod_cidr") || err.to_string().contains("10.0.0.0/33"),
+        "{err}"
+    );
+    let err =
+        Config::from_toml_str("[node]\nname = \"x\"\npod_cidr = \"10.0.0.0/24\"\nbogus = 1\n")
+            .expect_err("unknown key");
     assert!(err.to_string().contains("bogus"), "{err}");
 }
 
@@ -126,10 +136,16 @@ fn without_admin_caps<T: Send>(f: impl FnOnce() -> T + Send) -> T {
             let mut data = [Data::default(); 2];
             // SAFETY: capget/capset with a v3 header and two data words.
             unsafe {
-                assert_eq!(libc::syscall(libc::SYS_capget, &raw mut hdr, data.as_mut_ptr()), 0);
+                assert_eq!(
+                    libc::syscall(libc::SYS_capget, &raw mut hdr, data.as_mut_ptr()),
+                    0
+                );
                 data[0].effective &= !((1 << 12) | (1 << 21));
                 data[1].effective &= !(1 << (39 - 32));
-                assert_eq!(libc::syscall(libc::SYS_capset, &raw mut hdr, data.as_ptr()), 0);
+                assert_eq!(
+                    libc::syscall(libc::SYS_capset, &raw mut hdr, data.as_ptr()),
+                    0
+                );
             }
             f()
         })
@@ -149,7 +165,10 @@ fn a_missing_privilege_is_reported_with_what_to_do() {
             .block_on(controller::apply(&node.config))
             .expect_err("apply without privileges")
     });
-    assert!(matches!(err, ControllerError::MissingPrivilege { .. }), "{err}");
+    assert!(
+        matches!(err, ControllerError::MissingPrivilege { .. }),
+        "{err}"
+    );
     let msg = err.to_string();
     assert!(msg.contains("CAP_BPF") && msg.contains("root"), "{msg}");
     assert_untouched(&node);
@@ -174,13 +193,16 @@ fn a_failure_midway_rolls_back_every_step_of_the_apply() {
     // blue and green are gone entirely; red is as it was.
     for pod in ["blue", "green"] {
         assert!(!Netns::exists(&node.pod_ns(pod)), "{pod} namespace left");
-        assert!(!PinDir::for_instance(node.instance())
-            .ingress_link(&format!("np-{pod}"))
-            .exists());
+        assert!(
+            !PinDir::for_instance(node.instance())
+                .ingress_link(&format!("np-{pod}"))
+                .exists()
+        );
     }
     let state = StateDir::for_instance(node.instance()).load().unwrap();
     assert_eq!(state.pods.keys().collect::<Vec<_>>(), vec!["red"]);
-    let maps = netpath::maps::NodeMaps::open_pinned(&PinDir::for_instance(node.instance())).unwrap();
+    let maps =
+        netpath::maps::NodeMaps::open_pinned(&PinDir::for_instance(node.instance())).unwrap();
     assert_eq!(maps.endpoints().unwrap().len(), 1);
 
     // And the next apply succeeds.

@@ -178,7 +178,10 @@ fn a_change_touches_only_the_pods_that_changed() {
     let report = node.apply().unwrap();
     assert_eq!(report.recreated, vec!["red"]);
     assert_eq!(report.unchanged, vec!["green"]);
-    assert_eq!(node.pod_addr("red"), "10.200.0.200".parse::<Ipv4Addr>().unwrap());
+    assert_eq!(
+        node.pod_addr("red"),
+        "10.200.0.200".parse::<Ipv4Addr>().unwrap()
+    );
     assert_eq!(ping(&node.pod_ns("green"), node.pod_addr("red"), 1), 1);
 }
 
@@ -202,13 +205,19 @@ fn twenty_pods_created_and_deleted_leave_nothing_behind() {
     let snap = snapshot(&node);
     assert!(snap.netns.is_empty(), "namespaces left: {:?}", snap.netns);
     assert_eq!(
-        snap.links.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+        snap.links
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect::<Vec<_>>(),
         vec!["np0", "np0-peer"],
         "only the gateway veth pair stays"
     );
     assert!(snap.endpoints.is_empty());
     assert!(
-        !snap.pins.iter().any(|p| p.to_string_lossy().contains("links/")),
+        !snap
+            .pins
+            .iter()
+            .any(|p| p.to_string_lossy().contains("links/")),
         "link pins left: {:?}",
         snap.pins
     );
@@ -231,7 +240,11 @@ fn programs_and_maps_are_pinned_and_decoded_by_bpftool() {
         .arg(pins.map(netpath_common::maps::ENDPOINTS))
         .output()
         .expect("bpftool (installed by cargo xtask test)");
-    assert!(dump.status.success(), "{}", String::from_utf8_lossy(&dump.stderr));
+    assert!(
+        dump.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dump.stderr)
+    );
     let text = String::from_utf8_lossy(&dump.stdout);
     for field in ["\"addr\"", "\"ifindex\"", "\"pod_mac\"", "\"gw_mac\""] {
         assert!(text.contains(field), "bpftool dump lacks {field}: {text}");
@@ -245,4 +258,20 @@ fn programs_and_maps_are_pinned_and_decoded_by_bpftool() {
     let link = pins.ingress_link("np-red");
     assert!(link.exists(), "link pin {}", link.display());
     let _ = harness::unique("x");
+}
+
+#[test]
+fn a_truncated_frame_from_a_pod_is_dropped_and_counted() {
+    let node = TestNode::new("trunc", &["red", "blue"]);
+    node.apply().unwrap();
+    let before = stat(&node, Stat::DropTruncated);
+    // An IPv4 ethertype with only 10 bytes of IPv4 header behind it.
+    let frame =
+        tests::packet::Ipv4Builder::new(node.pod_addr("red"), node.pod_addr("blue")).build();
+    harness::send_raw_frame(&node.pod_ns("red"), "eth0", frame[..24].to_vec());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while stat(&node, Stat::DropTruncated) == before && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(stat(&node, Stat::DropTruncated), before + 1);
 }

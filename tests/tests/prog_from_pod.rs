@@ -77,7 +77,11 @@ fn pod_to_local_pod_is_redirected_with_rewritten_macs_ttl_and_checksum() {
     assert_eq!(&out[12..14], &frame[12..14]);
     assert_eq!(out[22], 63, "TTL decremented");
     // Exact checksum: the same packet built with TTL 63 from scratch.
-    let expected = Ipv4Builder { ttl: 63, ..b.clone() }.build();
+    let expected = Ipv4Builder {
+        ttl: 63,
+        ..b.clone()
+    }
+    .build();
     assert_eq!(&out[14..], &expected[14..], "IP header and payload");
     assert!(packet::ipv4_header_checksum_ok(&out));
     assert_only(&mut dp, &[Stat::FwdLocalPod]);
@@ -111,7 +115,11 @@ fn checksum_update_is_exact_across_carry_cases() {
 #[test]
 fn unknown_destination_is_passed_to_the_host_untouched() {
     let mut dp = datapath_with_pod_b();
-    for dst in [GATEWAY, Ipv4Addr::new(10, 200, 0, 77), Ipv4Addr::new(192, 168, 50, 1)] {
+    for dst in [
+        GATEWAY,
+        Ipv4Addr::new(10, 200, 0, 77),
+        Ipv4Addr::new(192, 168, 50, 1),
+    ] {
         let frame = Ipv4Builder::new(POD_A, dst).build();
         let (verdict, out) = run(&dp, &frame);
         assert_eq!(verdict, TC_ACT_OK, "to {dst}");
@@ -234,7 +242,10 @@ fn malformed_ip_header_is_dropped_and_counted() {
 #[test]
 fn fragments_are_forwarded_and_counted() {
     let mut dp = datapath_with_pod_b();
-    for frags in [0x2000u16 /* first, more fragments */, 0x00b9 /* last */] {
+    for frags in [
+        0x2000u16, /* first, more fragments */
+        0x00b9,    /* last */
+    ] {
         let frame = Ipv4Builder {
             frags,
             ..Ipv4Builder::new(POD_A, POD_B)
@@ -247,4 +258,3 @@ fn fragments_are_forwarded_and_counted() {
     assert_eq!(packets(&mut dp, Stat::Ipv4Fragment), 2);
     assert_eq!(packets(&mut dp, Stat::FwdLocalPod), 2);
 }
-
