@@ -23,12 +23,178 @@ pub mod maps {
     pub const STATS: &str = "stats_v1";
     /// Maximum number of local pods one node can hold.
     pub const ENDPOINTS_MAX: u32 = 4096;
+    /// Declared routes: LPM trie of [`crate::RouteKey`] → [`crate::RouteNextHop`].
+    pub const ROUTES: &str = "routes_v1";
+    /// Maximum number of declared routes.
+    pub const ROUTES_MAX: u32 = 16384;
+    /// Masquerade rules: LPM trie of source prefix ([`crate::RouteKey`]) →
+    /// [`crate::MasqRule`].
+    pub const MASQ: &str = "masq_v1";
+    pub const MASQ_MAX: u32 = 256;
+    /// Datapath settings: a one-slot array of [`crate::NodeSettings`].
+    pub const SETTINGS: &str = "settings_v1";
+    /// Connection table (LRU): original tuple [`crate::CtKey`] → [`crate::CtEntry`].
+    pub const CONNTRACK: &str = "conntrack_v1";
+    /// Reverse NAT (LRU): reply tuple [`crate::CtKey`] → [`crate::RevNat`].
+    pub const REVNAT: &str = "revnat_v1";
+    /// Default size of the connection table (and of the reverse NAT map).
+    pub const CONNTRACK_DEFAULT_MAX: u32 = 262_144;
 }
 
 /// Names of the programs in the eBPF object.
 pub mod progs {
     /// TC ingress on a pod's host-side veth: every packet the pod sends.
     pub const FROM_POD: &str = "np_from_pod";
+    /// TC ingress on an uplink: replies to translated flows (reverse NAT).
+    pub const FROM_UPLINK: &str = "np_from_uplink";
+}
+
+/// Key of the route and masquerade LPM tries (the prefix length is carried
+/// by aya's `lpm_trie::Key` around it): an IPv4 address, network order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RouteKey {
+    pub addr: [u8; 4],
+}
+
+/// A declared route's next hop.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RouteNextHop {
+    /// Egress interface in the node namespace.
+    pub ifindex: u32,
+    /// The gateway; `0.0.0.0` means directly connected (the destination
+    /// itself is the next hop).
+    pub via: [u8; 4],
+}
+
+/// A masquerade rule: traffic from the rule's source prefix that leaves
+/// through `ifindex` gets `nat_addr` as its source address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MasqRule {
+    pub ifindex: u32,
+    pub nat_addr: [u8; 4],
+}
+
+/// Node-wide datapath settings (slot 0 of the settings map). Timeouts are in
+/// seconds, as netfilter's `nf_conntrack_*_timeout` sysctls.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NodeSettings {
+    /// ifindex of `np0`, the device `bpf_fib_lookup` runs as (it is the one
+    /// device with forwarding on; see `netpath-ebpf/src/fib.rs`).
+    pub fib_ifindex: u32,
+    /// The first and last port of the NAT port range (host order).
+    pub nat_port_min: u16,
+    pub nat_port_max: u16,
+    pub tcp_syn_timeout: u32,
+    pub tcp_established_timeout: u32,
+    pub tcp_fin_timeout: u32,
+    pub tcp_close_timeout: u32,
+    pub udp_timeout: u32,
+    pub udp_stream_timeout: u32,
+    pub icmp_timeout: u32,
+    pub _pad: u32,
+}
+
+impl NodeSettings {
+    /// netfilter's defaults (`nf_conntrack_tcp_timeout_*` etc.) and the
+    /// ephemeral port range 32768-60999.
+    pub const DEFAULT: NodeSettings = NodeSettings {
+        fib_ifindex: 0,
+        nat_port_min: 32768,
+        nat_port_max: 60999,
+        tcp_syn_timeout: 120,
+        tcp_established_timeout: 432_000,
+        tcp_fin_timeout: 120,
+        tcp_close_timeout: 10,
+        udp_timeout: 30,
+        udp_stream_timeout: 120,
+        icmp_timeout: 30,
+        _pad: 0,
+    };
+}
+
+/// A connection tuple. Ports are in host order (readable in bpftool); for
+/// ICMP echo both ports hold the echo identifier.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CtKey {
+    pub saddr: [u8; 4],
+    pub daddr: [u8; 4],
+    pub sport: u16,
+    pub dport: u16,
+    /// IP protocol (6 TCP, 17 UDP, 1 ICMP).
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Connection states ([`CtEntry::state`]).
+pub mod ct_state {
+    pub const TCP_SYN_SENT: u8 = 1;
+    pub const TCP_ESTABLISHED: u8 = 2;
+    pub const TCP_FIN_WAIT: u8 = 3;
+    pub const TCP_TIME_WAIT: u8 = 4;
+    pub const TCP_CLOSE: u8 = 5;
+    pub const UDP_UNREPLIED: u8 = 10;
+    pub const UDP_REPLIED: u8 = 11;
+    pub const ICMP: u8 = 20;
+
+    /// A readable name of a state.
+    pub const fn name(state: u8) -> &'static str {
+        match state {
+            TCP_SYN_SENT => "SYN_SENT",
+            TCP_ESTABLISHED => "ESTABLISHED",
+            TCP_FIN_WAIT => "FIN_WAIT",
+            TCP_TIME_WAIT => "TIME_WAIT",
+            TCP_CLOSE => "CLOSE",
+            UDP_UNREPLIED => "UNREPLIED",
+            UDP_REPLIED => "REPLIED",
+            ICMP => "ICMP",
+            _ => "?",
+        }
+    }
+}
+
+/// [`CtEntry::flags`] bits.
+pub mod ct_flags {
+    /// A FIN was seen from the original side.
+    pub const FIN_ORIG: u8 = 1;
+    /// A FIN was seen from the reply side.
+    pub const FIN_REPLY: u8 = 2;
+    /// A reply was seen.
+    pub const SEEN_REPLY: u8 = 4;
+}
+
+/// A tracked, translated connection, keyed by its original tuple (as the
+/// pod sent it).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CtEntry {
+    /// The source address and port the connection has outside the node.
+    pub nat_addr: [u8; 4],
+    pub nat_port: u16,
+    /// One of [`ct_state`].
+    pub state: u8,
+    /// [`ct_flags`] bits.
+    pub flags: u8,
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) of creation and of the last
+    /// packet (updated at most once a second per connection).
+    pub created_ns: u64,
+    pub last_seen_ns: u64,
+    pub packets_orig: u64,
+    pub packets_reply: u64,
+}
+
+/// Reverse NAT: where a reply to `nat_addr:nat_port` goes back to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RevNat {
+    /// The pod's address and port (the original source).
+    pub addr: [u8; 4],
+    pub port: u16,
+    pub _pad: u16,
 }
 
 /// Key of the endpoint map: a local pod's IPv4 address, network byte order.
@@ -116,6 +282,39 @@ stats! {
     Ipv4Options = "ipv4_options",
     /// Info: an IPv4 fragment was seen (forwarded at L3 like any packet).
     Ipv4Fragment = "ipv4_fragment",
+    /// Verdict: routed out of an uplink (with or without SNAT).
+    FwdRouted = "fwd_routed",
+    /// Info: the route came from the route map (a declared route).
+    RouteMapHit = "route_map_hit",
+    /// Info: the route came from `bpf_fib_lookup` (the node's FIB).
+    RouteFibHit = "route_fib_hit",
+    /// Info: the next hop's MAC was unknown; `bpf_redirect_neigh` resolves it.
+    RouteNeighResolve = "route_neigh_resolve",
+    /// Verdict: the FIB says the destination is local or not forwardable;
+    /// handed to the node's stack.
+    PassFibLocal = "pass_fib_local",
+    /// Drop: the FIB has a blackhole, unreachable or prohibit route.
+    DropFibUnreachable = "drop_fib_unreachable",
+    /// Info: a new connection was translated (SNAT).
+    SnatNew = "snat_new",
+    /// Info: the original source port was taken; another one was chosen.
+    SnatPortChanged = "snat_port_changed",
+    /// Drop: no free port in the NAT range after bounded retries.
+    DropSnatNoPort = "drop_snat_no_port",
+    /// Drop: a fragment would need NAT (no L4 header to translate).
+    DropNatFragment = "drop_nat_fragment",
+    /// Drop: an IP protocol netpath cannot translate (not TCP, UDP, ICMP echo).
+    DropNatProto = "drop_nat_proto",
+    /// Verdict: a reply on an uplink was reverse-translated and delivered to
+    /// its pod.
+    FwdRevNat = "fwd_revnat",
+    /// Info: an ICMP error about a translated flow was translated back.
+    IcmpErrorRevNat = "icmp_error_revnat",
+    /// Verdict: a packet on an uplink matched no translation; handed to the
+    /// node's stack.
+    PassUplink = "pass_uplink",
+    /// Drop: a reverse-translated packet's pod no longer exists.
+    DropRevNatNoPod = "drop_revnat_no_pod",
 }
 
 /// Number of counters in the stats map.
@@ -129,6 +328,20 @@ mod user {
     unsafe impl aya::Pod for super::Endpoint {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Counter {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::RouteKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::RouteNextHop {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::MasqRule {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::NodeSettings {}
+    // SAFETY: as above (`_pad` is always zero).
+    unsafe impl aya::Pod for super::CtKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::CtEntry {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::RevNat {}
 }
 
 #[cfg(test)]
@@ -141,6 +354,11 @@ mod tests {
         assert_eq!(core::mem::size_of::<EndpointKey>(), 4);
         assert_eq!(core::mem::size_of::<Endpoint>(), 4 + 4 + 6 + 6);
         assert_eq!(core::mem::size_of::<Counter>(), 16);
+        assert_eq!(core::mem::size_of::<CtKey>(), 16);
+        assert_eq!(core::mem::size_of::<CtEntry>(), 8 + 4 * 8);
+        assert_eq!(core::mem::size_of::<RevNat>(), 8);
+        assert_eq!(core::mem::size_of::<NodeSettings>(), 4 + 4 + 8 * 4);
+        assert_eq!(core::mem::size_of::<RouteNextHop>(), 8);
     }
 
     #[test]

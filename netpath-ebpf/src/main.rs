@@ -25,6 +25,12 @@ pub fn np_from_pod(ctx: TcContext) -> i32 {
     }
 }
 
+/// TC ingress on an uplink: replies to translated flows.
+#[classifier]
+pub fn np_from_uplink(_ctx: TcContext) -> i32 {
+    aya_ebpf::bindings::TC_ACT_OK as i32
+}
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {

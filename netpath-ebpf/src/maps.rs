@@ -6,19 +6,41 @@
 //! field names of keys and values.
 
 use aya_ebpf::{
-    btf_maps::{HashMap, PerCpuArray},
+    btf_maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
     macros::btf_map,
 };
-use netpath_common::{Counter, Endpoint, EndpointKey, STAT_COUNT};
+use netpath_common::{
+    Counter, CtEntry, CtKey, Endpoint, EndpointKey, MasqRule, NodeSettings, RevNat, RouteKey,
+    RouteNextHop, STAT_COUNT, maps,
+};
 
 /// Local pods by address.
 #[btf_map(name = "endpoints_v1")]
-pub static ENDPOINTS: HashMap<
-    EndpointKey,
-    Endpoint,
-    { netpath_common::maps::ENDPOINTS_MAX as usize },
-> = HashMap::new();
+pub static ENDPOINTS: HashMap<EndpointKey, Endpoint, { maps::ENDPOINTS_MAX as usize }> =
+    HashMap::new();
 
 /// A counter per verdict and drop reason, per CPU.
 #[btf_map(name = "stats_v1")]
 pub static STATS: PerCpuArray<Counter, { STAT_COUNT as usize }> = PerCpuArray::new();
+
+/// Declared routes (longest prefix match on the destination).
+#[btf_map(name = "routes_v1")]
+pub static ROUTES: LpmTrie<RouteKey, RouteNextHop, { maps::ROUTES_MAX as usize }> = LpmTrie::new();
+
+/// Masquerade rules (longest prefix match on the source).
+#[btf_map(name = "masq_v1")]
+pub static MASQ: LpmTrie<RouteKey, MasqRule, { maps::MASQ_MAX as usize }> = LpmTrie::new();
+
+/// Node settings in slot 0.
+#[btf_map(name = "settings_v1")]
+pub static SETTINGS: Array<NodeSettings, 1> = Array::new();
+
+/// Translated connections by original tuple. The size is set at load time.
+#[btf_map(name = "conntrack_v1")]
+pub static CONNTRACK: LruHashMap<CtKey, CtEntry, { maps::CONNTRACK_DEFAULT_MAX as usize }> =
+    LruHashMap::new();
+
+/// Reverse NAT by reply tuple. The size is set at load time.
+#[btf_map(name = "revnat_v1")]
+pub static REVNAT: LruHashMap<CtKey, RevNat, { maps::CONNTRACK_DEFAULT_MAX as usize }> =
+    LruHashMap::new();

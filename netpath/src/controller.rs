@@ -379,6 +379,7 @@ async fn execute(
     let gateway = config.gateway();
     let mut dp = Datapath::load(LoadOptions {
         pins: Some(pins.clone()),
+        ..LoadOptions::default()
     })?;
 
     if !node_ok {
@@ -570,7 +571,7 @@ async fn delete_pod(
     pod: &PodState,
 ) -> Result<(), ControllerError> {
     dp.maps().remove_endpoint(pod.address)?;
-    dp.detach_from_pod(&pod.host_ifname)?;
+    dp.detach_ingress(&pod.host_ifname)?;
     if let Some(link) = nl.link_by_name(&pod.host_ifname).await? {
         // ip link del HOST (takes eth0 with it)
         nl.delete_link(link.index).await?;

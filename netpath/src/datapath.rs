@@ -6,8 +6,14 @@
 //! ```text
 //! maps/endpoints_v1   local pods          (bpftool map dump pinned ...)
 //! maps/stats_v1       per-CPU counters
+//! maps/routes_v1      declared routes (LPM)
+//! maps/masq_v1        masquerade rules (LPM on the source)
+//! maps/settings_v1    node settings (NAT port range, timeouts, ...)
+//! maps/conntrack_v1   translated connections (LRU)
+//! maps/revnat_v1      reverse NAT (LRU)
 //! progs/np_from_pod   TC program on each pod's host-side veth
-//! links/<ifname>_ingress  tcx link of that program on <ifname>
+//! progs/np_from_uplink  TC program on each uplink
+//! links/<ifname>_ingress  tcx link of a program on <ifname>
 //! ```
 //!
 //! Maps are reused from their pins when they exist, so a restarted
@@ -188,12 +194,37 @@ impl PinDir {
 }
 
 /// How to load the object.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct LoadOptions {
     /// Pin maps, programs and links here; `None` loads a private, unpinned
     /// copy (program unit tests).
     pub pins: Option<PinDir>,
+    /// Size of the connection table and of the reverse NAT map.
+    pub conntrack_max: u32,
 }
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            pins: None,
+            conntrack_max: maps::CONNTRACK_DEFAULT_MAX,
+        }
+    }
+}
+
+/// Every map, pinned by name.
+const ALL_MAPS: [&str; 7] = [
+    maps::ENDPOINTS,
+    maps::STATS,
+    maps::ROUTES,
+    maps::MASQ,
+    maps::SETTINGS,
+    maps::CONNTRACK,
+    maps::REVNAT,
+];
+
+/// Every program.
+const ALL_PROGS: [&str; 2] = [progs::FROM_POD, progs::FROM_UPLINK];
 
 /// The loaded datapath of one node.
 pub struct Datapath {
@@ -204,42 +235,46 @@ pub struct Datapath {
 
 impl Datapath {
     /// Loads the eBPF object and its programs into the kernel, reusing
-    /// pinned maps when they exist.
+    /// pinned maps when they exist (a pinned connection table of another
+    /// size is replaced: its connections are lost, and a warning says so).
     pub fn load(opts: LoadOptions) -> Result<Self, DatapathError> {
         let mut loader = EbpfLoader::new();
+        loader.map_max_entries(maps::CONNTRACK, opts.conntrack_max);
+        loader.map_max_entries(maps::REVNAT, opts.conntrack_max);
         let map_pins: Vec<(&'static str, PathBuf)> = match &opts.pins {
             Some(pins) => {
                 pins.create()?;
-                [maps::ENDPOINTS, maps::STATS]
-                    .into_iter()
-                    .map(|m| (m, pins.map(m)))
-                    .collect()
+                ALL_MAPS.into_iter().map(|m| (m, pins.map(m))).collect()
             }
             None => Vec::new(),
         };
         for (name, path) in &map_pins {
+            if [maps::CONNTRACK, maps::REVNAT].contains(name) {
+                drop_resized_pin(path, opts.conntrack_max)?;
+            }
             loader.map_pin_path(name, path.as_path());
         }
         let mut ebpf = loader
             .load(crate::ebpf::OBJECT)
             .map_err(|source| DatapathError::Load { source })?;
 
-        let name = progs::FROM_POD;
-        let prog: &mut SchedClassifier = ebpf
-            .program_mut(name)
-            .ok_or(DatapathError::MissingProgram { name })?
-            .try_into()
-            .map_err(|source| DatapathError::LoadProgram { name, source })?;
-        prog.load()
-            .map_err(|source| DatapathError::LoadProgram { name, source })?;
-        if let Some(pins) = &opts.pins {
-            let path = pins.prog(name);
-            remove_pin(&path)?;
-            prog.pin(&path).map_err(|source| DatapathError::Pin {
-                what: format!("program {name}"),
-                path,
-                source,
-            })?;
+        for name in ALL_PROGS {
+            let prog: &mut SchedClassifier = ebpf
+                .program_mut(name)
+                .ok_or(DatapathError::MissingProgram { name })?
+                .try_into()
+                .map_err(|source| DatapathError::LoadProgram { name, source })?;
+            prog.load()
+                .map_err(|source| DatapathError::LoadProgram { name, source })?;
+            if let Some(pins) = &opts.pins {
+                let path = pins.prog(name);
+                remove_pin(&path)?;
+                prog.pin(&path).map_err(|source| DatapathError::Pin {
+                    what: format!("program {name}"),
+                    path,
+                    source,
+                })?;
+            }
         }
         let maps = NodeMaps::from_ebpf(&mut ebpf)?;
         Ok(Self {
@@ -261,20 +296,45 @@ impl Datapath {
 
     /// The pod-ingress program, for `BPF_PROG_TEST_RUN`.
     pub fn from_pod_program(&self) -> &SchedClassifier {
+        self.program(progs::FROM_POD)
+    }
+
+    /// The uplink-ingress program, for `BPF_PROG_TEST_RUN`.
+    pub fn from_uplink_program(&self) -> &SchedClassifier {
+        self.program(progs::FROM_UPLINK)
+    }
+
+    fn program(&self, name: &str) -> &SchedClassifier {
         self.ebpf
-            .program(progs::FROM_POD)
+            .program(name)
             .and_then(|p| p.try_into().ok())
-            .expect("program was loaded in Datapath::load")
+            .expect("every program is loaded in Datapath::load")
     }
 
     /// Attaches the pod-ingress program to `ifname` (a pod's host-side veth
-    /// in `netns`) as a tcx ingress link, and pins the link. An existing
-    /// pinned link on that interface gets the new program atomically.
-    ///
-    /// Matches `tc filter add dev IFNAME ingress bpf obj ... sec np_from_pod`,
-    /// but with a tcx link instead of a clsact qdisc.
+    /// in `netns`). See [`Datapath::attach_ingress`].
     pub fn attach_from_pod(&mut self, netns: &Netns, ifname: &str) -> Result<(), DatapathError> {
-        let name = progs::FROM_POD;
+        self.attach_ingress(progs::FROM_POD, netns, ifname)
+    }
+
+    /// Attaches the uplink-ingress program to `ifname` (an uplink in
+    /// `netns`). See [`Datapath::attach_ingress`].
+    pub fn attach_from_uplink(&mut self, netns: &Netns, ifname: &str) -> Result<(), DatapathError> {
+        self.attach_ingress(progs::FROM_UPLINK, netns, ifname)
+    }
+
+    /// Attaches program `name` to `ifname` in `netns` as a tcx ingress
+    /// link, and pins the link. An existing pinned link on that interface
+    /// gets the new program atomically.
+    ///
+    /// Matches `tc filter add dev IFNAME ingress bpf obj ... sec NAME`, but
+    /// with a tcx link instead of a clsact qdisc.
+    pub fn attach_ingress(
+        &mut self,
+        name: &'static str,
+        netns: &Netns,
+        ifname: &str,
+    ) -> Result<(), DatapathError> {
         let prog: &mut SchedClassifier = self
             .ebpf
             .program_mut(name)
@@ -341,12 +401,30 @@ impl Datapath {
 
     /// Unpins the ingress link on `ifname` (the link detaches when its pin
     /// and every fd are gone; deleting the interface detaches it as well).
-    pub fn detach_from_pod(&self, ifname: &str) -> Result<(), DatapathError> {
+    pub fn detach_ingress(&self, ifname: &str) -> Result<(), DatapathError> {
         match &self.pins {
             Some(pins) => remove_pin(&pins.ingress_link(ifname)),
             None => Ok(()),
         }
     }
+}
+
+/// Removes a pinned map whose size is not `max_entries` (aya would reuse it
+/// as it is).
+fn drop_resized_pin(path: &Path, max_entries: u32) -> Result<(), DatapathError> {
+    let Ok(map) = aya::maps::MapData::from_pin(path) else {
+        return Ok(());
+    };
+    let size = map.info().map(|i| i.max_entries()).unwrap_or(max_entries);
+    if size != max_entries {
+        log::warn!(
+            "{}: size changes from {size} to {max_entries}; the table is recreated and \
+             its entries are lost",
+            path.display()
+        );
+        remove_pin(path)?;
+    }
+    Ok(())
 }
 
 /// Removes a pin file; a missing one is fine.

@@ -5,9 +5,13 @@ use std::{collections::BTreeMap, net::Ipv4Addr, path::PathBuf};
 
 use aya::{
     Ebpf,
-    maps::{HashMap, Map, MapData, MapError, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, lpm_trie::Key as LpmKey},
 };
-use netpath_common::{Counter, Endpoint, EndpointKey, Stat, maps};
+use ipnet::Ipv4Net;
+use netpath_common::{
+    Counter, CtEntry, CtKey, Endpoint, EndpointKey, MasqRule, NodeSettings, RevNat, RouteKey,
+    RouteNextHop, Stat, maps,
+};
 
 use crate::datapath::PinDir;
 
@@ -38,6 +42,22 @@ pub enum MapsError {
 pub struct NodeMaps {
     endpoints: HashMap<MapData, EndpointKey, Endpoint>,
     stats: PerCpuArray<MapData, Counter>,
+    routes: LpmTrie<MapData, RouteKey, RouteNextHop>,
+    masq: LpmTrie<MapData, RouteKey, MasqRule>,
+    settings: Array<MapData, NodeSettings>,
+    conntrack: HashMap<MapData, CtKey, CtEntry>,
+    revnat: HashMap<MapData, CtKey, RevNat>,
+}
+
+/// The raw maps, before they get their types.
+struct RawMaps {
+    endpoints: Map,
+    stats: Map,
+    routes: Map,
+    masq: Map,
+    settings: Map,
+    conntrack: Map,
+    revnat: Map,
 }
 
 impl NodeMaps {
@@ -45,9 +65,15 @@ impl NodeMaps {
     /// the programs keep their own references).
     pub fn from_ebpf(ebpf: &mut Ebpf) -> Result<Self, MapsError> {
         let mut take = |name: &'static str| ebpf.take_map(name).ok_or(MapsError::Missing { name });
-        let endpoints = take(maps::ENDPOINTS)?;
-        let stats = take(maps::STATS)?;
-        Self::from_maps(endpoints, stats)
+        Self::from_raw(RawMaps {
+            endpoints: take(maps::ENDPOINTS)?,
+            stats: take(maps::STATS)?,
+            routes: take(maps::ROUTES)?,
+            masq: take(maps::MASQ)?,
+            settings: take(maps::SETTINGS)?,
+            conntrack: take(maps::CONNTRACK)?,
+            revnat: take(maps::REVNAT)?,
+        })
     }
 
     /// Opens the maps pinned by a running instance.
@@ -56,21 +82,32 @@ impl NodeMaps {
             let path = pins.map(name);
             MapData::from_pin(&path).map_err(|source| MapsError::OpenPinned { path, source })
         };
-        let endpoints = Map::HashMap(open(maps::ENDPOINTS)?);
-        let stats = Map::PerCpuArray(open(maps::STATS)?);
-        Self::from_maps(endpoints, stats)
+        Self::from_raw(RawMaps {
+            endpoints: Map::HashMap(open(maps::ENDPOINTS)?),
+            stats: Map::PerCpuArray(open(maps::STATS)?),
+            routes: Map::LpmTrie(open(maps::ROUTES)?),
+            masq: Map::LpmTrie(open(maps::MASQ)?),
+            settings: Map::Array(open(maps::SETTINGS)?),
+            conntrack: Map::LruHashMap(open(maps::CONNTRACK)?),
+            revnat: Map::LruHashMap(open(maps::REVNAT)?),
+        })
     }
 
-    fn from_maps(endpoints: Map, stats: Map) -> Result<Self, MapsError> {
+    fn from_raw(raw: RawMaps) -> Result<Self, MapsError> {
+        fn typed<T: TryFrom<Map, Error = MapError>>(
+            name: &'static str,
+            map: Map,
+        ) -> Result<T, MapsError> {
+            T::try_from(map).map_err(|source| MapsError::Layout { name, source })
+        }
         Ok(Self {
-            endpoints: HashMap::try_from(endpoints).map_err(|source| MapsError::Layout {
-                name: maps::ENDPOINTS,
-                source,
-            })?,
-            stats: PerCpuArray::try_from(stats).map_err(|source| MapsError::Layout {
-                name: maps::STATS,
-                source,
-            })?,
+            endpoints: typed(maps::ENDPOINTS, raw.endpoints)?,
+            stats: typed(maps::STATS, raw.stats)?,
+            routes: typed(maps::ROUTES, raw.routes)?,
+            masq: typed(maps::MASQ, raw.masq)?,
+            settings: typed(maps::SETTINGS, raw.settings)?,
+            conntrack: typed(maps::CONNTRACK, raw.conntrack)?,
+            revnat: typed(maps::REVNAT, raw.revnat)?,
         })
     }
 
@@ -87,17 +124,7 @@ impl NodeMaps {
 
     /// Removes a local pod's endpoint; absent is fine.
     pub fn remove_endpoint(&mut self, addr: Ipv4Addr) -> Result<(), MapsError> {
-        match self.endpoints.remove(&key(addr)) {
-            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
-            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
-                Ok(())
-            }
-            Err(source) => Err(MapsError::Op {
-                op: "remove",
-                name: maps::ENDPOINTS,
-                source,
-            }),
-        }
+        ignore_absent(self.endpoints.remove(&key(addr)), "remove", maps::ENDPOINTS)
     }
 
     /// Every endpoint, by address.
@@ -144,6 +171,163 @@ impl NodeMaps {
             .map(|(_, c)| c)
             .unwrap_or_default())
     }
+}
+
+impl NodeMaps {
+    /// Makes the route map hold exactly `routes` (prefix → next hop).
+    pub fn sync_routes(&mut self, routes: &[(Ipv4Net, RouteNextHop)]) -> Result<(), MapsError> {
+        sync_lpm(&mut self.routes, maps::ROUTES, routes)
+    }
+
+    /// The declared routes.
+    pub fn routes(&self) -> Result<Vec<(Ipv4Net, RouteNextHop)>, MapsError> {
+        dump_lpm(&self.routes, maps::ROUTES)
+    }
+
+    /// Makes the masquerade map hold exactly `rules` (source prefix → rule).
+    pub fn sync_masq(&mut self, rules: &[(Ipv4Net, MasqRule)]) -> Result<(), MapsError> {
+        sync_lpm(&mut self.masq, maps::MASQ, rules)
+    }
+
+    /// The masquerade rules.
+    pub fn masq(&self) -> Result<Vec<(Ipv4Net, MasqRule)>, MapsError> {
+        dump_lpm(&self.masq, maps::MASQ)
+    }
+
+    /// Writes the node settings.
+    pub fn set_settings(&mut self, settings: NodeSettings) -> Result<(), MapsError> {
+        self.settings
+            .set(0, settings, 0)
+            .map_err(|source| MapsError::Op {
+                op: "write",
+                name: maps::SETTINGS,
+                source,
+            })
+    }
+
+    /// The node settings.
+    pub fn settings(&self) -> Result<NodeSettings, MapsError> {
+        self.settings.get(&0, 0).map_err(|source| MapsError::Op {
+            op: "read",
+            name: maps::SETTINGS,
+            source,
+        })
+    }
+
+    /// Every tracked connection.
+    pub fn conntrack(&self) -> Result<Vec<(CtKey, CtEntry)>, MapsError> {
+        collect(self.conntrack.iter(), maps::CONNTRACK)
+    }
+
+    /// Every reverse NAT entry.
+    pub fn revnat(&self) -> Result<Vec<(CtKey, RevNat)>, MapsError> {
+        collect(self.revnat.iter(), maps::REVNAT)
+    }
+
+    /// Adds a connection (tests and benchmarks fill the table with it).
+    pub fn insert_conntrack(&mut self, key: CtKey, entry: CtEntry) -> Result<(), MapsError> {
+        self.conntrack
+            .insert(key, entry, 0)
+            .map_err(|source| MapsError::Op {
+                op: "insert",
+                name: maps::CONNTRACK,
+                source,
+            })
+    }
+
+    /// Adds a reverse NAT entry.
+    pub fn insert_revnat(&mut self, key: CtKey, entry: RevNat) -> Result<(), MapsError> {
+        self.revnat
+            .insert(key, entry, 0)
+            .map_err(|source| MapsError::Op {
+                op: "insert",
+                name: maps::REVNAT,
+                source,
+            })
+    }
+
+    /// Removes a connection; absent is fine.
+    pub fn remove_conntrack(&mut self, key: &CtKey) -> Result<(), MapsError> {
+        ignore_absent(self.conntrack.remove(key), "remove", maps::CONNTRACK)
+    }
+
+    /// Removes a reverse NAT entry; absent is fine.
+    pub fn remove_revnat(&mut self, key: &CtKey) -> Result<(), MapsError> {
+        ignore_absent(self.revnat.remove(key), "remove", maps::REVNAT)
+    }
+}
+
+fn ignore_absent(
+    res: Result<(), MapError>,
+    op: &'static str,
+    name: &'static str,
+) -> Result<(), MapsError> {
+    match res {
+        Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        Err(source) => Err(MapsError::Op { op, name, source }),
+    }
+}
+
+fn collect<K, V>(
+    iter: impl Iterator<Item = Result<(K, V), MapError>>,
+    name: &'static str,
+) -> Result<Vec<(K, V)>, MapsError> {
+    iter.collect::<Result<_, _>>()
+        .map_err(|source| MapsError::Op {
+            op: "iterate",
+            name,
+            source,
+        })
+}
+
+fn lpm_key(net: &Ipv4Net) -> LpmKey<RouteKey> {
+    LpmKey::new(
+        u32::from(net.prefix_len()),
+        RouteKey {
+            addr: net.network().octets(),
+        },
+    )
+}
+
+fn sync_lpm<V: aya::Pod + PartialEq>(
+    map: &mut LpmTrie<MapData, RouteKey, V>,
+    name: &'static str,
+    want: &[(Ipv4Net, V)],
+) -> Result<(), MapsError> {
+    let have = dump_lpm(map, name)?;
+    for (net, value) in want {
+        if !have.iter().any(|(n, v)| n == net && v == value) {
+            map.insert(&lpm_key(net), *value, 0)
+                .map_err(|source| MapsError::Op {
+                    op: "insert",
+                    name,
+                    source,
+                })?;
+        }
+    }
+    for (net, _) in have {
+        if !want.iter().any(|(n, _)| *n == net) {
+            ignore_absent(map.remove(&lpm_key(&net)), "remove", name)?;
+        }
+    }
+    Ok(())
+}
+
+fn dump_lpm<V: aya::Pod>(
+    map: &LpmTrie<MapData, RouteKey, V>,
+    name: &'static str,
+) -> Result<Vec<(Ipv4Net, V)>, MapsError> {
+    let entries = collect(map.iter(), name)?;
+    Ok(entries
+        .into_iter()
+        .filter_map(|(k, v)| {
+            let prefix = u8::try_from(k.prefix_len()).ok()?;
+            Ipv4Net::new(Ipv4Addr::from(k.data().addr), prefix)
+                .ok()
+                .map(|n| (n, v))
+        })
+        .collect())
 }
 
 fn key(addr: Ipv4Addr) -> EndpointKey {
