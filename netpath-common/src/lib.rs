@@ -116,8 +116,10 @@ impl NodeSettings {
     };
 }
 
-/// A connection tuple. Ports are in host order (readable in bpftool); for
-/// ICMP echo both ports hold the echo identifier.
+/// A connection tuple. Ports are in host order (readable in bpftool). For
+/// ICMP echo the identifier is the port: the original tuple carries it in
+/// `sport` (with `dport` 0), the reply tuple in `dport` (with `sport` 0), so
+/// [`reply_key`] maps one onto the other as for TCP and UDP.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct CtKey {
@@ -154,6 +156,43 @@ pub mod ct_state {
             ICMP => "ICMP",
             _ => "?",
         }
+    }
+}
+
+impl NodeSettings {
+    /// How long a connection in `state` lives without packets, in seconds.
+    /// The datapath treats an entry older than this as gone (and replaces
+    /// it); the controller's garbage collector deletes it.
+    pub const fn ct_timeout_secs(&self, state: u8) -> u32 {
+        match state {
+            ct_state::TCP_SYN_SENT => self.tcp_syn_timeout,
+            ct_state::TCP_ESTABLISHED => self.tcp_established_timeout,
+            ct_state::TCP_FIN_WAIT | ct_state::TCP_TIME_WAIT => self.tcp_fin_timeout,
+            ct_state::TCP_CLOSE => self.tcp_close_timeout,
+            ct_state::UDP_REPLIED => self.udp_stream_timeout,
+            ct_state::UDP_UNREPLIED => self.udp_timeout,
+            _ => self.icmp_timeout,
+        }
+    }
+
+    /// Whether an entry last seen at `last_seen_ns` in `state` has expired
+    /// at `now_ns` (both CLOCK_MONOTONIC, as `bpf_ktime_get_ns`).
+    pub const fn ct_expired(&self, state: u8, last_seen_ns: u64, now_ns: u64) -> bool {
+        let timeout_ns = self.ct_timeout_secs(state) as u64 * 1_000_000_000;
+        now_ns > last_seen_ns && now_ns - last_seen_ns > timeout_ns
+    }
+}
+
+/// The reply tuple of a translated connection: what the remote side sends
+/// back to the NAT address (the key of the reverse NAT map).
+pub const fn reply_key(orig: &CtKey, nat_addr: [u8; 4], nat_port: u16) -> CtKey {
+    CtKey {
+        saddr: orig.daddr,
+        daddr: nat_addr,
+        sport: orig.dport,
+        dport: nat_port,
+        proto: orig.proto,
+        _pad: [0; 3],
     }
 }
 
