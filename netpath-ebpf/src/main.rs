@@ -1,15 +1,27 @@
-//! netpath's kernel side: TC and XDP programs that forward, route and
-//! translate container traffic from BPF maps the controller fills.
+//! netpath's kernel side: TC programs that forward, route and translate
+//! container traffic from BPF maps the controller fills.
 //!
-//! The packet walk reads in module order:
-//! [`parse`] (headers, bounds, IHL) → [`endpoint`] (local pod delivery) →
-//! [`stats`] (a counter for every verdict and drop reason).
+//! The packet walks read in module order:
+//! - [`from_pod`] (`np_from_pod`): [`parse`] → [`endpoint`] (local pod) →
+//!   [`fib`] (route map, then the node's FIB) → [`nat`] (masquerade, with
+//!   [`conntrack`]) → [`l3`] (TTL, MACs) → redirect;
+//! - [`from_uplink`] (`np_from_uplink`): [`parse`] → [`nat`] / [`icmp`]
+//!   (reverse NAT of replies and errors) → [`l3`] → `bpf_redirect_peer`.
+//!
+//! Every verdict and drop reason is counted in [`stats`].
 #![no_std]
 #![no_main]
 
+mod conntrack;
 mod csum;
 mod endpoint;
+mod fib;
+mod from_pod;
+mod from_uplink;
+mod icmp;
+mod l3;
 mod maps;
+mod nat;
 mod parse;
 mod stats;
 
@@ -18,17 +30,20 @@ use aya_ebpf::{bindings::TC_ACT_SHOT, macros::classifier, programs::TcContext};
 /// TC ingress on a pod's host-side veth: every packet the pod sends.
 #[classifier]
 pub fn np_from_pod(ctx: TcContext) -> i32 {
-    match endpoint::try_from_pod(&ctx) {
+    match from_pod::try_from_pod(&ctx) {
         Ok(action) => action,
         // Every error path has already counted its drop reason.
         Err(()) => TC_ACT_SHOT as i32,
     }
 }
 
-/// TC ingress on an uplink: replies to translated flows.
+/// TC ingress on an uplink: replies to translated connections.
 #[classifier]
-pub fn np_from_uplink(_ctx: TcContext) -> i32 {
-    aya_ebpf::bindings::TC_ACT_OK as i32
+pub fn np_from_uplink(ctx: TcContext) -> i32 {
+    match from_uplink::try_from_uplink(&ctx) {
+        Ok(action) => action,
+        Err(()) => TC_ACT_SHOT as i32,
+    }
 }
 
 #[cfg(not(test))]

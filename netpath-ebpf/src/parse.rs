@@ -104,3 +104,114 @@ pub fn parse_ipv4(ctx: &TcContext) -> Result<Parsed, ()> {
     }
     Ok(Parsed::Ipv4(Ipv4Packet { eth, ip, ihl_bytes }))
 }
+
+/// IP protocol numbers netpath translates.
+pub const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+
+/// ICMP types.
+pub const ICMP_ECHO_REPLY: u8 = 0;
+pub const ICMP_DEST_UNREACH: u8 = 3;
+pub const ICMP_ECHO: u8 = 8;
+pub const ICMP_TIME_EXCEEDED: u8 = 11;
+pub const ICMP_PARAMETER_PROB: u8 = 12;
+
+/// TCP flag bits (byte 13 of the header).
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+pub const TCP_ACK: u8 = 0x10;
+
+/// Byte offsets in the frame.
+pub mod off {
+    /// Start of the IPv4 header.
+    pub const IP: usize = 14;
+    pub const IP_TTL: usize = IP + 8;
+    pub const IP_CHECK: usize = IP + 10;
+    pub const IP_SADDR: usize = IP + 12;
+    pub const IP_DADDR: usize = IP + 16;
+}
+
+/// The addresses, protocol and L4 fields of an IPv4 packet, read with
+/// `bpf_skb_load_bytes` (no packet pointers survive the rewrites that
+/// follow, so nothing here points into the packet).
+#[derive(Clone, Copy)]
+pub struct Flow {
+    pub saddr: [u8; 4],
+    pub daddr: [u8; 4],
+    pub proto: u8,
+    pub ttl: u8,
+    /// Offset of the L4 header (14 + IHL × 4).
+    pub l4: usize,
+    /// TCP/UDP ports, host order; for ICMP echo the identifier in `sport`.
+    pub sport: u16,
+    pub dport: u16,
+    pub tcp_flags: u8,
+    pub icmp_type: u8,
+    /// Not the first fragment, or more fragments follow.
+    pub fragment: bool,
+    /// A non-first fragment: it has no L4 header.
+    pub later_fragment: bool,
+}
+
+/// Reads the flow of a parsed IPv4 packet. L4 fields are read for TCP, UDP
+/// and ICMP unless this is a later fragment; a packet too short for its
+/// L4 header is dropped as truncated.
+#[inline(always)]
+pub fn flow(ctx: &TcContext, pkt: &Ipv4Packet) -> Result<Flow, ()> {
+    // SAFETY: `pkt.ip` was bounds-checked by `parse_ipv4` and no helper has
+    // moved packet data since.
+    let (saddr, daddr, proto, ttl, frags) = unsafe {
+        let ip = pkt.ip;
+        (
+            (*ip).src_addr,
+            (*ip).dst_addr,
+            (*ip).proto,
+            (*ip).ttl,
+            u16::from_be_bytes((*ip).frags),
+        )
+    };
+    let l4 = EthHdr::LEN + pkt.ihl_bytes;
+    let mut f = Flow {
+        saddr,
+        daddr,
+        proto,
+        ttl,
+        l4,
+        sport: 0,
+        dport: 0,
+        tcp_flags: 0,
+        icmp_type: 0,
+        fragment: frags & 0x3fff != 0,
+        later_fragment: frags & 0x1fff != 0,
+    };
+    if f.later_fragment {
+        return Ok(f);
+    }
+    let truncated = |_| {
+        count(Stat::DropTruncated, ctx.len());
+    };
+    match proto {
+        IPPROTO_TCP => {
+            // Ports (0..4) and flags (13).
+            let hdr: [u8; 14] = ctx.load(l4).map_err(truncated)?;
+            f.sport = u16::from_be_bytes([hdr[0], hdr[1]]);
+            f.dport = u16::from_be_bytes([hdr[2], hdr[3]]);
+            f.tcp_flags = hdr[13];
+        }
+        IPPROTO_UDP => {
+            let hdr: [u8; 4] = ctx.load(l4).map_err(truncated)?;
+            f.sport = u16::from_be_bytes([hdr[0], hdr[1]]);
+            f.dport = u16::from_be_bytes([hdr[2], hdr[3]]);
+        }
+        IPPROTO_ICMP => {
+            // Type, code, checksum, identifier.
+            let hdr: [u8; 6] = ctx.load(l4).map_err(truncated)?;
+            f.icmp_type = hdr[0];
+            f.sport = u16::from_be_bytes([hdr[4], hdr[5]]);
+        }
+        _ => {}
+    }
+    Ok(f)
+}

@@ -1,0 +1,127 @@
+//! Route lookup: where a packet that is not for a local pod goes.
+//!
+//! 1. `bpf_fib_lookup` in the node's FIB tells whether the destination is
+//!    local to the node (then the node's stack gets it).
+//! 2. The route map (`routes_v1`, declared routes) decides the next hop if
+//!    it has a prefix for the destination; an entry with ifindex 0 means
+//!    "hand it to the node's stack".
+//! 3. Otherwise the FIB's answer is used: its next hop MAC when the
+//!    neighbour is known, `bpf_redirect_neigh` when it is not.
+//!
+//! `bpf_fib_lookup` answers only for a device with IPv4 forwarding on
+//! (`BPF_FIB_LKUP_RET_FWD_DISABLED` otherwise). It runs as `np0`
+//! (`NodeSettings::fib_ifindex`), the one device where netpath turns
+//! forwarding on: no packet ever enters through `np0`, so the node's kernel
+//! still forwards nothing itself. With `fib_ifindex` 0 (not configured),
+//! only the route map is used.
+
+use core::mem;
+
+use aya_ebpf::{
+    bindings::{
+        BPF_FIB_LKUP_RET_BLACKHOLE, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_NOT_FWDED,
+        BPF_FIB_LKUP_RET_PROHIBIT, BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LKUP_RET_UNREACHABLE,
+        bpf_fib_lookup as FibParams,
+    },
+    btf_maps::lpm_trie::Key,
+    helpers::bpf_fib_lookup,
+    programs::TcContext,
+};
+use netpath_common::{NodeSettings, RouteKey, Stat};
+
+use crate::{maps::ROUTES, parse::Flow, stats::count};
+
+const AF_INET: u8 = 2;
+
+/// Where to send a packet.
+pub enum NextHop {
+    /// Out of `ifindex` to the neighbour `via` (resolved by the kernel with
+    /// `bpf_redirect_neigh`).
+    Neigh { ifindex: u32, via: [u8; 4] },
+    /// Out of `ifindex` with these MACs (the FIB knew the neighbour).
+    Direct {
+        ifindex: u32,
+        smac: [u8; 6],
+        dmac: [u8; 6],
+    },
+    /// For the node's own stack: a local address or broadcast per the FIB,
+    /// or an ifindex-0 route.
+    Local,
+    /// Nobody knows (no FIB configured, no route in the map): the node's
+    /// stack decides.
+    Host,
+    /// No usable route: the FIB has a blackhole, unreachable or prohibit
+    /// route (counted).
+    Unreachable,
+}
+
+/// Looks up the next hop of `f`.
+#[inline(always)]
+pub fn lookup(ctx: &TcContext, f: &Flow, settings: &NodeSettings) -> NextHop {
+    let mut fib_ret = u32::MAX;
+    // SAFETY: an all-zero bpf_fib_lookup is a valid value of the C struct.
+    let mut params: FibParams = unsafe { mem::zeroed() };
+    if settings.fib_ifindex != 0 {
+        params.family = AF_INET;
+        params.l4_protocol = f.proto;
+        params.sport = f.sport.to_be();
+        params.dport = f.dport.to_be();
+        params.ifindex = settings.fib_ifindex;
+        params.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(f.saddr);
+        params.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(f.daddr);
+        // SAFETY: `params` is a valid, initialised struct on the stack and
+        // the size passed is its size.
+        let ret = unsafe {
+            bpf_fib_lookup(
+                ctx.skb.skb.cast(),
+                &raw mut params,
+                mem::size_of::<FibParams>() as i32,
+                0,
+            )
+        };
+        fib_ret = ret as u32;
+        if fib_ret == BPF_FIB_LKUP_RET_NOT_FWDED {
+            return NextHop::Local;
+        }
+    }
+
+    let key = Key::new(32, RouteKey { addr: f.daddr });
+    if let Some(route) = ROUTES.get(&key) {
+        count(Stat::RouteMapHit, ctx.len());
+        if route.ifindex == 0 {
+            return NextHop::Local;
+        }
+        let via = if route.via == [0; 4] { f.daddr } else { route.via };
+        return NextHop::Neigh {
+            ifindex: route.ifindex,
+            via,
+        };
+    }
+
+    match fib_ret {
+        BPF_FIB_LKUP_RET_SUCCESS => {
+            count(Stat::RouteFibHit, ctx.len());
+            NextHop::Direct {
+                ifindex: params.ifindex,
+                smac: params.smac,
+                dmac: params.dmac,
+            }
+        }
+        BPF_FIB_LKUP_RET_NO_NEIGH => {
+            count(Stat::RouteFibHit, ctx.len());
+            // SAFETY: the kernel filled the IPv4 next hop in the dst field.
+            let via = unsafe { params.__bindgen_anon_4.ipv4_dst }.to_ne_bytes();
+            NextHop::Neigh {
+                ifindex: params.ifindex,
+                via,
+            }
+        }
+        BPF_FIB_LKUP_RET_BLACKHOLE | BPF_FIB_LKUP_RET_UNREACHABLE | BPF_FIB_LKUP_RET_PROHIBIT => {
+            count(Stat::DropFibUnreachable, ctx.len());
+            NextHop::Unreachable
+        }
+        // Not configured, forwarding disabled, unsupported: the node's
+        // stack decides.
+        _ => NextHop::Host,
+    }
+}

@@ -1,0 +1,116 @@
+//! The walk of `np_from_pod`, TC ingress on a pod's host-side veth: every
+//! packet a pod sends.
+//!
+//! parse → local pod? deliver ([`crate::endpoint`]) → route
+//! ([`crate::fib`]) → masquerade rule for the source and egress device?
+//! SNAT ([`crate::nat`]) → TTL → redirect out of the egress device.
+
+use aya_ebpf::{
+    bindings::{TC_ACT_OK, TC_ACT_REDIRECT, bpf_redir_neigh},
+    btf_maps::lpm_trie::Key,
+    helpers::{bpf_redirect, bpf_redirect_neigh},
+    programs::TcContext,
+};
+use netpath_common::{NodeSettings, RouteKey, Stat};
+
+use crate::{
+    endpoint,
+    fib::{self, NextHop},
+    l3::{self, rewrite},
+    maps::{MASQ, SETTINGS},
+    nat,
+    parse::{self, Parsed},
+    stats::count,
+};
+
+const AF_INET: u32 = 2;
+
+#[inline(always)]
+pub fn try_from_pod(ctx: &TcContext) -> Result<i32, ()> {
+    let len = ctx.len();
+    let pkt = match parse::parse_ipv4(ctx)? {
+        Parsed::Ipv4(pkt) => pkt,
+        Parsed::NotIpv4 => {
+            count(Stat::PassNotIpv4, len);
+            return Ok(TC_ACT_OK as i32);
+        }
+    };
+    // SAFETY: bounds-checked by the parser.
+    let dst = unsafe { (*pkt.ip).dst_addr };
+    if let Some(ep) = endpoint::lookup(dst) {
+        return endpoint::deliver(ctx, &pkt, &ep);
+    }
+
+    let f = parse::flow(ctx, &pkt)?;
+    let settings = SETTINGS
+        .get(0)
+        .copied()
+        .unwrap_or(NodeSettings::DEFAULT);
+    let hop = fib::lookup(ctx, &f, &settings);
+    let egress = match hop {
+        NextHop::Local => {
+            count(Stat::PassFibLocal, len);
+            return Ok(TC_ACT_OK as i32);
+        }
+        NextHop::Host => {
+            count(Stat::PassToHost, len);
+            return Ok(TC_ACT_OK as i32);
+        }
+        NextHop::Unreachable => return Err(()),
+        NextHop::Neigh { ifindex, .. } | NextHop::Direct { ifindex, .. } => ifindex,
+    };
+
+    // SAFETY: the value is copied out at once.
+    let rule = MASQ
+        .get(&Key::new(32, RouteKey { addr: f.saddr }))
+        .copied();
+    if let Some(rule) = rule
+        && rule.ifindex == egress
+    {
+        nat::snat(ctx, &f, &rule, &settings)?;
+    }
+    l3::decrement_ttl(ctx, &f)?;
+
+    let ret = match hop {
+        NextHop::Direct { ifindex, smac, dmac } => {
+            let mut macs = [0u8; 12];
+            macs[..6].copy_from_slice(&dmac);
+            macs[6..].copy_from_slice(&smac);
+            rewrite(ctx.store(0, &macs, 0))?;
+            // SAFETY: helper call with plain integer arguments.
+            unsafe { bpf_redirect(ifindex, 0) }
+        }
+        NextHop::Neigh { ifindex, via } => {
+            count(Stat::RouteNeighResolve, len);
+            let mut nh = bpf_redir_neigh {
+                nh_family: AF_INET,
+                __bindgen_anon_1: aya_ebpf::bindings::bpf_redir_neigh__bindgen_ty_1 {
+                    ipv4_nh: u32::from_ne_bytes(via),
+                },
+            };
+            // SAFETY: `nh` is a valid bpf_redir_neigh on the stack and its
+            // size is passed.
+            unsafe {
+                bpf_redirect_neigh(
+                    ifindex,
+                    &raw mut nh,
+                    core::mem::size_of::<bpf_redir_neigh>() as i32,
+                    0,
+                )
+            }
+        }
+        NextHop::Local | NextHop::Host | NextHop::Unreachable => unreachable_hop(),
+    };
+    if ret != i64::from(TC_ACT_REDIRECT) {
+        count(Stat::DropRewriteFailed, len);
+        return Err(());
+    }
+    count(Stat::FwdRouted, len);
+    Ok(TC_ACT_REDIRECT as i32)
+}
+
+/// Both were handled above; a value the verifier can see through.
+#[inline(always)]
+fn unreachable_hop() -> i64 {
+    -1
+}

@@ -1,0 +1,137 @@
+//! ICMP errors (destination unreachable, fragmentation needed, time
+//! exceeded, parameter problem) about a translated connection: the error
+//! quotes the packet as it left the node (source = NAT address and port);
+//! the pod must see it quote its own packet. The quoted header's source
+//! address, port and checksums are rewritten, and every changed word is
+//! folded into the ICMP checksum (ICMP has no pseudo-header, so the outer
+//! address change does not touch it).
+
+use aya_ebpf::programs::TcContext;
+use netpath_common::{CtKey, RevNat, Stat};
+
+use crate::{
+    csum,
+    l3::{rewrite, set_addr, word16, word32},
+    maps::REVNAT,
+    parse::{
+        Flow, ICMP_DEST_UNREACH, ICMP_ECHO, ICMP_PARAMETER_PROB, ICMP_TIME_EXCEEDED, IPPROTO_ICMP,
+        IPPROTO_TCP, IPPROTO_UDP, off,
+    },
+    stats::count,
+};
+
+/// Whether `f` is an ICMP error netpath translates.
+#[inline(always)]
+pub fn is_error(f: &Flow) -> bool {
+    f.proto == IPPROTO_ICMP
+        && matches!(
+            f.icmp_type,
+            ICMP_DEST_UNREACH | ICMP_TIME_EXCEEDED | ICMP_PARAMETER_PROB
+        )
+}
+
+/// Reverse-translates an ICMP error about a translated connection. Returns
+/// the pod's address, or `None` when the quoted packet is not ours.
+#[inline(always)]
+pub fn rev_snat_error(ctx: &TcContext, f: &Flow) -> Result<Option<[u8; 4]>, ()> {
+    let icmp_check = f.l4 + 2;
+    // The quoted IPv4 header follows the 8-byte ICMP header.
+    let inner = f.l4 + 8;
+    let Ok(ip) = ctx.load::<[u8; 20]>(inner) else {
+        return Ok(None);
+    };
+    let inner_ihl = usize::from(ip[0] & 0x0f) * 4;
+    if ip[0] >> 4 != 4 || inner_ihl < 20 {
+        return Ok(None);
+    }
+    let proto = ip[9];
+    let (saddr, daddr) = ([ip[12], ip[13], ip[14], ip[15]], [ip[16], ip[17], ip[18], ip[19]]);
+    let inner_l4 = inner + inner_ihl;
+    // RFC 792: the quote holds at least 8 bytes of the L4 header.
+    let Ok(l4) = ctx.load::<[u8; 8]>(inner_l4) else {
+        return Ok(None);
+    };
+    let (rkey, port_off, old_port) = match proto {
+        IPPROTO_TCP | IPPROTO_UDP => {
+            let sport = u16::from_be_bytes([l4[0], l4[1]]);
+            let dport = u16::from_be_bytes([l4[2], l4[3]]);
+            (
+                CtKey {
+                    saddr: daddr,
+                    daddr: saddr,
+                    sport: dport,
+                    dport: sport,
+                    proto,
+                    _pad: [0; 3],
+                },
+                inner_l4,
+                sport,
+            )
+        }
+        IPPROTO_ICMP if l4[0] == ICMP_ECHO => {
+            let id = u16::from_be_bytes([l4[4], l4[5]]);
+            (
+                CtKey {
+                    saddr: daddr,
+                    daddr: saddr,
+                    sport: 0,
+                    dport: id,
+                    proto,
+                    _pad: [0; 3],
+                },
+                inner_l4 + 4,
+                id,
+            )
+        }
+        _ => return Ok(None),
+    };
+    // SAFETY: the value is copied out at once.
+    let Some(RevNat { addr: pod, port, .. }) = (unsafe { REVNAT.get(&rkey) }).copied() else {
+        return Ok(None);
+    };
+
+    // Quoted L4 checksum, when the quote carries it: TCP's is at 16 (often
+    // quoted, as Linux quotes up to 576 bytes), UDP's at 6 (0: none),
+    // ICMP's at 2 (covers the identifier only, no pseudo-header).
+    let l4_check_at = match proto {
+        IPPROTO_TCP => inner_l4 + 16,
+        IPPROTO_UDP => inner_l4 + 6,
+        _ => inner_l4 + 2,
+    };
+    if let Ok(old) = ctx.load::<[u8; 2]>(l4_check_at) {
+        let old_c = u16::from_be_bytes(old);
+        if !(proto == IPPROTO_UDP && old_c == 0) {
+            let mut c = csum::replace16(old_c, old_port, port);
+            if proto != IPPROTO_ICMP {
+                let (o, n) = (saddr, pod);
+                c = csum::replace16(c, u16::from_be_bytes([o[0], o[1]]), u16::from_be_bytes([n[0], n[1]]));
+                c = csum::replace16(c, u16::from_be_bytes([o[2], o[3]]), u16::from_be_bytes([n[2], n[3]]));
+            }
+            rewrite(ctx.l4_csum_replace(icmp_check, word16(old_c), word16(c), 2))?;
+            rewrite(ctx.store(l4_check_at, &c.to_be_bytes(), 0))?;
+        }
+    }
+    // Quoted port (or echo identifier).
+    rewrite(ctx.l4_csum_replace(icmp_check, word16(old_port), word16(port), 2))?;
+    rewrite(ctx.store(port_off, &port.to_be_bytes(), 0))?;
+    // Quoted source address and the quoted header's checksum.
+    let old_ip_c = u16::from_be_bytes([ip[10], ip[11]]);
+    let mut ip_c = csum::replace16(
+        old_ip_c,
+        u16::from_be_bytes([saddr[0], saddr[1]]),
+        u16::from_be_bytes([pod[0], pod[1]]),
+    );
+    ip_c = csum::replace16(
+        ip_c,
+        u16::from_be_bytes([saddr[2], saddr[3]]),
+        u16::from_be_bytes([pod[2], pod[3]]),
+    );
+    rewrite(ctx.l4_csum_replace(icmp_check, word16(old_ip_c), word16(ip_c), 2))?;
+    rewrite(ctx.store(inner + 10, &ip_c.to_be_bytes(), 0))?;
+    rewrite(ctx.l4_csum_replace(icmp_check, word32(saddr), word32(pod), 4))?;
+    rewrite(ctx.store(inner + 12, &pod, 0))?;
+    // The outer destination: the node's NAT address becomes the pod's.
+    set_addr(ctx, f, off::IP_DADDR, f.daddr, pod)?;
+    count(Stat::IcmpErrorRevNat, ctx.len());
+    Ok(Some(pod))
+}

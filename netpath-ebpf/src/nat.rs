@@ -1,0 +1,175 @@
+//! Source NAT (masquerade) of pod traffic leaving the node, and its reverse
+//! on replies. A connection keeps its source port when that port is free
+//! for the destination; otherwise a port from the configured range is taken,
+//! with a bounded number of tries. A port is claimed by inserting its
+//! reverse entry with `BPF_NOEXIST`, so two CPUs never claim the same one.
+
+use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_get_prandom_u32, programs::TcContext};
+use netpath_common::{CtEntry, CtKey, MasqRule, NodeSettings, RevNat, Stat, reply_key};
+
+use crate::{
+    conntrack::{self, orig_key},
+    l3::{self, set_addr, set_port},
+    maps::{CONNTRACK, REVNAT},
+    parse::{Flow, ICMP_ECHO, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, off},
+    stats::count,
+};
+
+/// Ports tried from the range after the original one is taken.
+const PORT_TRIES: u32 = 32;
+
+/// Whether netpath can translate `f` (TCP, UDP, ICMP echo request); counts
+/// the drop reason when it cannot.
+#[inline(always)]
+fn translatable(ctx: &TcContext, f: &Flow) -> bool {
+    if f.fragment {
+        // No L4 header in later fragments, and the first one alone would
+        // be mistranslated: counted, never passed on untranslated.
+        count(Stat::DropNatFragment, ctx.len());
+        return false;
+    }
+    let ok = match f.proto {
+        IPPROTO_TCP | IPPROTO_UDP => true,
+        IPPROTO_ICMP => f.icmp_type == ICMP_ECHO,
+        _ => false,
+    };
+    if !ok {
+        count(Stat::DropNatProto, ctx.len());
+    }
+    ok
+}
+
+/// Translates the source of `f` per `rule`: finds or creates its connection
+/// and rewrites address and port with their checksums.
+#[inline(always)]
+pub fn snat(ctx: &TcContext, f: &Flow, rule: &MasqRule, settings: &NodeSettings) -> Result<(), ()> {
+    if !translatable(ctx, f) {
+        return Err(());
+    }
+    let key = orig_key(f);
+    let now = conntrack::now();
+    let nat_port = match CONNTRACK.get_ptr_mut(&key) {
+        // SAFETY: the entry is updated in place; a concurrent update of the
+        // same connection from another CPU can at worst lose a counter
+        // increment or a state change that the next packet repeats.
+        Some(ct)
+            if unsafe {
+                (*ct).nat_addr == rule.nat_addr
+                    && !settings.ct_expired((*ct).state, (*ct).last_seen_ns, now)
+            } =>
+        {
+            unsafe {
+                conntrack::update(&mut *ct, f, false, now);
+                (*ct).nat_port
+            }
+        }
+        stale => {
+            if let Some(ct) = stale {
+                // SAFETY: read of a map value.
+                let (addr, port) = unsafe { ((*ct).nat_addr, (*ct).nat_port) };
+                let _ = REVNAT.remove(reply_key(&key, addr, port));
+            }
+            let port = allocate(ctx, &key, rule.nat_addr, settings)?;
+            let mut ct = CtEntry {
+                nat_addr: rule.nat_addr,
+                nat_port: port,
+                state: conntrack::initial_state(f),
+                flags: 0,
+                created_ns: now,
+                last_seen_ns: now,
+                packets_orig: 0,
+                packets_reply: 0,
+            };
+            conntrack::update(&mut ct, f, false, now);
+            if CONNTRACK.insert(&key, &ct, 0).is_err() {
+                let _ = REVNAT.remove(reply_key(&key, rule.nat_addr, port));
+                count(Stat::DropSnatNoPort, ctx.len());
+                return Err(());
+            }
+            count(Stat::SnatNew, ctx.len());
+            port
+        }
+    };
+    set_port(ctx, f, f.l4 + port_field(f.proto), f.sport, nat_port)?;
+    set_addr(ctx, f, off::IP_SADDR, f.saddr, rule.nat_addr)
+}
+
+/// Offset of the translated "port" in the L4 header: the source/destination
+/// port of TCP and UDP are at 0/2; the ICMP echo identifier is at 4.
+#[inline(always)]
+fn port_field(proto: u8) -> usize {
+    if proto == IPPROTO_ICMP { 4 } else { 0 }
+}
+
+/// Claims a NAT port for `key`: its own source port when free, else up to
+/// [`PORT_TRIES`] ports of the range from a random start.
+#[inline(always)]
+fn allocate(ctx: &TcContext, key: &CtKey, nat_addr: [u8; 4], s: &NodeSettings) -> Result<u16, ()> {
+    let rev = RevNat {
+        addr: key.saddr,
+        port: key.sport,
+        _pad: 0,
+    };
+    if claim(key, nat_addr, key.sport, &rev) {
+        return Ok(key.sport);
+    }
+    let min = u32::from(s.nat_port_min);
+    let span = u32::from(s.nat_port_max).saturating_sub(min) + 1;
+    // SAFETY: helper without arguments.
+    let start = unsafe { bpf_get_prandom_u32() } % span;
+    for i in 0..PORT_TRIES {
+        if i >= span {
+            break;
+        }
+        let port = (min + (start + i) % span) as u16;
+        if claim(key, nat_addr, port, &rev) {
+            count(Stat::SnatPortChanged, ctx.len());
+            return Ok(port);
+        }
+    }
+    count(Stat::DropSnatNoPort, ctx.len());
+    Err(())
+}
+
+/// Claims `port` for `key` by inserting its reverse entry; an existing entry
+/// that already points at the same pod address and port is ours (its
+/// forward entry was evicted or expired).
+#[inline(always)]
+fn claim(key: &CtKey, nat_addr: [u8; 4], port: u16, rev: &RevNat) -> bool {
+    let rkey = reply_key(key, nat_addr, port);
+    if REVNAT.insert(&rkey, rev, u64::from(BPF_NOEXIST)).is_ok() {
+        return true;
+    }
+    // SAFETY: read of a map value.
+    matches!(unsafe { REVNAT.get(&rkey) }, Some(r) if r.addr == rev.addr && r.port == rev.port)
+}
+
+/// Reverse-translates a reply `f` arriving on an uplink, if it belongs to a
+/// translated connection: rewrites destination address and port back to
+/// the pod's and updates the connection. Returns the pod's address.
+#[inline(always)]
+pub fn rev_snat(ctx: &TcContext, f: &Flow) -> Result<Option<[u8; 4]>, ()> {
+    let rkey = conntrack::reply_key_of(f);
+    // SAFETY: the value is copied out at once.
+    let Some(rev) = (unsafe { REVNAT.get(&rkey) }).copied() else {
+        return Ok(None);
+    };
+    let orig = CtKey {
+        saddr: rev.addr,
+        daddr: f.saddr,
+        sport: rev.port,
+        dport: rkey.sport,
+        proto: f.proto,
+        _pad: [0; 3],
+    };
+    if let Some(ct) = CONNTRACK.get_ptr_mut(&orig) {
+        // SAFETY: in-place update of a map value, as in `snat`.
+        unsafe { conntrack::update(&mut *ct, f, true, conntrack::now()) };
+    }
+    let port_off = if f.proto == IPPROTO_ICMP { f.l4 + 4 } else { f.l4 + 2 };
+    let old_port = if f.proto == IPPROTO_ICMP { f.sport } else { f.dport };
+    set_port(ctx, f, port_off, old_port, rev.port)?;
+    set_addr(ctx, f, off::IP_DADDR, f.daddr, rev.addr)?;
+    let _ = l3::word16;
+    Ok(Some(rev.addr))
+}
