@@ -5,7 +5,9 @@
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use netpath_common::{CtEntry, CtKey, ct_flags, ct_state};
 
-use crate::parse::{Flow, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
+use crate::parse::{
+    Flow, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
+};
 
 /// `last_seen_ns` is refreshed at most this often per connection, so that a
 /// busy flow does not write its entry on every packet.
@@ -92,7 +94,11 @@ pub fn update(ct: &mut CtEntry, f: &Flow, reply: bool, now: u64) {
                 ct.state = ct_state::TCP_SYN_SENT;
                 ct.flags = 0;
             } else if flags & TCP_FIN != 0 {
-                ct.flags |= if reply { ct_flags::FIN_REPLY } else { ct_flags::FIN_ORIG };
+                ct.flags |= if reply {
+                    ct_flags::FIN_REPLY
+                } else {
+                    ct_flags::FIN_ORIG
+                };
                 ct.state = if ct.flags & (ct_flags::FIN_ORIG | ct_flags::FIN_REPLY)
                     == ct_flags::FIN_ORIG | ct_flags::FIN_REPLY
                 {

@@ -91,7 +91,11 @@ pub fn lookup(ctx: &TcContext, f: &Flow, settings: &NodeSettings) -> NextHop {
         if route.ifindex == 0 {
             return NextHop::Local;
         }
-        let via = if route.via == [0; 4] { f.daddr } else { route.via };
+        let via = if route.via == [0; 4] {
+            f.daddr
+        } else {
+            route.via
+        };
         return NextHop::Neigh {
             ifindex: route.ifindex,
             via,

@@ -42,10 +42,7 @@ pub fn try_from_pod(ctx: &TcContext) -> Result<i32, ()> {
     }
 
     let f = parse::flow(ctx, &pkt)?;
-    let settings = SETTINGS
-        .get(0)
-        .copied()
-        .unwrap_or(NodeSettings::DEFAULT);
+    let settings = SETTINGS.get(0).copied().unwrap_or(NodeSettings::DEFAULT);
     let hop = fib::lookup(ctx, &f, &settings);
     let egress = match hop {
         NextHop::Local => {
@@ -61,9 +58,7 @@ pub fn try_from_pod(ctx: &TcContext) -> Result<i32, ()> {
     };
 
     // SAFETY: the value is copied out at once.
-    let rule = MASQ
-        .get(&Key::new(32, RouteKey { addr: f.saddr }))
-        .copied();
+    let rule = MASQ.get(&Key::new(32, RouteKey { addr: f.saddr })).copied();
     if let Some(rule) = rule
         && rule.ifindex == egress
     {
@@ -72,7 +67,11 @@ pub fn try_from_pod(ctx: &TcContext) -> Result<i32, ()> {
     l3::decrement_ttl(ctx, &f)?;
 
     let ret = match hop {
-        NextHop::Direct { ifindex, smac, dmac } => {
+        NextHop::Direct {
+            ifindex,
+            smac,
+            dmac,
+        } => {
             let mut macs = [0u8; 12];
             macs[..6].copy_from_slice(&dmac);
             macs[6..].copy_from_slice(&smac);

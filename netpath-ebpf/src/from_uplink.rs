@@ -11,7 +11,7 @@ use netpath_common::Stat;
 
 use crate::{
     endpoint, icmp, l3, nat,
-    parse::{self, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, ICMP_ECHO_REPLY, Parsed},
+    parse::{self, ICMP_ECHO_REPLY, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Parsed},
     stats::count,
 };
 

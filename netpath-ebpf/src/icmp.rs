@@ -45,7 +45,10 @@ pub fn rev_snat_error(ctx: &TcContext, f: &Flow) -> Result<Option<[u8; 4]>, ()> 
         return Ok(None);
     }
     let proto = ip[9];
-    let (saddr, daddr) = ([ip[12], ip[13], ip[14], ip[15]], [ip[16], ip[17], ip[18], ip[19]]);
+    let (saddr, daddr) = (
+        [ip[12], ip[13], ip[14], ip[15]],
+        [ip[16], ip[17], ip[18], ip[19]],
+    );
     let inner_l4 = inner + inner_ihl;
     // RFC 792: the quote holds at least 8 bytes of the L4 header.
     let Ok(l4) = ctx.load::<[u8; 8]>(inner_l4) else {
@@ -86,7 +89,10 @@ pub fn rev_snat_error(ctx: &TcContext, f: &Flow) -> Result<Option<[u8; 4]>, ()> 
         _ => return Ok(None),
     };
     // SAFETY: the value is copied out at once.
-    let Some(RevNat { addr: pod, port, .. }) = (unsafe { REVNAT.get(&rkey) }).copied() else {
+    let Some(RevNat {
+        addr: pod, port, ..
+    }) = (unsafe { REVNAT.get(&rkey) }).copied()
+    else {
         return Ok(None);
     };
 
@@ -104,8 +110,16 @@ pub fn rev_snat_error(ctx: &TcContext, f: &Flow) -> Result<Option<[u8; 4]>, ()> 
             let mut c = csum::replace16(old_c, old_port, port);
             if proto != IPPROTO_ICMP {
                 let (o, n) = (saddr, pod);
-                c = csum::replace16(c, u16::from_be_bytes([o[0], o[1]]), u16::from_be_bytes([n[0], n[1]]));
-                c = csum::replace16(c, u16::from_be_bytes([o[2], o[3]]), u16::from_be_bytes([n[2], n[3]]));
+                c = csum::replace16(
+                    c,
+                    u16::from_be_bytes([o[0], o[1]]),
+                    u16::from_be_bytes([n[0], n[1]]),
+                );
+                c = csum::replace16(
+                    c,
+                    u16::from_be_bytes([o[2], o[3]]),
+                    u16::from_be_bytes([n[2], n[3]]),
+                );
             }
             rewrite(ctx.l4_csum_replace(icmp_check, word16(old_c), word16(c), 2))?;
             rewrite(ctx.store(l4_check_at, &c.to_be_bytes(), 0))?;

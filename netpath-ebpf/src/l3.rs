@@ -59,7 +59,13 @@ pub fn l4_check_off(proto: u8, l4: usize) -> usize {
 /// fixes the IP checksum and, for TCP/UDP, the pseudo-header part of the L4
 /// checksum (`BPF_F_PSEUDO_HDR`: right with `CHECKSUM_PARTIAL` too).
 #[inline(always)]
-pub fn set_addr(ctx: &TcContext, f: &Flow, addr_off: usize, old: [u8; 4], new: [u8; 4]) -> Result<(), ()> {
+pub fn set_addr(
+    ctx: &TcContext,
+    f: &Flow,
+    addr_off: usize,
+    old: [u8; 4],
+    new: [u8; 4],
+) -> Result<(), ()> {
     if old == new {
         return Ok(());
     }

@@ -57,12 +57,10 @@ pub fn snat(ctx: &TcContext, f: &Flow, rule: &MasqRule, settings: &NodeSettings)
                 (*ct).nat_addr == rule.nat_addr
                     && !settings.ct_expired((*ct).state, (*ct).last_seen_ns, now)
             } =>
-        {
-            unsafe {
-                conntrack::update(&mut *ct, f, false, now);
-                (*ct).nat_port
-            }
-        }
+        unsafe {
+            conntrack::update(&mut *ct, f, false, now);
+            (*ct).nat_port
+        },
         stale => {
             if let Some(ct) = stale {
                 // SAFETY: read of a map value.
@@ -166,8 +164,16 @@ pub fn rev_snat(ctx: &TcContext, f: &Flow) -> Result<Option<[u8; 4]>, ()> {
         // SAFETY: in-place update of a map value, as in `snat`.
         unsafe { conntrack::update(&mut *ct, f, true, conntrack::now()) };
     }
-    let port_off = if f.proto == IPPROTO_ICMP { f.l4 + 4 } else { f.l4 + 2 };
-    let old_port = if f.proto == IPPROTO_ICMP { f.sport } else { f.dport };
+    let port_off = if f.proto == IPPROTO_ICMP {
+        f.l4 + 4
+    } else {
+        f.l4 + 2
+    };
+    let old_port = if f.proto == IPPROTO_ICMP {
+        f.sport
+    } else {
+        f.dport
+    };
     set_port(ctx, f, port_off, old_port, rev.port)?;
     set_addr(ctx, f, off::IP_DADDR, f.daddr, rev.addr)?;
     let _ = l3::word16;

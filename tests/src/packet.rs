@@ -25,6 +25,69 @@ pub fn inet_checksum(data: &[u8]) -> u16 {
     !(sum as u16)
 }
 
+/// The L4 header [`Ipv4Builder::build`] writes in front of the payload,
+/// with its checksum computed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum L4 {
+    /// No header: `payload` is the whole IP payload.
+    Raw,
+    Tcp {
+        sport: u16,
+        dport: u16,
+        flags: u8,
+        seq: u32,
+        ack: u32,
+    },
+    /// `csum: false` sends a zero checksum ("none", allowed for UDP/IPv4).
+    Udp { sport: u16, dport: u16, csum: bool },
+    /// An ICMP header: type, code and the 4-byte rest (echo: id, sequence).
+    Icmp { ty: u8, code: u8, rest: [u8; 4] },
+}
+
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+pub const TCP_PSH: u8 = 0x08;
+pub const TCP_ACK: u8 = 0x10;
+
+/// An ICMP echo request (8) or reply (0) header.
+pub fn icmp_echo(ty: u8, id: u16, seq: u16) -> L4 {
+    let mut rest = [0u8; 4];
+    rest[..2].copy_from_slice(&id.to_be_bytes());
+    rest[2..].copy_from_slice(&seq.to_be_bytes());
+    L4::Icmp { ty, code: 0, rest }
+}
+
+/// The TCP/UDP checksum of `segment` (header with a zero checksum field,
+/// and data) between `src` and `dst`.
+pub fn l4_checksum(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, segment: &[u8]) -> u16 {
+    let mut pseudo = Vec::with_capacity(12 + segment.len());
+    pseudo.extend_from_slice(&src.octets());
+    pseudo.extend_from_slice(&dst.octets());
+    pseudo.push(0);
+    pseudo.push(proto);
+    pseudo.extend_from_slice(&(segment.len() as u16).to_be_bytes());
+    pseudo.extend_from_slice(segment);
+    inet_checksum(&pseudo)
+}
+
+/// Whether the TCP/UDP/ICMP checksum of an Ethernet + IPv4 frame is right
+/// (a zero UDP checksum counts as right: "no checksum").
+pub fn l4_checksum_ok(frame: &[u8]) -> bool {
+    let ihl = usize::from(frame[14] & 0x0f) * 4;
+    let total = usize::from(u16::from_be_bytes([frame[16], frame[17]]));
+    let proto = frame[23];
+    let seg = &frame[14 + ihl..14 + total];
+    let src = Ipv4Addr::new(frame[26], frame[27], frame[28], frame[29]);
+    let dst = Ipv4Addr::new(frame[30], frame[31], frame[32], frame[33]);
+    match proto {
+        IPPROTO_UDP if seg[6..8] == [0, 0] => true,
+        IPPROTO_TCP | IPPROTO_UDP => l4_checksum(src, dst, proto, seg) == 0,
+        IPPROTO_ICMP => inet_checksum(seg) == 0,
+        _ => true,
+    }
+}
+
 /// An Ethernet + IPv4 packet under construction.
 #[derive(Clone, Debug)]
 pub struct Ipv4Builder {
@@ -39,6 +102,8 @@ pub struct Ipv4Builder {
     pub frags: u16,
     /// IP options; padded with End-of-Options to a multiple of 4 bytes.
     pub options: Vec<u8>,
+    /// The L4 header written before `payload`.
+    pub l4: L4,
     pub payload: Vec<u8>,
 }
 
@@ -54,8 +119,97 @@ impl Ipv4Builder {
             id: 0x1234,
             frags: 0x4000, // don't fragment
             options: Vec::new(),
+            l4: L4::Raw,
             payload: b"netpath!".to_vec(),
         }
+    }
+
+    /// A TCP segment from `src:sport` to `dst:dport`.
+    pub fn tcp(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), flags: u8) -> Self {
+        Self {
+            proto: IPPROTO_TCP,
+            l4: L4::Tcp {
+                sport: src.1,
+                dport: dst.1,
+                flags,
+                seq: 0x0102_0304,
+                ack: if flags & TCP_ACK != 0 { 0x0a0b_0c0d } else { 0 },
+            },
+            payload: Vec::new(),
+            ..Self::new(src.0, dst.0)
+        }
+    }
+
+    /// A UDP datagram from `src:sport` to `dst:dport`.
+    pub fn udp(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16)) -> Self {
+        Self {
+            proto: IPPROTO_UDP,
+            l4: L4::Udp {
+                sport: src.1,
+                dport: dst.1,
+                csum: true,
+            },
+            ..Self::new(src.0, dst.0)
+        }
+    }
+
+    /// An ICMP message with header `l4` (see [`icmp_echo`]).
+    pub fn icmp(src: Ipv4Addr, dst: Ipv4Addr, l4: L4) -> Self {
+        Self {
+            proto: IPPROTO_ICMP,
+            l4,
+            ..Self::new(src, dst)
+        }
+    }
+
+    /// The L4 header and payload, with the L4 checksum.
+    fn segment(&self) -> Vec<u8> {
+        let mut seg = Vec::new();
+        let csum_at = match self.l4 {
+            L4::Raw => None,
+            L4::Tcp {
+                sport,
+                dport,
+                flags,
+                seq,
+                ack,
+            } => {
+                seg.extend_from_slice(&sport.to_be_bytes());
+                seg.extend_from_slice(&dport.to_be_bytes());
+                seg.extend_from_slice(&seq.to_be_bytes());
+                seg.extend_from_slice(&ack.to_be_bytes());
+                seg.extend_from_slice(&[0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+                Some(16)
+            }
+            L4::Udp { sport, dport, csum } => {
+                seg.extend_from_slice(&sport.to_be_bytes());
+                seg.extend_from_slice(&dport.to_be_bytes());
+                seg.extend_from_slice(&((8 + self.payload.len()) as u16).to_be_bytes());
+                seg.extend_from_slice(&[0, 0]);
+                csum.then_some(6)
+            }
+            L4::Icmp { ty, code, rest } => {
+                seg.extend_from_slice(&[ty, code, 0, 0]);
+                seg.extend_from_slice(&rest);
+                Some(2)
+            }
+        };
+        seg.extend_from_slice(&self.payload);
+        if let Some(at) = csum_at {
+            let c = match self.l4 {
+                L4::Icmp { .. } => inet_checksum(&seg),
+                _ => {
+                    let c = l4_checksum(self.src, self.dst, self.proto, &seg);
+                    if c == 0 && self.proto == IPPROTO_UDP {
+                        0xffff
+                    } else {
+                        c
+                    }
+                }
+            };
+            seg[at..at + 2].copy_from_slice(&c.to_be_bytes());
+        }
+        seg
     }
 
     /// The IPv4 header length in bytes.
@@ -67,7 +221,8 @@ impl Ipv4Builder {
         let mut options = self.options.clone();
         options.resize(self.options.len().div_ceil(4) * 4, 0);
         let ihl = 20 + options.len();
-        let total = ihl + self.payload.len();
+        let segment = self.segment();
+        let total = ihl + segment.len();
         let mut ip = Vec::with_capacity(total);
         ip.push(0x40 | (ihl / 4) as u8);
         ip.push(0);
@@ -82,7 +237,7 @@ impl Ipv4Builder {
         ip.extend_from_slice(&options);
         let check = inet_checksum(&ip[..ihl]);
         ip[10..12].copy_from_slice(&check.to_be_bytes());
-        ip.extend_from_slice(&self.payload);
+        ip.extend_from_slice(&segment);
 
         let mut frame = ethernet(self.dst_mac, self.src_mac, ETH_P_IP);
         frame.extend_from_slice(&ip);
@@ -128,6 +283,21 @@ mod tests {
             0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7,
         ];
         assert_eq!(inet_checksum(&hdr), 0xb861);
+    }
+
+    #[test]
+    fn built_l4_packets_have_valid_checksums() {
+        let a = ("10.0.0.1".parse().unwrap(), 1234);
+        let b = ("10.0.0.2".parse().unwrap(), 80);
+        for p in [
+            Ipv4Builder::tcp(a, b, TCP_SYN),
+            Ipv4Builder::udp(a, b),
+            Ipv4Builder::icmp(a.0, b.0, icmp_echo(8, 7, 1)),
+        ] {
+            let f = p.build();
+            assert!(ipv4_header_checksum_ok(&f));
+            assert!(l4_checksum_ok(&f));
+        }
     }
 
     #[test]
