@@ -6,7 +6,7 @@
 //! SNAT ([`crate::nat`]) → TTL → redirect out of the egress device.
 
 use aya_ebpf::{
-    bindings::{TC_ACT_OK, TC_ACT_REDIRECT, bpf_redir_neigh},
+    bindings::{TC_ACT_OK, TC_ACT_REDIRECT, bpf_redir_neigh, bpf_redir_neigh__bindgen_ty_1},
     btf_maps::lpm_trie::Key,
     helpers::{bpf_redirect, bpf_redirect_neigh},
     programs::TcContext,
@@ -44,7 +44,7 @@ pub fn try_from_pod(ctx: &TcContext) -> Result<i32, ()> {
     let f = parse::flow(ctx, &pkt)?;
     let settings = SETTINGS.get(0).copied().unwrap_or(NodeSettings::DEFAULT);
     let hop = fib::lookup(ctx, &f, &settings);
-    let egress = match hop {
+    let (egress, neigh, macs) = match hop {
         NextHop::Local => {
             count(Stat::PassFibLocal, len);
             return Ok(TC_ACT_OK as i32);
@@ -54,7 +54,12 @@ pub fn try_from_pod(ctx: &TcContext) -> Result<i32, ()> {
             return Ok(TC_ACT_OK as i32);
         }
         NextHop::Unreachable => return Err(()),
-        NextHop::Neigh { ifindex, .. } | NextHop::Direct { ifindex, .. } => ifindex,
+        NextHop::Neigh { ifindex, via } => (ifindex, Some(via), None),
+        NextHop::Direct {
+            ifindex,
+            smac,
+            dmac,
+        } => (ifindex, None, Some((smac, dmac))),
     };
 
     // SAFETY: the value is copied out at once.
@@ -66,39 +71,31 @@ pub fn try_from_pod(ctx: &TcContext) -> Result<i32, ()> {
     }
     l3::decrement_ttl(ctx, &f)?;
 
-    let ret = match hop {
-        NextHop::Direct {
-            ifindex,
-            smac,
-            dmac,
-        } => {
-            let mut macs = [0u8; 12];
-            macs[..6].copy_from_slice(&dmac);
-            macs[6..].copy_from_slice(&smac);
-            rewrite(ctx.store(0, &macs, 0))?;
-            // SAFETY: helper call with plain integer arguments.
-            unsafe { bpf_redirect(ifindex, 0) }
+    let ret = if let Some((smac, dmac)) = macs {
+        let mut l2 = [0u8; 12];
+        l2[..6].copy_from_slice(&dmac);
+        l2[6..].copy_from_slice(&smac);
+        rewrite(ctx.store(0, &l2, 0))?;
+        // SAFETY: helper call with plain integer arguments.
+        unsafe { bpf_redirect(egress, 0) }
+    } else {
+        count(Stat::RouteNeighResolve, len);
+        let mut nh = bpf_redir_neigh {
+            nh_family: AF_INET,
+            __bindgen_anon_1: bpf_redir_neigh__bindgen_ty_1 {
+                ipv4_nh: u32::from_ne_bytes(neigh.unwrap_or(f.daddr)),
+            },
+        };
+        // SAFETY: `nh` is a valid bpf_redir_neigh on the stack and its size
+        // is passed.
+        unsafe {
+            bpf_redirect_neigh(
+                egress,
+                &raw mut nh,
+                core::mem::size_of::<bpf_redir_neigh>() as i32,
+                0,
+            )
         }
-        NextHop::Neigh { ifindex, via } => {
-            count(Stat::RouteNeighResolve, len);
-            let mut nh = bpf_redir_neigh {
-                nh_family: AF_INET,
-                __bindgen_anon_1: aya_ebpf::bindings::bpf_redir_neigh__bindgen_ty_1 {
-                    ipv4_nh: u32::from_ne_bytes(via),
-                },
-            };
-            // SAFETY: `nh` is a valid bpf_redir_neigh on the stack and its
-            // size is passed.
-            unsafe {
-                bpf_redirect_neigh(
-                    ifindex,
-                    &raw mut nh,
-                    core::mem::size_of::<bpf_redir_neigh>() as i32,
-                    0,
-                )
-            }
-        }
-        NextHop::Local | NextHop::Host | NextHop::Unreachable => unreachable_hop(),
     };
     if ret != i64::from(TC_ACT_REDIRECT) {
         count(Stat::DropRewriteFailed, len);
@@ -106,10 +103,4 @@ pub fn try_from_pod(ctx: &TcContext) -> Result<i32, ()> {
     }
     count(Stat::FwdRouted, len);
     Ok(TC_ACT_REDIRECT as i32)
-}
-
-/// Both were handled above; a value the verifier can see through.
-#[inline(always)]
-fn unreachable_hop() -> i64 {
-    -1
 }

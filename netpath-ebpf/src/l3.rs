@@ -9,7 +9,7 @@ use aya_ebpf::{
 use netpath_common::{Endpoint, Stat};
 
 use crate::{
-    parse::{Flow, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, off},
+    parse::{Flow, IPPROTO_TCP, IPPROTO_UDP, off},
     stats::count,
 };
 
@@ -101,7 +101,6 @@ pub fn set_port(ctx: &TcContext, f: &Flow, port_off: usize, old: u16, new: u16) 
         IPPROTO_UDP => u64::from(BPF_F_MARK_MANGLED_0) | 2,
         _ => 2,
     };
-    let _ = IPPROTO_ICMP;
     rewrite(ctx.l4_csum_replace(l4_check_off(f.proto, f.l4), word16(old), word16(new), flags))?;
     rewrite(ctx.store(port_off, &new.to_be_bytes(), 0))
 }

@@ -9,7 +9,7 @@ use netpath_common::{CtEntry, CtKey, MasqRule, NodeSettings, RevNat, Stat, reply
 
 use crate::{
     conntrack::{self, orig_key},
-    l3::{self, set_addr, set_port},
+    l3::{set_addr, set_port},
     maps::{CONNTRACK, REVNAT},
     parse::{Flow, ICMP_ECHO, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, off},
     stats::count,
@@ -176,6 +176,5 @@ pub fn rev_snat(ctx: &TcContext, f: &Flow) -> Result<Option<[u8; 4]>, ()> {
     };
     set_port(ctx, f, port_off, old_port, rev.port)?;
     set_addr(ctx, f, off::IP_DADDR, f.daddr, rev.addr)?;
-    let _ = l3::word16;
     Ok(Some(rev.addr))
 }
