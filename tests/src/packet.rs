@@ -1,6 +1,29 @@
-//! Building test packets byte by byte, and checking their checksums.
+//! Building test packets byte by byte, running them through a program
+//! with `BPF_PROG_TEST_RUN`, and checking their checksums.
 
 use std::net::Ipv4Addr;
+
+use aya::programs::{SchedClassifier, TestRun as _, TestRunOptions};
+
+/// TC verdicts.
+pub const TC_ACT_OK: u32 = 0;
+pub const TC_ACT_SHOT: u32 = 2;
+pub const TC_ACT_REDIRECT: u32 = 7;
+
+/// Runs `prog` once on `frame` with `BPF_PROG_TEST_RUN`; returns the
+/// verdict and the packet as the program left it.
+pub fn test_run(prog: &SchedClassifier, frame: &[u8]) -> (u32, Vec<u8>) {
+    let mut out = vec![0u8; frame.len() + 256];
+    let res = prog
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ..Default::default()
+        })
+        .expect("BPF_PROG_TEST_RUN");
+    out.truncate(res.data_size_out as usize);
+    (res.return_value, out)
+}
 
 pub const ETH_P_IP: u16 = 0x0800;
 pub const ETH_P_ARP: u16 = 0x0806;

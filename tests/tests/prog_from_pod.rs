@@ -4,14 +4,9 @@
 
 use std::net::Ipv4Addr;
 
-use aya::programs::{TestRun as _, TestRunOptions};
 use netpath::datapath::{Datapath, LoadOptions};
 use netpath_common::{Endpoint, Stat};
-use tests::packet::{self, Ipv4Builder};
-
-const TC_ACT_OK: u32 = 0;
-const TC_ACT_SHOT: u32 = 2;
-const TC_ACT_REDIRECT: u32 = 7;
+use tests::packet::{self, Ipv4Builder, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT};
 
 const POD_A: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 2);
 const POD_B: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 3);
@@ -35,20 +30,9 @@ fn datapath_with_pod_b() -> Datapath {
     dp
 }
 
-/// Runs the program once on `frame`; returns the verdict and the packet
-/// as the program left it.
+/// Runs the program once on `frame`.
 fn run(dp: &Datapath, frame: &[u8]) -> (u32, Vec<u8>) {
-    let mut out = vec![0u8; frame.len() + 256];
-    let res = dp
-        .from_pod_program()
-        .test_run(TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            ..Default::default()
-        })
-        .expect("BPF_PROG_TEST_RUN");
-    out.truncate(res.data_size_out as usize);
-    (res.return_value, out)
+    packet::test_run(dp.from_pod_program(), frame)
 }
 
 fn packets(dp: &mut Datapath, stat: Stat) -> u64 {

@@ -5,14 +5,12 @@
 
 use std::net::Ipv4Addr;
 
-use aya::programs::{SchedClassifier, TestRun as _, TestRunOptions};
 use netpath::datapath::{Datapath, LoadOptions};
 use netpath_common::{CtKey, Endpoint, MasqRule, NodeSettings, RouteNextHop, Stat, ct_state};
-use tests::packet::{self, Ipv4Builder, L4, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, icmp_echo};
-
-const TC_ACT_OK: u32 = 0;
-const TC_ACT_SHOT: u32 = 2;
-const TC_ACT_REDIRECT: u32 = 7;
+use tests::packet::{
+    self, Ipv4Builder, L4, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, TCP_ACK, TCP_FIN, TCP_RST,
+    TCP_SYN, icmp_echo, test_run as run,
+};
 
 const POD_A: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 2);
 const POD_B: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 3);
@@ -63,19 +61,6 @@ fn datapath(ports: u16, tweak: impl FnOnce(&mut NodeSettings)) -> Datapath {
     )])
     .unwrap();
     dp
-}
-
-fn run(prog: &SchedClassifier, frame: &[u8]) -> (u32, Vec<u8>) {
-    let mut out = vec![0u8; frame.len() + 256];
-    let res = prog
-        .test_run(TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            ..Default::default()
-        })
-        .expect("BPF_PROG_TEST_RUN");
-    out.truncate(res.data_size_out as usize);
-    (res.return_value, out)
 }
 
 fn from_pod(dp: &Datapath, b: &Ipv4Builder) -> (u32, Vec<u8>) {
