@@ -11,18 +11,47 @@
 //! [node.uplink]                    # optional
 //! name = "uplink0"                 # an interface in the node namespace
 //! address = "192.168.50.2/24"      # optional: netpath assigns it if given
+//! gateway = "192.168.50.1"         # optional: the pods' default route (via the uplink)
 //!
 //! [[pods]]
 //! name = "red"                     # unique
 //! address = "10.200.0.10"          # optional; IPAM picks otherwise
 //! host_ifname = "np-red"           # optional; default "np-<name>"
+//!
+//! [[routes]]                       # `ip route add DST via VIA dev DEV`, for pod traffic
+//! dst = "192.168.70.0/24"
+//! via = "192.168.60.1"             # optional if dev is given (directly connected)
+//! dev = "uplink1"                  # optional; default node.uplink.name
+//!
+//! [[masquerade]]                   # `iptables -t nat -A POSTROUTING -s SOURCE -o OUT -j MASQUERADE`
+//! source = "10.200.0.0/24"         # optional; default pod_cidr
+//! out = "uplink0"                  # optional; default node.uplink.name
+//! address = "192.168.50.2"         # optional (SNAT --to-source); default: out's first IPv4
+//!                                  # address (node.uplink.address when out is the uplink)
+//!
+//! [nat]
+//! port_range = "32768-60999"       # the source ports SNAT hands out
+//!
+//! [conntrack]                      # every key optional; timeouts in seconds
+//! max_entries = 262144
+//! tcp_syn_timeout = 120
+//! tcp_established_timeout = 432000
+//! tcp_fin_timeout = 120
+//! tcp_close_timeout = 10
+//! udp_timeout = 30
+//! udp_stream_timeout = 120
+//! icmp_timeout = 30
+//! gc_interval = 10                 # how often the daemon (and the demo) collect expired entries
 //! ```
 //!
 //! Unknown keys are errors. [`Config::validate`] makes every check that needs
 //! no system state and reports the first problem, in a fixed order (node
-//! fields, then the uplink, then each pod in order, then the pod count);
+//! fields, then the uplink, then each pod in order, then the pod count, then
+//! routes, masquerade rules, `[nat]` and `[conntrack]`);
 //! [`Config::check_overlaps`] checks the pod CIDR against the networks the
-//! caller found on the node.
+//! caller found on the node. What needs the node (does `dev` exist, is `via`
+//! on its network, which address does `out` have) the controller checks
+//! before it changes anything.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -33,6 +62,8 @@ use std::{
 
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
+
+use netpath_common::NodeSettings;
 
 use crate::ipam::Ipam;
 
@@ -49,6 +80,15 @@ pub const HOST_IFNAME_PREFIX: &str = "np-";
 /// The dummy device in the node namespace that holds the gateway address;
 /// no pod or uplink may use this name. (The controller creates it.)
 pub const GATEWAY_IFNAME: &str = "np0";
+/// The smallest connection table `[conntrack] max_entries` allows.
+pub const MIN_CONNTRACK_ENTRIES: u32 = 1024;
+/// The largest connection table `[conntrack] max_entries` allows (16 Mi
+/// entries; each costs about 100 bytes in the table and its reverse map).
+pub const MAX_CONNTRACK_ENTRIES: u32 = 1 << 24;
+/// The most routes (declared, plus the default route) the route map holds.
+pub const MAX_ROUTES: usize = netpath_common::maps::ROUTES_MAX as usize;
+/// The most masquerade rules the masquerade map holds.
+pub const MAX_MASQUERADE: usize = netpath_common::maps::MASQ_MAX as usize;
 
 /// Address ranges a pod CIDR must not overlap, and why.
 const SPECIAL_RANGES: &[(Ipv4Net, &str)] = &[
@@ -71,6 +111,18 @@ pub struct Config {
     /// The pods (`[[pods]]`), in the order IPAM serves them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pods: Vec<PodConfig>,
+    /// Routes for pod traffic leaving the node (`[[routes]]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<RouteConfig>,
+    /// Source NAT rules (`[[masquerade]]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub masquerade: Vec<MasqueradeConfig>,
+    /// NAT settings (`[nat]`).
+    #[serde(default, skip_serializing_if = "NatConfig::is_default")]
+    pub nat: NatConfig,
+    /// Connection tracking settings (`[conntrack]`).
+    #[serde(default, skip_serializing_if = "ConntrackConfig::is_default")]
+    pub conntrack: ConntrackConfig,
 }
 
 /// The `[node]` section.
@@ -108,6 +160,186 @@ pub struct UplinkConfig {
     /// The uplink's address and prefix; netpath assigns it if given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<Ipv4Net>,
+    /// The next hop of the pods' default route (`0.0.0.0/0 via GATEWAY dev
+    /// <uplink>` in the route map); inside the uplink's network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<Ipv4Addr>,
+}
+
+/// One `[[routes]]` entry: where pod traffic to `dst` leaves the node, like
+/// `ip route add DST via VIA dev DEV` in the classic recipe (but only for
+/// pod traffic: it goes into netpath's route map, not the node's FIB).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// The destination prefix (its network address).
+    pub dst: Ipv4Net,
+    /// The next hop, on a network of `dev`; `None` means `dst` is directly
+    /// connected on `dev`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<Ipv4Addr>,
+    /// The egress interface in the node namespace; `None` means
+    /// `node.uplink.name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dev: Option<String>,
+}
+
+/// One `[[masquerade]]` entry: pod traffic from `source` that leaves through
+/// `out` gets `out`'s address (or `address`) as its source, like `iptables
+/// -t nat -A POSTROUTING -s SOURCE -o OUT -j MASQUERADE` (or `-j SNAT
+/// --to-source ADDRESS`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MasqueradeConfig {
+    /// The source prefix; `None` means `node.pod_cidr`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<Ipv4Net>,
+    /// The egress interface; `None` means `node.uplink.name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub out: Option<String>,
+    /// A fixed NAT address; `None` means the first IPv4 address of `out`
+    /// when the configuration is applied (`node.uplink.address`, if given,
+    /// when `out` is the uplink).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<Ipv4Addr>,
+}
+
+/// The `[nat]` section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NatConfig {
+    /// The source ports SNAT hands out (`"MIN-MAX"`, inclusive). The
+    /// original port is kept when it is inside the range and free.
+    pub port_range: PortRange,
+}
+
+impl Default for NatConfig {
+    fn default() -> Self {
+        let d = NodeSettings::DEFAULT;
+        Self {
+            port_range: PortRange {
+                min: d.nat_port_min,
+                max: d.nat_port_max,
+            },
+        }
+    }
+}
+
+impl NatConfig {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// An inclusive port range, written `"MIN-MAX"` (or `"PORT"` for one port).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortRange {
+    pub min: u16,
+    pub max: u16,
+}
+
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.min, self.max)
+    }
+}
+
+impl std::str::FromStr for PortRange {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let port = |p: &str| {
+            p.trim().parse::<u16>().map_err(|_| {
+                format!(
+                    "port range {s:?}: {p:?} is not a port number (0-65535); write \"MIN-MAX\", \
+                     e.g. \"32768-60999\""
+                )
+            })
+        };
+        match s.split_once('-') {
+            Some((min, max)) => Ok(Self {
+                min: port(min)?,
+                max: port(max)?,
+            }),
+            None => {
+                let p = port(s)?;
+                Ok(Self { min: p, max: p })
+            }
+        }
+    }
+}
+
+impl Serialize for PortRange {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for PortRange {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// The `[conntrack]` section: the size of the connection table and how long
+/// an idle connection lives in each state (seconds, as netfilter's
+/// `nf_conntrack_*_timeout` sysctls; the defaults are netfilter's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConntrackConfig {
+    /// Entries of the connection table (and of the reverse NAT map); when
+    /// full, the least recently used connection is evicted.
+    pub max_entries: u32,
+    pub tcp_syn_timeout: u32,
+    pub tcp_established_timeout: u32,
+    pub tcp_fin_timeout: u32,
+    pub tcp_close_timeout: u32,
+    /// UDP flows that saw no reply.
+    pub udp_timeout: u32,
+    /// UDP flows that saw a reply.
+    pub udp_stream_timeout: u32,
+    pub icmp_timeout: u32,
+    /// Seconds between two garbage collections of expired entries by
+    /// `netpath daemon` and `netpath demo`.
+    pub gc_interval: u32,
+}
+
+impl Default for ConntrackConfig {
+    fn default() -> Self {
+        let d = NodeSettings::DEFAULT;
+        Self {
+            max_entries: netpath_common::maps::CONNTRACK_DEFAULT_MAX,
+            tcp_syn_timeout: d.tcp_syn_timeout,
+            tcp_established_timeout: d.tcp_established_timeout,
+            tcp_fin_timeout: d.tcp_fin_timeout,
+            tcp_close_timeout: d.tcp_close_timeout,
+            udp_timeout: d.udp_timeout,
+            udp_stream_timeout: d.udp_stream_timeout,
+            icmp_timeout: d.icmp_timeout,
+            gc_interval: 10,
+        }
+    }
+}
+
+impl ConntrackConfig {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// The timeouts by name, in the order of the section.
+    fn timeouts(&self) -> [(&'static str, u32); 8] {
+        [
+            ("tcp_syn_timeout", self.tcp_syn_timeout),
+            ("tcp_established_timeout", self.tcp_established_timeout),
+            ("tcp_fin_timeout", self.tcp_fin_timeout),
+            ("tcp_close_timeout", self.tcp_close_timeout),
+            ("udp_timeout", self.udp_timeout),
+            ("udp_stream_timeout", self.udp_stream_timeout),
+            ("icmp_timeout", self.icmp_timeout),
+            ("gc_interval", self.gc_interval),
+        ]
+    }
 }
 
 /// One `[[pods]]` entry.
@@ -138,6 +370,16 @@ pub enum IfnameOwner {
         /// default `np-<pod name>`).
         explicit: bool,
     },
+    /// The `dev` of a `[[routes]]` entry.
+    Route {
+        /// The route's destination.
+        dst: Ipv4Net,
+    },
+    /// The `out` of a `[[masquerade]]` entry.
+    Masquerade {
+        /// The rule's source prefix.
+        source: Ipv4Net,
+    },
 }
 
 impl IfnameOwner {
@@ -153,6 +395,8 @@ impl IfnameOwner {
         match self {
             Self::Uplink => "interface name",
             Self::Pod { .. } => "host interface name",
+            Self::Route { .. } => "dev",
+            Self::Masquerade { .. } => "out",
         }
     }
 
@@ -169,6 +413,12 @@ impl IfnameOwner {
                 MAX_IFNAME_LEN - HOST_IFNAME_PREFIX.len()
             ),
             Self::Pod { explicit: true, .. } => "Shorten host_ifname.".into(),
+            Self::Route { .. } => {
+                "Set dev to the name of an interface in the node namespace.".into()
+            }
+            Self::Masquerade { .. } => {
+                "Set out to the name of an interface in the node namespace.".into()
+            }
         }
     }
 
@@ -182,6 +432,8 @@ impl IfnameOwner {
                 explicit: false, ..
             } => "set host_ifname for this pod",
             Self::Pod { explicit: true, .. } => "choose another host_ifname",
+            Self::Route { .. } => "set dev to the name of an interface in the node namespace",
+            Self::Masquerade { .. } => "set out to the name of an interface in the node namespace",
         }
     }
 }
@@ -191,6 +443,8 @@ impl fmt::Display for IfnameOwner {
         match self {
             Self::Uplink => f.write_str("node.uplink"),
             Self::Pod { pod, .. } => write!(f, "pod '{pod}'"),
+            Self::Route { dst } => write!(f, "route to {dst}"),
+            Self::Masquerade { source } => write!(f, "masquerade rule for {source}"),
         }
     }
 }
@@ -430,6 +684,180 @@ pub enum ConfigError {
         /// The namespace name.
         netns: String,
     },
+    /// A next hop or NAT address that cannot be one.
+    #[error("{field}: {address} {why}; {hint}")]
+    UnusableAddress {
+        /// `node.uplink.gateway`, `route to X: via`, `masquerade rule for X: address`.
+        field: String,
+        /// The address.
+        address: Ipv4Addr,
+        /// What is wrong with it.
+        why: String,
+        /// What to do.
+        hint: &'static str,
+    },
+    /// The uplink's gateway is not on the uplink's network.
+    #[error(
+        "node.uplink.gateway {gateway} is not inside the network {network} of the uplink \
+         {uplink} (node.uplink.address); a gateway must be directly reachable: pick an \
+         address inside {network}"
+    )]
+    GatewayOffLink {
+        /// The gateway.
+        gateway: Ipv4Addr,
+        /// The uplink's name.
+        uplink: String,
+        /// The uplink's network.
+        network: Ipv4Net,
+    },
+    /// A route's `via` is not on the network of its `dev` (the uplink, whose
+    /// address the configuration gives).
+    #[error(
+        "route to {dst}: via {via} is not inside the network {network} of {dev}; a next \
+         hop must be directly reachable: pick an address inside {network}, or another dev"
+    )]
+    RouteViaOffLink {
+        /// The route's destination.
+        dst: Ipv4Net,
+        /// The next hop.
+        via: Ipv4Addr,
+        /// The egress interface.
+        dev: String,
+        /// Its network.
+        network: Ipv4Net,
+    },
+    /// A route or masquerade prefix has host bits set.
+    #[error("{what} {prefix} has host bits set; write its network address, {network}")]
+    PrefixNotNetwork {
+        /// `route dst` or `masquerade source`.
+        what: &'static str,
+        /// The prefix as written.
+        prefix: Ipv4Net,
+        /// What was probably meant.
+        network: Ipv4Net,
+    },
+    /// Two routes (or a route and the uplink's gateway) have the same
+    /// destination.
+    #[error(
+        "route to {dst} is declared twice ({first} and {second}); keep one of them (routes \
+         with different prefix lengths may nest: the longest prefix wins)"
+    )]
+    DuplicateRoute {
+        /// The destination.
+        dst: Ipv4Net,
+        /// Where it is declared first.
+        first: String,
+        /// Where it is declared again.
+        second: String,
+    },
+    /// A route's destination lies inside the pod CIDR.
+    #[error(
+        "route to {dst} lies inside the pod CIDR {pod_cidr}: those addresses belong to this \
+         node's pods; remove the route or pick a destination outside the pod CIDR"
+    )]
+    RouteInsidePodCidr {
+        /// The destination.
+        dst: Ipv4Net,
+        /// The pod CIDR.
+        pod_cidr: Ipv4Net,
+    },
+    /// A route has neither `via` nor `dev`.
+    #[error(
+        "route to {dst} has neither via nor dev; add `via = \"<next hop>\"`, or `dev = \
+         \"<interface>\"` if {dst} is directly connected on that interface"
+    )]
+    RouteNeedsViaOrDev {
+        /// The destination.
+        dst: Ipv4Net,
+    },
+    /// A route or masquerade rule names no interface and there is no uplink
+    /// to default to.
+    #[error(
+        "{owner} names no interface ({field} is not set) and there is no [node.uplink] to \
+         default to; set {field}, or add [node.uplink]"
+    )]
+    NoInterface {
+        /// The route or rule.
+        owner: IfnameOwner,
+        /// `dev` or `out`.
+        field: &'static str,
+    },
+    /// A route or masquerade rule names a pod's host-side interface.
+    #[error(
+        "{owner}: {kind} '{name}' is the host side of pod '{pod}'; routes and masquerade \
+         rules lead out of the node: name the uplink or another interface of the node",
+        kind = .owner.kind()
+    )]
+    IfnameIsPod {
+        /// The route or rule.
+        owner: IfnameOwner,
+        /// The interface name.
+        name: String,
+        /// The pod.
+        pod: String,
+    },
+    /// More routes or masquerade rules than the datapath's map holds.
+    #[error("{count} {what} are configured; the datapath holds at most {max}: remove some")]
+    TooMany {
+        /// `routes` or `masquerade rules`.
+        what: &'static str,
+        /// How many are configured.
+        count: usize,
+        /// The map's size.
+        max: usize,
+    },
+    /// A masquerade source that no pod traffic can come from.
+    #[error(
+        "masquerade rule for {prefix}: the source does not overlap the pod CIDR {pod_cidr}, \
+         and only pod traffic passes netpath's datapath; use a prefix inside the pod CIDR or \
+         omit `source` to use the whole pod CIDR"
+    )]
+    MasqueradeOutsidePodCidr {
+        /// The source prefix.
+        prefix: Ipv4Net,
+        /// The pod CIDR.
+        pod_cidr: Ipv4Net,
+    },
+    /// Two masquerade rules for the same source prefix.
+    #[error(
+        "two masquerade rules have the source {prefix} (out {first} and out {second}); the \
+         datapath keeps one rule per source prefix: keep one, or split the source into \
+         smaller prefixes"
+    )]
+    DuplicateMasquerade {
+        /// The source prefix.
+        prefix: Ipv4Net,
+        /// The first rule's out interface.
+        first: String,
+        /// The second rule's out interface.
+        second: String,
+    },
+    /// `[nat] port_range` is empty or includes port 0.
+    #[error(
+        "nat.port_range {range} {why}; write \"MIN-MAX\" with 1 <= MIN <= MAX <= 65535, e.g. \"32768-60999\""
+    )]
+    InvalidPortRange {
+        /// The range.
+        range: PortRange,
+        /// What is wrong.
+        why: &'static str,
+    },
+    /// `[conntrack] max_entries` outside the allowed range.
+    #[error(
+        "conntrack.max_entries {value} is out of range; use {MIN_CONNTRACK_ENTRIES} to \
+         {MAX_CONNTRACK_ENTRIES} (default {default})",
+        default = netpath_common::maps::CONNTRACK_DEFAULT_MAX
+    )]
+    ConntrackSize {
+        /// The configured size.
+        value: u32,
+    },
+    /// A `[conntrack]` timeout or interval of 0 seconds.
+    #[error("conntrack.{field} is 0; it is a number of seconds and must be at least 1")]
+    ZeroSeconds {
+        /// The key.
+        field: &'static str,
+    },
 }
 
 impl Config {
@@ -465,9 +893,12 @@ impl Config {
 
     /// Makes every check that needs no system state and returns the first
     /// problem found, in a fixed order: the node's name, namespace, namespace
-    /// prefix, pod CIDR and gateway; the uplink; each pod in order (name,
-    /// host interface, address, namespace); finally the pod count against
-    /// the CIDR's capacity.
+    /// prefix, pod CIDR and gateway; the uplink (name, address, gateway);
+    /// each pod in order (name, host interface, address, namespace); the pod
+    /// count against the CIDR's capacity; each route in order (dst, pod
+    /// CIDR, duplicates, via/dev); each masquerade rule in order (source,
+    /// out, duplicates, address); the route and rule counts; `[nat]`;
+    /// finally `[conntrack]`.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let node = &self.node;
         check_name("node.name", &node.name)?;
@@ -507,6 +938,9 @@ impl Config {
                         uplink_net,
                     });
                 }
+            }
+            if let Some(gateway) = uplink.gateway {
+                self.check_gateway(uplink, gateway)?;
             }
         }
 
@@ -573,7 +1007,278 @@ impl Config {
                 wanted: self.pods.len(),
             });
         }
+        self.check_routes(&ifnames)?;
+        self.check_masquerade(&ifnames)?;
+        self.check_nat_and_conntrack()
+    }
+
+    fn check_gateway(&self, uplink: &UplinkConfig, gateway: Ipv4Addr) -> Result<(), ConfigError> {
+        let unusable = |why: String| ConfigError::UnusableAddress {
+            field: "node.uplink.gateway".into(),
+            address: gateway,
+            why,
+            hint: "use the address of the router on the uplink's network, or omit `gateway`",
+        };
+        if let Some(why) = self.not_a_next_hop(gateway) {
+            return Err(unusable(why));
+        }
+        if let Some(address) = uplink.address {
+            let network = address.trunc();
+            if !network.contains(&gateway) {
+                return Err(ConfigError::GatewayOffLink {
+                    gateway,
+                    uplink: uplink.name.clone(),
+                    network,
+                });
+            }
+            if gateway == address.addr() {
+                return Err(unusable("is the uplink's own address".into()));
+            }
+            if network.prefix_len() <= 30
+                && let Some(why) = edge_address(network, gateway)
+            {
+                return Err(unusable(format!("is the {why} of {network}")));
+            }
+        }
         Ok(())
+    }
+
+    /// Why `addr` cannot be a next hop (or a NAT address) of pod traffic.
+    fn not_a_next_hop(&self, addr: Ipv4Addr) -> Option<String> {
+        if let Some(why) = special_address(addr) {
+            return Some(format!("is {why}"));
+        }
+        let cidr = self.node.pod_cidr;
+        cidr.contains(&addr)
+            .then(|| format!("is inside the pod CIDR {cidr}"))
+    }
+
+    /// The interface a route or masquerade rule uses: its own, or else the
+    /// uplink's; checked like every interface name.
+    fn check_rule_ifname(
+        &self,
+        owner: IfnameOwner,
+        field: &'static str,
+        name: Option<&str>,
+        ifnames: &BTreeMap<String, IfnameOwner>,
+    ) -> Result<(), ConfigError> {
+        let Some(name) = name.or(self.node.uplink.as_ref().map(|u| u.name.as_str())) else {
+            return Err(ConfigError::NoInterface { owner, field });
+        };
+        check_ifname(&owner, name)?;
+        if let Some(IfnameOwner::Pod { pod, .. }) = ifnames.get(name) {
+            return Err(ConfigError::IfnameIsPod {
+                owner,
+                name: name.to_owned(),
+                pod: pod.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    fn check_routes(&self, ifnames: &BTreeMap<String, IfnameOwner>) -> Result<(), ConfigError> {
+        let cidr = self.node.pod_cidr;
+        let uplink = self.node.uplink.as_ref();
+        let mut seen: BTreeMap<Ipv4Net, String> = BTreeMap::new();
+        if uplink.is_some_and(|u| u.gateway.is_some()) {
+            seen.insert(Ipv4Net::default(), "node.uplink.gateway".into());
+        }
+        for (i, route) in self.routes.iter().enumerate() {
+            let dst = route.dst;
+            if dst.trunc() != dst {
+                return Err(ConfigError::PrefixNotNetwork {
+                    what: "route dst",
+                    prefix: dst,
+                    network: dst.trunc(),
+                });
+            }
+            if cidr.contains(&dst) {
+                return Err(ConfigError::RouteInsidePodCidr {
+                    dst,
+                    pod_cidr: cidr,
+                });
+            }
+            let here = format!("[[routes]] entry {}", i + 1);
+            if let Some(first) = seen.get(&dst) {
+                return Err(ConfigError::DuplicateRoute {
+                    dst,
+                    first: first.clone(),
+                    second: here,
+                });
+            }
+            seen.insert(dst, here);
+            if route.via.is_none() && route.dev.is_none() {
+                return Err(ConfigError::RouteNeedsViaOrDev { dst });
+            }
+            let owner = IfnameOwner::Route { dst };
+            self.check_rule_ifname(owner, "dev", route.dev.as_deref(), ifnames)?;
+            if let Some(via) = route.via {
+                if let Some(why) = self.not_a_next_hop(via) {
+                    return Err(ConfigError::UnusableAddress {
+                        field: format!("route to {dst}: via"),
+                        address: via,
+                        why,
+                        hint: "use the address of a router on a network of the route's dev",
+                    });
+                }
+                // The uplink's network is known when its address is given;
+                // other interfaces' networks are checked at apply time.
+                if let Some(u) = uplink
+                    && route.dev.as_deref().unwrap_or(&u.name) == u.name
+                    && let Some(address) = u.address
+                    && !address.trunc().contains(&via)
+                {
+                    return Err(ConfigError::RouteViaOffLink {
+                        dst,
+                        via,
+                        dev: u.name.clone(),
+                        network: address.trunc(),
+                    });
+                }
+            }
+        }
+        if seen.len() > MAX_ROUTES {
+            return Err(ConfigError::TooMany {
+                what: "routes",
+                count: seen.len(),
+                max: MAX_ROUTES,
+            });
+        }
+        Ok(())
+    }
+
+    fn check_masquerade(&self, ifnames: &BTreeMap<String, IfnameOwner>) -> Result<(), ConfigError> {
+        let cidr = self.node.pod_cidr;
+        let mut seen: BTreeMap<Ipv4Net, String> = BTreeMap::new();
+        for rule in &self.masquerade {
+            let source = rule.source.unwrap_or(cidr);
+            if source.trunc() != source {
+                return Err(ConfigError::PrefixNotNetwork {
+                    what: "masquerade source",
+                    prefix: source,
+                    network: source.trunc(),
+                });
+            }
+            if !overlaps(source, cidr) {
+                return Err(ConfigError::MasqueradeOutsidePodCidr {
+                    prefix: source,
+                    pod_cidr: cidr,
+                });
+            }
+            let owner = IfnameOwner::Masquerade { source };
+            self.check_rule_ifname(owner, "out", rule.out.as_deref(), ifnames)?;
+            let out = self.masquerade_out(rule).expect("checked above").to_owned();
+            if let Some(first) = seen.get(&source) {
+                return Err(ConfigError::DuplicateMasquerade {
+                    prefix: source,
+                    first: first.clone(),
+                    second: out,
+                });
+            }
+            seen.insert(source, out);
+            if let Some(address) = rule.address
+                && let Some(why) = self.not_a_next_hop(address)
+            {
+                return Err(ConfigError::UnusableAddress {
+                    field: format!("masquerade rule for {source}: address"),
+                    address,
+                    why,
+                    hint: "use an address of the node on the out interface's network, or omit \
+                           `address` to use the out interface's own",
+                });
+            }
+        }
+        if self.masquerade.len() > MAX_MASQUERADE {
+            return Err(ConfigError::TooMany {
+                what: "masquerade rules",
+                count: self.masquerade.len(),
+                max: MAX_MASQUERADE,
+            });
+        }
+        Ok(())
+    }
+
+    fn check_nat_and_conntrack(&self) -> Result<(), ConfigError> {
+        let range = self.nat.port_range;
+        let why = if range.min == 0 {
+            Some("includes port 0")
+        } else if range.min > range.max {
+            Some("is empty: MIN is above MAX")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return Err(ConfigError::InvalidPortRange { range, why });
+        }
+        let ct = &self.conntrack;
+        if !(MIN_CONNTRACK_ENTRIES..=MAX_CONNTRACK_ENTRIES).contains(&ct.max_entries) {
+            return Err(ConfigError::ConntrackSize {
+                value: ct.max_entries,
+            });
+        }
+        if let Some((field, _)) = ct.timeouts().into_iter().find(|(_, v)| *v == 0) {
+            return Err(ConfigError::ZeroSeconds { field });
+        }
+        Ok(())
+    }
+
+    /// The egress interface of a route: its `dev`, or the uplink. `None`
+    /// only for an invalid configuration.
+    pub fn route_dev<'a>(&'a self, route: &'a RouteConfig) -> Option<&'a str> {
+        route
+            .dev
+            .as_deref()
+            .or(self.node.uplink.as_ref().map(|u| u.name.as_str()))
+    }
+
+    /// The out interface of a masquerade rule: its `out`, or the uplink.
+    /// `None` only for an invalid configuration.
+    pub fn masquerade_out<'a>(&'a self, rule: &'a MasqueradeConfig) -> Option<&'a str> {
+        rule.out
+            .as_deref()
+            .or(self.node.uplink.as_ref().map(|u| u.name.as_str()))
+    }
+
+    /// The source prefix of a masquerade rule: its `source`, or the pod CIDR.
+    pub fn masquerade_source(&self, rule: &MasqueradeConfig) -> Ipv4Net {
+        rule.source.unwrap_or(self.node.pod_cidr)
+    }
+
+    /// Every route of the route map, with its interface name resolved: the
+    /// default route of `node.uplink.gateway` first, then `[[routes]]` in
+    /// order. Call on a validated configuration.
+    pub fn route_table(&self) -> Vec<(Ipv4Net, Option<Ipv4Addr>, String)> {
+        let mut out = Vec::new();
+        if let Some(u) = &self.node.uplink
+            && let Some(gw) = u.gateway
+        {
+            out.push((Ipv4Net::default(), Some(gw), u.name.clone()));
+        }
+        for r in &self.routes {
+            if let Some(dev) = self.route_dev(r) {
+                out.push((r.dst, r.via, dev.to_owned()));
+            }
+        }
+        out
+    }
+
+    /// The datapath settings this configuration asks for, with `np0`'s
+    /// ifindex as the device `bpf_fib_lookup` runs as.
+    pub fn node_settings(&self, fib_ifindex: u32) -> NodeSettings {
+        let ct = &self.conntrack;
+        NodeSettings {
+            fib_ifindex,
+            nat_port_min: self.nat.port_range.min,
+            nat_port_max: self.nat.port_range.max,
+            tcp_syn_timeout: ct.tcp_syn_timeout,
+            tcp_established_timeout: ct.tcp_established_timeout,
+            tcp_fin_timeout: ct.tcp_fin_timeout,
+            tcp_close_timeout: ct.tcp_close_timeout,
+            udp_timeout: ct.udp_timeout,
+            udp_stream_timeout: ct.udp_stream_timeout,
+            icmp_timeout: ct.icmp_timeout,
+            _pad: 0,
+        }
     }
 
     fn check_pod_cidr(&self) -> Result<(), ConfigError> {
@@ -657,7 +1362,9 @@ impl Config {
 
     /// The built-in demo configuration: node `demo` in namespace
     /// `netpath-demo-node`, pod CIDR 10.200.0.0/24, uplink `uplink0` with
-    /// 192.168.50.2/24, and pods `red` and `blue` with addresses from IPAM.
+    /// 192.168.50.2/24 and gateway 192.168.50.1 (the LAN host), pods `red`
+    /// and `blue` with addresses from IPAM, and pod traffic masqueraded
+    /// behind the uplink's address.
     pub fn demo() -> Config {
         let pod = |name: &str| PodConfig {
             name: name.into(),
@@ -674,9 +1381,19 @@ impl Config {
                 uplink: Some(UplinkConfig {
                     name: "uplink0".into(),
                     address: Some(net(192, 168, 50, 2, 24)),
+                    gateway: Some(Ipv4Addr::new(192, 168, 50, 1)),
                 }),
             },
             pods: vec![pod("red"), pod("blue")],
+            routes: Vec::new(),
+            // Pods reach the LAN host through SNAT to the uplink's address.
+            masquerade: vec![MasqueradeConfig {
+                source: None,
+                out: None,
+                address: None,
+            }],
+            nat: NatConfig::default(),
+            conntrack: ConntrackConfig::default(),
         }
     }
 }
@@ -684,6 +1401,24 @@ impl Config {
 /// Whether two networks share an address.
 fn overlaps(a: Ipv4Net, b: Ipv4Net) -> bool {
     a.contains(&b.network()) || b.contains(&a.network())
+}
+
+/// What `addr` is if it is not a unicast address (so it cannot be a next
+/// hop or a NAT address).
+fn special_address(addr: Ipv4Addr) -> Option<&'static str> {
+    if addr == Ipv4Addr::BROADCAST {
+        Some("the limited broadcast address")
+    } else {
+        SPECIAL_RANGES
+            .iter()
+            .find(|(r, _)| r.contains(&addr))
+            .map(|(_, why)| match *why {
+                "\"this network\"" => "in 0.0.0.0/8 (\"this network\")",
+                "loopback" => "a loopback address",
+                "multicast" => "a multicast address",
+                _ => "in the reserved range 240.0.0.0/4",
+            })
+    }
 }
 
 /// `network address` or `broadcast address` if `addr` is one of `cidr`'s.
@@ -901,10 +1636,13 @@ name = "blue"
         }
         let mut bare = Config::demo();
         bare.pods.clear();
+        bare.masquerade.clear();
         bare.node.uplink = None;
         bare.node.netns = None;
         let text = bare.to_toml_string();
-        assert!(!text.contains("pods"), "{text}");
+        for section in ["pods", "routes", "masquerade", "nat", "conntrack"] {
+            assert!(!text.contains(section), "{text}");
+        }
         assert_eq!(Config::from_toml_str(&text).unwrap(), bare);
     }
 
@@ -1243,6 +1981,436 @@ name = "blue"
             msg.contains("10.200.0.128/25") && msg.contains("eth1"),
             "{msg}"
         );
+    }
+
+    const ROUTED: &str = r#"
+[node]
+name = "edge"
+pod_cidr = "10.200.0.0/24"
+
+[node.uplink]
+name = "uplink0"
+address = "192.168.50.2/24"
+gateway = "192.168.50.1"
+
+[[routes]]
+dst = "192.168.70.0/24"
+via = "192.168.60.1"
+dev = "uplink1"
+
+[[routes]]
+dst = "192.168.2.0/24"
+via = "192.168.50.6"
+
+[[routes]]
+dst = "172.16.0.0/12"
+dev = "eth9"
+
+[[masquerade]]
+
+[[masquerade]]
+source = "10.200.0.128/25"
+out = "uplink1"
+address = "192.168.60.2"
+
+[nat]
+port_range = "20000-29999"
+
+[conntrack]
+max_entries = 4096
+tcp_fin_timeout = 1
+gc_interval = 2
+"#;
+
+    #[test]
+    fn routes_masquerade_nat_and_conntrack_parse() {
+        let c = Config::from_toml_str(ROUTED).unwrap();
+        assert_eq!(
+            c.node.uplink.as_ref().unwrap().gateway,
+            Some(addr("192.168.50.1"))
+        );
+        assert_eq!(
+            c.route_table(),
+            vec![
+                (
+                    cidr("0.0.0.0/0"),
+                    Some(addr("192.168.50.1")),
+                    "uplink0".into()
+                ),
+                (
+                    cidr("192.168.70.0/24"),
+                    Some(addr("192.168.60.1")),
+                    "uplink1".into()
+                ),
+                (
+                    cidr("192.168.2.0/24"),
+                    Some(addr("192.168.50.6")),
+                    "uplink0".into()
+                ),
+                (cidr("172.16.0.0/12"), None, "eth9".into()),
+            ]
+        );
+        assert_eq!(c.masquerade_source(&c.masquerade[0]), cidr("10.200.0.0/24"));
+        assert_eq!(c.masquerade_out(&c.masquerade[0]), Some("uplink0"));
+        assert_eq!(c.masquerade_out(&c.masquerade[1]), Some("uplink1"));
+        assert_eq!(c.masquerade[1].address, Some(addr("192.168.60.2")));
+        assert_eq!(
+            c.nat.port_range,
+            PortRange {
+                min: 20000,
+                max: 29999
+            }
+        );
+        assert_eq!(c.conntrack.max_entries, 4096);
+        assert_eq!(c.conntrack.tcp_fin_timeout, 1);
+        assert_eq!(c.conntrack.gc_interval, 2);
+        // Keys left out keep netfilter's defaults.
+        let s = c.node_settings(7);
+        assert_eq!(s.fib_ifindex, 7);
+        assert_eq!((s.nat_port_min, s.nat_port_max), (20000, 29999));
+        assert_eq!(s.tcp_fin_timeout, 1);
+        assert_eq!(s.tcp_syn_timeout, NodeSettings::DEFAULT.tcp_syn_timeout);
+        assert_eq!(s.udp_timeout, NodeSettings::DEFAULT.udp_timeout);
+
+        let text = c.to_toml_string();
+        assert_eq!(Config::from_toml_str(&text).unwrap(), c, "{text}");
+    }
+
+    #[test]
+    fn nat_and_conntrack_defaults_are_netfilters() {
+        let c = Config::from_toml_str(FULL).unwrap();
+        let mut want = NodeSettings::DEFAULT;
+        want.fib_ifindex = 3;
+        assert_eq!(c.node_settings(3), want);
+        assert_eq!(
+            c.conntrack.max_entries,
+            netpath_common::maps::CONNTRACK_DEFAULT_MAX
+        );
+        assert_eq!(c.conntrack.gc_interval, 10);
+        assert!(c.routes.is_empty() && c.masquerade.is_empty());
+    }
+
+    #[test]
+    fn demo_masquerades_through_the_uplink_and_routes_by_default() {
+        let c = Config::demo();
+        assert_eq!(
+            c.route_table(),
+            vec![(
+                cidr("0.0.0.0/0"),
+                Some(addr("192.168.50.1")),
+                "uplink0".into()
+            )]
+        );
+        assert_eq!(c.masquerade.len(), 1);
+        assert_eq!(c.masquerade_source(&c.masquerade[0]), c.node.pod_cidr);
+        assert_eq!(c.masquerade_out(&c.masquerade[0]), Some("uplink0"));
+    }
+
+    #[test]
+    fn new_sections_reject_unknown_keys() {
+        for (text, key) in [
+            (
+                ROUTED.replace("dev = \"eth9\"", "dev = \"eth9\"\nmetric = 5"),
+                "metric",
+            ),
+            (
+                ROUTED.replace("out = \"uplink1\"", "out = \"uplink1\"\nto = 1"),
+                "to",
+            ),
+            (ROUTED.replace("[nat]", "[nat]\nports = 1"), "ports"),
+            (
+                ROUTED.replace("[conntrack]", "[conntrack]\ntcp_timeout = 1"),
+                "tcp_timeout",
+            ),
+            (
+                ROUTED.replace("gateway = \"192.168.50.1\"", "gw = \"192.168.50.1\""),
+                "gw",
+            ),
+        ] {
+            let err = Config::from_toml_str(&text).unwrap_err();
+            assert!(matches!(err, ConfigError::Parse { .. }), "{err}");
+            assert!(err.to_string().contains(key), "{err}");
+        }
+    }
+
+    #[test]
+    fn port_range_syntax() {
+        assert_eq!(
+            "1000-2000".parse(),
+            Ok(PortRange {
+                min: 1000,
+                max: 2000
+            })
+        );
+        assert_eq!(
+            "5000".parse(),
+            Ok(PortRange {
+                min: 5000,
+                max: 5000
+            })
+        );
+        for bad in ["", "a-b", "1-", "70000-80000", "1-2-3"] {
+            let err = bad.parse::<PortRange>().unwrap_err();
+            assert!(err.contains("MIN-MAX"), "{err}");
+        }
+        let err = Config::from_toml_str(&ROUTED.replace("20000-29999", "20000-x")).unwrap_err();
+        assert!(matches!(err, ConfigError::Parse { .. }), "{err}");
+        assert!(err.to_string().contains("MIN-MAX"), "{err}");
+    }
+
+    #[test]
+    fn invalid_port_ranges() {
+        let mut c = Config::demo();
+        c.nat.port_range = PortRange {
+            min: 40000,
+            max: 30000,
+        };
+        let err = fails(&c, &["nat.port_range 40000-30000", "MIN is above MAX"]);
+        assert!(matches!(err, ConfigError::InvalidPortRange { .. }));
+        c.nat.port_range = PortRange { min: 0, max: 30000 };
+        fails(&c, &["0-30000", "port 0"]);
+        c.nat.port_range = PortRange { min: 5, max: 5 };
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn conntrack_limits() {
+        for bad in [0, MIN_CONNTRACK_ENTRIES - 1, MAX_CONNTRACK_ENTRIES + 1] {
+            let mut c = Config::demo();
+            c.conntrack.max_entries = bad;
+            let err = fails(&c, &["conntrack.max_entries", &bad.to_string(), "1024"]);
+            assert!(matches!(err, ConfigError::ConntrackSize { .. }));
+        }
+        let mut c = Config::demo();
+        c.conntrack.udp_stream_timeout = 0;
+        let err = fails(&c, &["conntrack.udp_stream_timeout", "at least 1"]);
+        assert!(matches!(err, ConfigError::ZeroSeconds { .. }));
+        let mut c = Config::demo();
+        c.conntrack.gc_interval = 0;
+        fails(&c, &["conntrack.gc_interval"]);
+    }
+
+    fn route(dst: &str, via: Option<&str>, dev: Option<&str>) -> RouteConfig {
+        RouteConfig {
+            dst: cidr(dst),
+            via: via.map(addr),
+            dev: dev.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn uplink_gateway_errors() {
+        let set = |g: &str| {
+            let mut c = Config::demo();
+            c.node.uplink.as_mut().unwrap().gateway = Some(addr(g));
+            c
+        };
+        let err = fails(
+            &set("192.168.51.1"),
+            &["192.168.51.1", "192.168.50.0/24", "uplink0"],
+        );
+        assert!(matches!(err, ConfigError::GatewayOffLink { .. }));
+        for (g, why) in [
+            ("192.168.50.2", "own address"),
+            ("192.168.50.255", "broadcast"),
+            ("192.168.50.0", "network address"),
+            ("10.200.0.9", "pod CIDR"),
+            ("127.0.0.1", "loopback"),
+            ("224.0.0.1", "multicast"),
+            ("0.0.0.0", "this network"),
+        ] {
+            let err = fails(&set(g), &["node.uplink.gateway", g, why]);
+            assert!(matches!(err, ConfigError::UnusableAddress { .. }), "{err}");
+        }
+        // Without an address the network is unknown: checked at apply time.
+        let mut c = set("192.168.51.1");
+        c.node.uplink.as_mut().unwrap().address = None;
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn route_errors() {
+        let with = |r: RouteConfig| {
+            let mut c = Config::demo();
+            c.routes.push(r);
+            c
+        };
+        let err = fails(
+            &with(route("192.168.2.9/24", Some("192.168.50.6"), None)),
+            &["route dst 192.168.2.9/24", "192.168.2.0/24"],
+        );
+        assert!(matches!(err, ConfigError::PrefixNotNetwork { .. }));
+
+        for inside in ["10.200.0.0/24", "10.200.0.128/25", "10.200.0.7/32"] {
+            let err = fails(
+                &with(route(inside, Some("192.168.50.6"), None)),
+                &[inside, "inside the pod CIDR 10.200.0.0/24"],
+            );
+            assert!(matches!(err, ConfigError::RouteInsidePodCidr { .. }));
+        }
+        // A route that holds the pod CIDR is fine: local pods win.
+        with(route("10.0.0.0/8", Some("192.168.50.6"), None))
+            .validate()
+            .unwrap();
+
+        // The default route is already the uplink gateway's.
+        let err = fails(
+            &with(route("0.0.0.0/0", Some("192.168.50.6"), None)),
+            &["0.0.0.0/0", "node.uplink.gateway", "[[routes]] entry 1"],
+        );
+        assert!(matches!(err, ConfigError::DuplicateRoute { .. }));
+        let mut c = with(route("192.168.2.0/24", Some("192.168.50.6"), None));
+        c.routes.push(route("192.168.2.0/24", None, Some("eth1")));
+        let err = fails(&c, &["192.168.2.0/24", "entry 1", "entry 2"]);
+        assert!(matches!(err, ConfigError::DuplicateRoute { .. }));
+        // Nested prefixes are not duplicates.
+        c.routes[1].dst = cidr("192.168.2.0/25");
+        c.validate().unwrap();
+
+        let err = fails(
+            &with(route("192.168.2.0/24", None, None)),
+            &["neither via nor dev"],
+        );
+        assert!(matches!(err, ConfigError::RouteNeedsViaOrDev { .. }));
+
+        let err = fails(
+            &with(route("192.168.2.0/24", Some("192.168.51.6"), None)),
+            &["via 192.168.51.6", "192.168.50.0/24", "uplink0"],
+        );
+        assert!(matches!(err, ConfigError::RouteViaOffLink { .. }));
+        // Another dev's networks are only known at apply time.
+        with(route("192.168.2.0/24", Some("192.168.51.6"), Some("eth1")))
+            .validate()
+            .unwrap();
+
+        for (via, why) in [("10.200.0.5", "pod CIDR"), ("255.255.255.255", "broadcast")] {
+            let err = fails(
+                &with(route("192.168.2.0/24", Some(via), Some("eth1"))),
+                &["route to 192.168.2.0/24: via", via, why],
+            );
+            assert!(matches!(err, ConfigError::UnusableAddress { .. }));
+        }
+
+        let err = fails(
+            &with(route("192.168.2.0/24", None, Some("a-very-long-ifname"))),
+            &[
+                "route to 192.168.2.0/24",
+                "dev 'a-very-long-ifname'",
+                "18 bytes",
+            ],
+        );
+        assert!(matches!(err, ConfigError::IfnameTooLong { .. }));
+        let err = fails(
+            &with(route("192.168.2.0/24", None, Some("np0"))),
+            &["route to 192.168.2.0/24", "'np0'"],
+        );
+        assert!(matches!(err, ConfigError::InvalidIfname { .. }));
+        let err = fails(
+            &with(route("192.168.2.0/24", None, Some("np-red"))),
+            &["'np-red'", "pod 'red'"],
+        );
+        assert!(matches!(err, ConfigError::IfnameIsPod { .. }));
+
+        let mut c = with(route("192.168.2.0/24", Some("192.168.50.6"), None));
+        c.node.uplink = None;
+        c.masquerade.clear();
+        let err = fails(&c, &["route to 192.168.2.0/24", "dev", "[node.uplink]"]);
+        assert!(matches!(err, ConfigError::NoInterface { .. }));
+    }
+
+    #[test]
+    fn too_many_routes() {
+        let mut c = Config::demo();
+        c.routes = (0..MAX_ROUTES as u32)
+            .map(|i| RouteConfig {
+                dst: Ipv4Net::new(Ipv4Addr::from(0x0b00_0000 + (i << 8)), 24).unwrap(),
+                via: None,
+                dev: Some("eth1".into()),
+            })
+            .collect();
+        // With the uplink's default route, one too many.
+        let err = fails(&c, &["16385 routes", "16384"]);
+        assert!(matches!(err, ConfigError::TooMany { .. }));
+        c.node.uplink.as_mut().unwrap().gateway = None;
+        c.validate().unwrap();
+    }
+
+    fn masq(source: Option<&str>, out: Option<&str>, address: Option<&str>) -> MasqueradeConfig {
+        MasqueradeConfig {
+            source: source.map(cidr),
+            out: out.map(Into::into),
+            address: address.map(addr),
+        }
+    }
+
+    #[test]
+    fn masquerade_errors() {
+        let with = |m: MasqueradeConfig| {
+            let mut c = Config::demo();
+            c.masquerade = vec![m];
+            c
+        };
+        let err = fails(
+            &with(masq(Some("10.200.0.1/24"), None, None)),
+            &["masquerade source 10.200.0.1/24", "10.200.0.0/24"],
+        );
+        assert!(matches!(err, ConfigError::PrefixNotNetwork { .. }));
+
+        let err = fails(
+            &with(masq(Some("10.9.0.0/16"), None, None)),
+            &["10.9.0.0/16", "does not overlap the pod CIDR 10.200.0.0/24"],
+        );
+        assert!(matches!(err, ConfigError::MasqueradeOutsidePodCidr { .. }));
+        // A prefix holding the pod CIDR, or part of it, is fine.
+        with(masq(Some("10.0.0.0/8"), None, None))
+            .validate()
+            .unwrap();
+        with(masq(Some("10.200.0.0/25"), None, None))
+            .validate()
+            .unwrap();
+
+        let err = fails(
+            &with(masq(None, Some("uplink-number-one"), None)),
+            &[
+                "masquerade rule for 10.200.0.0/24",
+                "out 'uplink-number-one'",
+                "17 bytes",
+            ],
+        );
+        assert!(matches!(err, ConfigError::IfnameTooLong { .. }));
+        let err = fails(&with(masq(None, Some("np-blue"), None)), &["pod 'blue'"]);
+        assert!(matches!(err, ConfigError::IfnameIsPod { .. }));
+        let err = fails(&with(masq(None, Some("a/b"), None)), &["out 'a/b'"]);
+        assert!(matches!(err, ConfigError::InvalidIfname { .. }));
+
+        let mut c = with(masq(None, None, None));
+        c.masquerade
+            .push(masq(Some("10.200.0.0/24"), Some("uplink1"), None));
+        let err = fails(
+            &c,
+            &["10.200.0.0/24", "uplink0", "uplink1", "one rule per source"],
+        );
+        assert!(matches!(err, ConfigError::DuplicateMasquerade { .. }));
+        c.masquerade[1].source = Some(cidr("10.200.0.0/25"));
+        c.validate().unwrap();
+
+        for (a, why) in [("10.200.0.9", "pod CIDR"), ("239.1.1.1", "multicast")] {
+            let err = fails(
+                &with(masq(None, None, Some(a))),
+                &["masquerade rule for 10.200.0.0/24: address", a, why],
+            );
+            assert!(matches!(err, ConfigError::UnusableAddress { .. }));
+        }
+
+        let mut c = with(masq(None, None, None));
+        c.node.uplink = None;
+        let err = fails(
+            &c,
+            &["masquerade rule for 10.200.0.0/24", "out", "[node.uplink]"],
+        );
+        assert!(matches!(err, ConfigError::NoInterface { .. }));
+        c.masquerade[0].out = Some("eth1".into());
+        c.validate().unwrap();
     }
 
     #[test]

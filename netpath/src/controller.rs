@@ -30,19 +30,45 @@
 //! A veth rather than a dummy device because not every kernel has the dummy
 //! driver (this project's CI kernel does not); Cilium's `cilium_host` /
 //! `cilium_net` pair plays the same role.
+//!
+//! Routing and masquerade replace `ip_forward`, `ip route` and `iptables -t
+//! nat` with map contents (see [`DatapathPlan`]):
+//!
+//! ```text
+//! sysctl -w net.ipv4.conf.np0.forwarding=1      (only np0: bpf_fib_lookup runs as np0;
+//!                                                no packet enters np0, ip_forward stays 0)
+//! ip route add 0.0.0.0/0 via GW dev UPLINK       → routes_v1 (for pod traffic only)
+//! ip route add DST via VIA dev DEV               → routes_v1
+//! iptables -t nat -A POSTROUTING -s SRC -o OUT -j MASQUERADE
+//!                                                → masq_v1 + np_from_uplink on OUT
+//! port range, conntrack timeouts                 → settings_v1
+//! ```
+//!
+//! When the route map holds a route that covers a connected network of an
+//! interface netpath uses (a default route covers them all), that network
+//! goes into the map too, as a directly connected route: otherwise the
+//! declared route would win over the node's connected route, which the
+//! kernel's FIB would have preferred. Likewise every address of the node
+//! that a declared route covers goes in as a `/32` with ifindex 0 ("hand it
+//! to the node's stack"), so that pods keep reaching the node itself. These
+//! are computed at apply time: an address added to the node later needs
+//! another apply (SIGHUP to the daemon).
 
-use std::{collections::BTreeMap, net::Ipv4Addr};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::Ipv4Addr,
+};
 
 use ipnet::Ipv4Net;
 use log::{info, warn};
-use netpath_common::Endpoint;
+use netpath_common::{Endpoint, MasqRule, NodeSettings, RouteNextHop};
 
 use crate::{
     config::{Config, ConfigError},
     datapath::{Datapath, DatapathError, LoadOptions, PinDir},
     ipam::{self, Ipam, IpamError},
     maps::{MapsError, NodeMaps},
-    netlink::{Netlink, NetlinkError, Route},
+    netlink::{self, Netlink, NetlinkError, Route, SysctlError},
     netns::{Netns, NetnsError},
     state::{self, NodeState, PodState, StateDir, StateError},
 };
@@ -53,6 +79,9 @@ pub use crate::config::GATEWAY_IFNAME;
 pub const GATEWAY_PEER_IFNAME: &str = "np0-peer";
 /// The pod-side interface name.
 pub const POD_IFNAME: &str = "eth0";
+/// The sysctl that lets `bpf_fib_lookup` answer for `np0` (see the module
+/// documentation): forwarding on np0 alone, never the node's `ip_forward`.
+pub const NP0_FORWARDING: &str = "ipv4/conf/np0/forwarding";
 
 /// Why an apply or destroy failed.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +100,37 @@ pub enum ControllerError {
     Datapath(#[from] DatapathError),
     #[error(transparent)]
     Maps(#[from] MapsError),
+    #[error(transparent)]
+    Sysctl(#[from] SysctlError),
+    #[error(
+        "{owner}: interface {ifname} does not exist in the node namespace ({netns}); \
+         create it first or fix {field}"
+    )]
+    InterfaceMissing {
+        /// `route to X` or `masquerade rule for X`.
+        owner: String,
+        /// `dev` or `out`.
+        field: &'static str,
+        ifname: String,
+        netns: String,
+    },
+    #[error(
+        "route to {dst}: via {via} is not on a network of {dev} ({networks}); a next hop \
+         must be directly reachable: use an address inside one of them, or the dev that \
+         leads to {via}"
+    )]
+    ViaOffLink {
+        dst: Ipv4Net,
+        via: Ipv4Addr,
+        dev: String,
+        /// The interface's networks, or "it has no IPv4 address".
+        networks: String,
+    },
+    #[error(
+        "masquerade rule for {source_prefix}: interface {out} has no IPv4 address to \
+         masquerade behind; give it one (`ip addr add ... dev {out}`) or set `address`"
+    )]
+    NoNatAddress { source_prefix: Ipv4Net, out: String },
     #[error(
         "netpath lacks {missing}; run it as root (e.g. `sudo netpath ...`) or grant \
          CAP_NET_ADMIN, CAP_SYS_ADMIN and CAP_BPF"
@@ -122,6 +182,10 @@ pub struct ApplyReport {
     pub programs_loaded: bool,
     /// Pod name → address, after the apply.
     pub addresses: BTreeMap<String, Ipv4Addr>,
+    /// Interfaces `np_from_uplink` was newly attached to.
+    pub uplinks_attached: Vec<String>,
+    /// Interfaces `np_from_uplink` was detached from.
+    pub uplinks_detached: Vec<String>,
 }
 
 impl ApplyReport {
@@ -190,9 +254,220 @@ fn netns_label(name: &Option<String>) -> String {
 /// One step taken, and how to undo it.
 enum Undo {
     DeleteNetns(String),
-    DeleteLink { ifname: String },
+    DeleteLink {
+        ifname: String,
+    },
     RemoveEndpoint(Ipv4Addr),
     Unpin(String),
+    /// Put back what the route, masquerade and settings maps held.
+    RestoreMaps {
+        routes: Vec<(Ipv4Net, RouteNextHop)>,
+        masq: Vec<(Ipv4Net, MasqRule)>,
+        settings: NodeSettings,
+    },
+}
+
+/// What the route and masquerade maps should hold and where `np_from_uplink`
+/// should be attached, resolved against the node (interface names →
+/// ifindexes, NAT addresses). Built and checked before anything changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatapathPlan {
+    /// `routes_v1`, sorted by prefix.
+    pub routes: Vec<(Ipv4Net, RouteNextHop)>,
+    /// `masq_v1`, sorted by source prefix.
+    pub masq: Vec<(Ipv4Net, MasqRule)>,
+    /// Interface name → ifindex of every masquerade `out`: `np_from_uplink`
+    /// goes there (the replies to translated traffic arrive there).
+    pub uplinks: BTreeMap<String, u32>,
+}
+
+/// Resolves the configuration's routes and masquerade rules in the node
+/// namespace; every error names the rule and what to change.
+pub async fn plan_datapath(config: &Config, nl: &Netlink) -> Result<DatapathPlan, ControllerError> {
+    let netns = netns_label(&config.node.netns);
+    let uplink = config.node.uplink.as_ref();
+    // Interface name → (ifindex, its networks), looked up once each.
+    let mut ifaces: BTreeMap<String, (u32, Vec<Ipv4Net>)> = BTreeMap::new();
+    let mut lookup = async |name: &str, owner: String, field: &'static str| {
+        if let Some(found) = ifaces.get(name) {
+            return Ok::<_, ControllerError>(found.clone());
+        }
+        let link =
+            nl.link_by_name(name)
+                .await?
+                .ok_or_else(|| ControllerError::InterfaceMissing {
+                    owner,
+                    field,
+                    ifname: name.to_owned(),
+                    netns: netns.clone(),
+                })?;
+        let mut nets: Vec<Ipv4Net> = nl
+            .addresses(link.index)
+            .await?
+            .into_iter()
+            .filter_map(|(a, p)| Ipv4Net::new(a, p).ok())
+            .collect();
+        // The uplink's configured address (assigned by this apply) comes
+        // first: it is the one a masquerade rule uses by default.
+        if let Some(u) = uplink
+            && u.name == name
+            && let Some(addr) = u.address
+        {
+            nets.retain(|n| *n != addr);
+            nets.insert(0, addr);
+        }
+        ifaces.insert(name.to_owned(), (link.index, nets.clone()));
+        Ok((link.index, nets))
+    };
+
+    let mut routes: BTreeMap<Ipv4Net, RouteNextHop> = BTreeMap::new();
+    for (dst, via, dev) in config.route_table() {
+        let (ifindex, nets) = lookup(&dev, format!("route to {dst}"), "dev").await?;
+        if let Some(via) = via
+            && !nets.iter().any(|n| n.trunc().contains(&via))
+        {
+            let networks = if nets.is_empty() {
+                "it has no IPv4 address".to_owned()
+            } else {
+                nets.iter()
+                    .map(|n| n.trunc().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            return Err(ControllerError::ViaOffLink {
+                dst,
+                via,
+                dev,
+                networks,
+            });
+        }
+        let via = via.map_or([0; 4], |v| v.octets());
+        routes.insert(dst, RouteNextHop { ifindex, via });
+    }
+
+    let mut masq = Vec::new();
+    let mut uplinks = BTreeMap::new();
+    for rule in &config.masquerade {
+        let source = config.masquerade_source(rule);
+        let out = config
+            .masquerade_out(rule)
+            .expect("validated: a rule without out has the uplink")
+            .to_owned();
+        let (ifindex, nets) = lookup(&out, format!("masquerade rule for {source}"), "out").await?;
+        let nat_addr = match rule.address {
+            Some(a) => a,
+            None => {
+                nets.first()
+                    .map(|n| n.addr())
+                    .ok_or_else(|| ControllerError::NoNatAddress {
+                        source_prefix: source,
+                        out: out.clone(),
+                    })?
+            }
+        };
+        masq.push((
+            source,
+            MasqRule {
+                ifindex,
+                nat_addr: nat_addr.octets(),
+            },
+        ));
+        uplinks.insert(out, ifindex);
+    }
+    if let Some(u) = uplink {
+        lookup(&u.name, "node.uplink".into(), "node.uplink.name").await?;
+    }
+
+    // Connected networks that a declared route would otherwise shadow.
+    let declared: Vec<Ipv4Net> = routes.keys().copied().collect();
+    let shadows = |net: &Ipv4Net| {
+        declared
+            .iter()
+            .any(|d| d.prefix_len() < net.prefix_len() && d.contains(net))
+    };
+    for (ifindex, nets) in ifaces.values() {
+        for net in nets.iter().map(|n| n.trunc()) {
+            if shadows(&net) && !routes.contains_key(&net) {
+                routes.insert(
+                    net,
+                    RouteNextHop {
+                        ifindex: *ifindex,
+                        via: [0; 4],
+                    },
+                );
+            }
+        }
+    }
+    // The node's own addresses (the pods' gateway, every interface's)
+    // that a declared route covers: ifindex 0, "hand it to the node's
+    // stack", so that pods keep reaching the node.
+    if !declared.is_empty() {
+        let mut local: BTreeSet<Ipv4Addr> = BTreeSet::from([config.gateway()]);
+        for link in nl.links().await? {
+            local.extend(nl.addresses(link.index).await?.into_iter().map(|(a, _)| a));
+        }
+        local.extend(
+            ifaces
+                .values()
+                .flat_map(|(_, nets)| nets.iter().map(|n| n.addr())),
+        );
+        for addr in local {
+            let host = Ipv4Net::new(addr, 32).expect("/32 is valid");
+            if !addr.is_loopback() && shadows(&host) && !routes.contains_key(&host) {
+                routes.insert(
+                    host,
+                    RouteNextHop {
+                        ifindex: 0,
+                        via: [0; 4],
+                    },
+                );
+            }
+        }
+    }
+    masq.sort_by_key(|(n, _)| *n);
+    Ok(DatapathPlan {
+        routes: routes.into_iter().collect(),
+        masq,
+        uplinks,
+    })
+}
+
+/// Whether the pinned datapath already holds `plan`, `config`'s settings
+/// and table size, and the uplink links recorded in `state`.
+async fn datapath_ok(
+    config: &Config,
+    node_ns: &Netns,
+    nl: &Netlink,
+    pins: &PinDir,
+    state: &NodeState,
+    plan: &DatapathPlan,
+) -> Result<bool, ControllerError> {
+    let Some(np0) = nl.link_by_name(GATEWAY_IFNAME).await? else {
+        return Ok(false);
+    };
+    let Ok(maps) = NodeMaps::open_pinned(pins) else {
+        return Ok(false);
+    };
+    let mut routes = maps.routes()?;
+    routes.sort_by_key(|(n, _)| *n);
+    let mut masq = maps.masq()?;
+    masq.sort_by_key(|(n, _)| *n);
+    let table_size = aya::maps::MapData::from_pin(pins.map(netpath_common::maps::CONNTRACK))
+        .ok()
+        .and_then(|m| m.info().ok())
+        .map(|i| i.max_entries());
+    let uplinks_ok = state.uplinks == plan.uplinks
+        && plan
+            .uplinks
+            .keys()
+            .all(|name| pins.ingress_link(name).exists());
+    let forwarding = netlink::read_sysctl(node_ns, NP0_FORWARDING).ok();
+    Ok(routes == plan.routes
+        && masq == plan.masq
+        && maps.settings()? == config.node_settings(np0.index)
+        && table_size == Some(config.conntrack.max_entries)
+        && uplinks_ok
+        && forwarding.as_deref() == Some("1"))
 }
 
 /// Applies `config`: makes the node and its pods what the configuration says.
@@ -224,6 +499,8 @@ pub async fn apply(config: &Config) -> Result<ApplyReport, ControllerError> {
         }
         config.check_overlaps(&nets)?;
     }
+    // Routes and masquerade rules must resolve on the node.
+    let plan = plan_datapath(config, &nl).await?;
 
     let state_dir = StateDir::for_instance(instance);
     let _lock = state_dir.lock()?;
@@ -302,10 +579,20 @@ pub async fn apply(config: &Config) -> Result<ApplyReport, ControllerError> {
     let hash = state::object_hash(crate::ebpf::OBJECT);
     let node_ok = state.gateway == Some(gateway) && gateway_ok(&nl, gateway).await?;
     let programs_ok = state.object_hash.as_deref() == Some(hash.as_str())
-        && pins.prog(netpath_common::progs::FROM_POD).exists();
-    if to_create.is_empty() && to_delete.is_empty() && node_ok && programs_ok {
+        && pins.prog(netpath_common::progs::FROM_POD).exists()
+        && pins.prog(netpath_common::progs::FROM_UPLINK).exists();
+    if to_create.is_empty()
+        && to_delete.is_empty()
+        && node_ok
+        && programs_ok
+        && datapath_ok(config, &node_ns, &nl, &pins, &state, &plan).await?
+    {
         info!("instance {instance}: nothing to change");
         return Ok(report);
+    }
+
+    if !config.masquerade.is_empty() {
+        warn_port_overlap(config, &node_ns);
     }
 
     // From here on the system changes; every step is undone on failure.
@@ -316,6 +603,7 @@ pub async fn apply(config: &Config) -> Result<ApplyReport, ControllerError> {
         &nl,
         &pins,
         &mut state,
+        &plan,
         &to_create,
         &to_delete,
         &report.unchanged,
@@ -326,6 +614,19 @@ pub async fn apply(config: &Config) -> Result<ApplyReport, ControllerError> {
     match result {
         Ok(()) => {
             report.programs_loaded = true;
+            report.uplinks_attached = plan
+                .uplinks
+                .iter()
+                .filter(|(name, index)| state.uplinks.get(*name) != Some(index))
+                .map(|(name, _)| name.clone())
+                .collect();
+            report.uplinks_detached = state
+                .uplinks
+                .keys()
+                .filter(|name| !plan.uplinks.contains_key(*name))
+                .cloned()
+                .collect();
+            state.uplinks = plan.uplinks.clone();
             state.netns = config.node.netns.clone();
             state.gateway = Some(gateway);
             state.object_hash = Some(hash);
@@ -370,6 +671,7 @@ async fn execute(
     nl: &Netlink,
     pins: &PinDir,
     state: &mut NodeState,
+    plan: &DatapathPlan,
     to_create: &[(String, PodState)],
     to_delete: &[(String, PodState)],
     unchanged: &[String],
@@ -379,7 +681,7 @@ async fn execute(
     let gateway = config.gateway();
     let mut dp = Datapath::load(LoadOptions {
         pins: Some(pins.clone()),
-        ..LoadOptions::default()
+        conntrack_max: config.conntrack.max_entries,
     })?;
 
     if !node_ok {
@@ -397,6 +699,7 @@ async fn execute(
             .await?;
         nl.set_up(link.index).await?;
     }
+    configure_datapath(config, node_ns, nl, pins, &mut dp, state, plan, undo).await?;
 
     for (name, have) in to_delete {
         info!("pod {name}: deleting");
@@ -413,7 +716,88 @@ async fn execute(
         let pod = &state.pods[name];
         dp.attach_from_pod(node_ns, &pod.host_ifname)?;
     }
+    // Last, as a rollback could not re-attach it: interfaces no masquerade
+    // rule uses any more lose np_from_uplink.
+    for name in state.uplinks.keys() {
+        if !plan.uplinks.contains_key(name) {
+            info!("np_from_uplink: detaching from {name}");
+            dp.detach_ingress(name)?;
+        }
+    }
     Ok(())
+}
+
+/// Settings, routes, masquerade rules and the uplink links: what replaces
+/// `ip_forward`, `ip route` and `iptables -t nat`.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call site; a struct would only rename these"
+)]
+async fn configure_datapath(
+    config: &Config,
+    node_ns: &Netns,
+    nl: &Netlink,
+    pins: &PinDir,
+    dp: &mut Datapath,
+    state: &NodeState,
+    plan: &DatapathPlan,
+    undo: &mut Vec<Undo>,
+) -> Result<(), ControllerError> {
+    let np0 = nl
+        .link_by_name(GATEWAY_IFNAME)
+        .await?
+        .ok_or_else(|| NetlinkError::NotFound {
+            what: format!("{GATEWAY_IFNAME} after setting up the gateway"),
+        })?;
+    // sysctl -w net.ipv4.conf.np0.forwarding=1 (np0 only; see the module docs)
+    netlink::write_sysctl(node_ns, NP0_FORWARDING, "1")?;
+
+    let maps = dp.maps();
+    undo.push(Undo::RestoreMaps {
+        routes: maps.routes()?,
+        masq: maps.masq()?,
+        settings: maps.settings()?,
+    });
+    maps.set_settings(config.node_settings(np0.index))?;
+    maps.sync_routes(&plan.routes)?;
+    maps.sync_masq(&plan.masq)?;
+
+    for (name, index) in &plan.uplinks {
+        if state.uplinks.get(name) != Some(index) {
+            // New, or the interface was recreated: a pinned link of the old
+            // one would only get the new program, so start afresh.
+            crate::datapath::remove_pin(&pins.ingress_link(name))?;
+            undo.push(Undo::Unpin(name.clone()));
+            info!("np_from_uplink: attaching to {name}");
+        }
+        dp.attach_from_uplink(node_ns, name)?;
+    }
+    failpoint(&format!("configure-datapath:{}", config.node.name))
+}
+
+/// Warns when the NAT port range overlaps the node's own ephemeral ports:
+/// the datapath does not see the node's connections, so a translated pod
+/// connection and one of the node's to the same remote address and port can
+/// share a port, and the node's replies would go to the pod.
+fn warn_port_overlap(config: &Config, node_ns: &Netns) {
+    let Ok(range) = netlink::read_sysctl(node_ns, "ipv4/ip_local_port_range") else {
+        return;
+    };
+    let mut ports = range
+        .split_whitespace()
+        .filter_map(|p| p.parse::<u16>().ok());
+    let (Some(lo), Some(hi)) = (ports.next(), ports.next()) else {
+        return;
+    };
+    let nat = config.nat.port_range;
+    if nat.min <= hi && lo <= nat.max {
+        warn!(
+            "the NAT port range {nat} overlaps the node's ephemeral ports {lo}-{hi} \
+             (net.ipv4.ip_local_port_range): a node connection and a masqueraded pod \
+             connection to the same remote address and port may share a port; set [nat] \
+             port_range outside {lo}-{hi}, or narrow ip_local_port_range in the node namespace"
+        );
+    }
 }
 
 /// Whether the dummy gateway device exists, is up and holds the gateway.
@@ -607,6 +991,17 @@ async fn rollback(node_ns: &Netns, pins: &PinDir, undo: Vec<Undo>) {
                     }
                 }
                 Undo::Unpin(ifname) => crate::datapath::remove_pin(&pins.ingress_link(&ifname))?,
+                Undo::RestoreMaps {
+                    routes,
+                    masq,
+                    settings,
+                } => {
+                    if let Some(maps) = &mut maps {
+                        maps.sync_routes(&routes)?;
+                        maps.sync_masq(&masq)?;
+                        maps.set_settings(settings)?;
+                    }
+                }
             }
             Ok(())
         }
@@ -667,4 +1062,31 @@ pub async fn destroy(instance: &str) -> Result<Vec<String>, ControllerError> {
 /// The pods an instance has built (from its state file).
 pub fn pods(instance: &str) -> Result<BTreeMap<String, PodState>, ControllerError> {
     Ok(StateDir::for_instance(instance).load()?.pods)
+}
+
+/// Interface names by ifindex in an instance's node namespace (to print the
+/// ifindexes the maps hold). Empty when the namespace is gone.
+pub async fn interface_names(instance: &str) -> Result<BTreeMap<u32, String>, ControllerError> {
+    let state = StateDir::for_instance(instance).load()?;
+    let ns = match &state.netns {
+        Some(name) if Netns::exists(name) => Netns::open(name)?,
+        Some(_) => return Ok(BTreeMap::new()),
+        None => Netns::current()?,
+    };
+    let nl = Netlink::connect(&ns).await?;
+    Ok(nl
+        .links()
+        .await?
+        .into_iter()
+        .map(|l| (l.index, l.name))
+        .collect())
+}
+
+/// The interfaces `np_from_uplink` is attached to, from the state file.
+pub fn uplinks(instance: &str) -> Result<BTreeSet<String>, ControllerError> {
+    Ok(StateDir::for_instance(instance)
+        .load()?
+        .uplinks
+        .into_keys()
+        .collect())
 }

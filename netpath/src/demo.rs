@@ -1,6 +1,8 @@
 //! `netpath demo` (what `cargo xtask run` starts): the classic two-namespace
 //! exercise, `red` and `blue`, wired by netpath inside a lab node namespace
-//! with a LAN host behind its uplink.
+//! with a LAN host behind its uplink. The pods reach the LAN host through
+//! the datapath's masquerade (the LAN host has no route to the pods), and
+//! the node's kernel forwards nothing and has no iptables rule.
 
 use std::fmt::Write as _;
 
@@ -101,15 +103,34 @@ pub fn describe(lab: &Lab, config: &Config, report: &ApplyReport) -> String {
             s,
             "  ip netns exec {node} ping -c 3 {b_addr}   # node -> pod"
         );
+        let _ = writeln!(
+            s,
+            "  ip netns exec {a_ns} ping -c 3 {}        # pod -> LAN host, masqueraded by the datapath",
+            lab.lan_addr.addr()
+        );
         let exe = std::env::current_exe()
             .map(|p| p.display().to_string())
             .unwrap_or_else(|_| "netpath".into());
+        let _ = writeln!(
+            s,
+            "  {exe} conntrack list --instance {}   # translated connections",
+            config.node.name
+        );
+        let _ = writeln!(
+            s,
+            "  {exe} routes --instance {}   # route and masquerade maps",
+            config.node.name
+        );
         let _ = writeln!(
             s,
             "  {exe} stats --instance {}   # per-verdict counters",
             config.node.name
         );
         let _ = writeln!(s, "  {exe} endpoints --instance {}", config.node.name);
+        let _ = writeln!(
+            s,
+            "  ip netns exec {node} iptables-save; ip netns exec {node} nft list ruleset   # empty"
+        );
         let _ = writeln!(s, "  bpftool prog show name np_from_pod");
         let _ = writeln!(
             s,
@@ -130,6 +151,10 @@ pub fn describe(lab: &Lab, config: &Config, report: &ApplyReport) -> String {
             );
         }
     }
-    let _ = writeln!(s, "\nPress Ctrl-C to remove everything.");
+    let _ = writeln!(
+        s,
+        "\nExpired connections are collected every {}s. Press Ctrl-C to remove everything.",
+        config.conntrack.gc_interval
+    );
     s
 }

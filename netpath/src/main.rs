@@ -4,7 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
-use netpath::{config::Config, controller, datapath::PinDir, demo, maps::NodeMaps};
+use netpath::{
+    config::Config, conntrack, controller, daemon, datapath::PinDir, demo, maps::NodeMaps,
+};
 
 #[derive(Parser)]
 #[command(version, about = "eBPF datapath for container networking")]
@@ -49,6 +51,24 @@ enum Command {
         #[arg(long)]
         instance: String,
     },
+    /// Print the route and masquerade maps (what replaces `ip route` and
+    /// `iptables -t nat` for pod traffic).
+    Routes {
+        #[arg(long)]
+        instance: String,
+    },
+    /// Inspect or clean the connection table.
+    Conntrack {
+        #[command(subcommand)]
+        command: ConntrackCommand,
+    },
+    /// Apply the configuration, then keep running: collect expired
+    /// connections every `[conntrack] gc_interval` seconds, re-apply the file
+    /// on SIGHUP, stop on SIGINT/SIGTERM (the datapath stays in place).
+    Daemon {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
     /// Build the two-pod demo in its own namespaces; Ctrl-C removes it.
     Demo {
         /// Build, print and tear down at once instead of waiting for Ctrl-C.
@@ -57,6 +77,20 @@ enum Command {
     },
     /// Print the built-in demo configuration as TOML.
     DemoConfig,
+}
+
+#[derive(Subcommand)]
+enum ConntrackCommand {
+    /// List the tracked (translated) connections, like `conntrack -L`.
+    List {
+        #[arg(long)]
+        instance: String,
+    },
+    /// Delete expired connections and orphaned reverse NAT entries now.
+    Gc {
+        #[arg(long)]
+        instance: String,
+    },
 }
 
 fn main() -> Result<()> {
@@ -81,6 +115,12 @@ async fn run(command: Command) -> Result<()> {
             if !report.changed() {
                 println!("instance {}: nothing to change", config.node.name);
             }
+            for ifname in &report.uplinks_attached {
+                println!("np_from_uplink attached to {ifname}");
+            }
+            for ifname in &report.uplinks_detached {
+                println!("np_from_uplink detached from {ifname}");
+            }
             for (what, pods) in [
                 ("created", &report.created),
                 ("recreated", &report.recreated),
@@ -100,10 +140,12 @@ async fn run(command: Command) -> Result<()> {
         Command::Validate { config } => {
             let config = Config::load(&config)?;
             println!(
-                "{}: valid ({} pods, pod CIDR {})",
+                "{}: valid ({} pods, pod CIDR {}, {} routes, {} masquerade rules)",
                 config.node.name,
                 config.pods.len(),
-                config.node.pod_cidr
+                config.node.pod_cidr,
+                config.route_table().len(),
+                config.masquerade.len()
             );
         }
         Command::Destroy { instance } => {
@@ -147,28 +189,92 @@ async fn run(command: Command) -> Result<()> {
                 );
             }
         }
+        Command::Routes { instance } => {
+            let maps = NodeMaps::open_pinned(&PinDir::for_instance(&instance))?;
+            let names = controller::interface_names(&instance)
+                .await
+                .unwrap_or_default();
+            let dev = |i: u32| {
+                names
+                    .get(&i)
+                    .cloned()
+                    .unwrap_or_else(|| format!("ifindex {i}"))
+            };
+            let mut routes = maps.routes()?;
+            routes.sort_by_key(|(n, _)| (std::cmp::Reverse(n.prefix_len()), *n));
+            println!("routes (routes_v1; anything else: the node's FIB)");
+            println!("  {:<20} {:<16} DEV", "DST", "VIA");
+            for (dst, hop) in routes {
+                let via = std::net::Ipv4Addr::from(hop.via);
+                let (via, dev) = if hop.ifindex == 0 {
+                    ("(local)".to_owned(), "the node's stack".to_owned())
+                } else if via.is_unspecified() {
+                    ("(connected)".to_owned(), dev(hop.ifindex))
+                } else {
+                    (via.to_string(), dev(hop.ifindex))
+                };
+                println!("  {:<20} {:<16} {dev}", dst.to_string(), via);
+            }
+            println!("masquerade (masq_v1)");
+            println!("  {:<20} {:<16} NAT ADDRESS", "SOURCE", "OUT");
+            for (source, rule) in maps.masq()? {
+                println!(
+                    "  {:<20} {:<16} {}",
+                    source.to_string(),
+                    dev(rule.ifindex),
+                    std::net::Ipv4Addr::from(rule.nat_addr)
+                );
+            }
+            let s = maps.settings()?;
+            println!(
+                "settings: NAT ports {}-{}, fib lookups as {}, timeouts tcp syn/est/fin/close \
+                 {}/{}/{}/{}s, udp {}/{}s (stream), icmp {}s",
+                s.nat_port_min,
+                s.nat_port_max,
+                dev(s.fib_ifindex),
+                s.tcp_syn_timeout,
+                s.tcp_established_timeout,
+                s.tcp_fin_timeout,
+                s.tcp_close_timeout,
+                s.udp_timeout,
+                s.udp_stream_timeout,
+                s.icmp_timeout
+            );
+        }
+        Command::Conntrack { command } => match command {
+            ConntrackCommand::List { instance } => {
+                let maps = NodeMaps::open_pinned(&PinDir::for_instance(&instance))?;
+                println!("{}", conntrack::format_table(&conntrack::list(&maps)?));
+            }
+            ConntrackCommand::Gc { instance } => {
+                let r = daemon::gc_once(&instance)?;
+                println!(
+                    "removed {} expired connections and {} orphaned reverse entries; {} remain",
+                    r.removed, r.orphans, r.remaining
+                );
+            }
+        },
+        Command::Daemon { config } => {
+            let events = daemon::signal_events()?;
+            daemon::run(&config, events).await?;
+        }
         Command::Demo { once } => {
             let (lab, config) = demo::lab_and_config();
             let report = demo::up(&lab, &config).await?;
             println!("{}", demo::describe(&lab, &config, &report));
             if !once {
-                wait_for_shutdown().await?;
+                // Collect expired connections while the demo runs.
+                let mut events = daemon::signal_events()?;
+                let interval = daemon::gc_interval(&config);
+                while daemon::gc_until_event(&config.node.name, interval, &mut events).await
+                    != daemon::Event::Stop
+                {}
             }
             println!("removing the demo ...");
             demo::clean(&lab, &config).await?;
             println!("done: no namespace, link or pin of the demo is left.");
         }
         Command::DemoConfig => print!("{}", Config::demo().to_toml_string()),
-    }
-    Ok(())
-}
-
-async fn wait_for_shutdown() -> Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r.context("cannot watch Ctrl-C")?,
-        _ = term.recv() => {}
     }
     Ok(())
 }

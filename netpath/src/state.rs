@@ -52,6 +52,10 @@ pub struct NodeState {
     /// FNV-1a hash of the eBPF object the programs were loaded from.
     pub object_hash: Option<String>,
     pub pods: BTreeMap<String, PodState>,
+    /// Interfaces `np_from_uplink` is attached to (the masquerade rules'
+    /// `out` interfaces), with their ifindex when it was attached.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub uplinks: BTreeMap<String, u32>,
 }
 
 /// Paths of one instance's state.

@@ -4,16 +4,18 @@
 
 use std::{
     io::{Read as _, Write as _},
-    net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream, UdpSocket},
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket},
     sync::atomic::{AtomicU32, Ordering},
     thread,
     time::{Duration, Instant},
 };
 
 use netpath::{
-    config::{Config, NodeConfig, PodConfig, UplinkConfig},
+    config::{Config, ConntrackConfig, NatConfig, NodeConfig, PodConfig, UplinkConfig},
     controller,
-    lab::{Lab, UPLINK},
+    datapath::PinDir,
+    lab::{Lab, RoutedLab, UPLINK},
+    maps::NodeMaps,
     netns::Netns,
 };
 
@@ -48,6 +50,9 @@ where
 pub struct TestNode {
     pub lab: Lab,
     pub config: Config,
+    /// The second uplink, router and far host, once [`TestNode::add_router`]
+    /// made them.
+    pub routed: Option<RoutedLab>,
 }
 
 impl TestNode {
@@ -67,15 +72,43 @@ impl TestNode {
                 uplink: Some(UplinkConfig {
                     name: UPLINK.into(),
                     address: None,
+                    gateway: None,
                 }),
             },
             pods: pods.iter().map(|p| pod(p)).collect(),
+            routes: Vec::new(),
+            masquerade: Vec::new(),
+            nat: NatConfig::default(),
+            conntrack: ConntrackConfig::default(),
         };
-        Self { lab, config }
+        Self {
+            lab,
+            config,
+            routed: None,
+        }
+    }
+
+    /// Adds a second uplink (`uplink1`, 192.168.60.2/24) to a router
+    /// namespace with a far host (192.168.70.2/24) behind it; removed with
+    /// the node.
+    pub fn add_router(&mut self) -> &RoutedLab {
+        let name = self.instance().to_owned();
+        let routed = RoutedLab::new(
+            self.lab.node_netns.clone(),
+            format!("{name}-rtr"),
+            format!("{name}-far"),
+        );
+        block_on(routed.create()).expect("create the router and far host namespaces");
+        self.routed.insert(routed)
     }
 
     pub fn instance(&self) -> &str {
         &self.config.node.name
+    }
+
+    /// The instance's pinned maps.
+    pub fn maps(&self) -> NodeMaps {
+        NodeMaps::open_pinned(&PinDir::for_instance(self.instance())).expect("pinned maps")
     }
 
     /// Applies the current config.
@@ -108,9 +141,13 @@ impl Drop for TestNode {
     fn drop(&mut self) {
         let instance = self.config.node.name.clone();
         let lab = self.lab.clone();
+        let routed = self.routed.take();
         block_on(async move {
             if let Err(e) = controller::destroy(&instance).await {
                 eprintln!("cleanup: destroy {instance}: {e}");
+            }
+            if let Some(routed) = routed {
+                routed.destroy().await;
             }
             lab.destroy().await;
         });
@@ -151,10 +188,24 @@ pub fn spawn_in_ns<T: Send + 'static>(
 /// Sends `count` ICMP echo requests from namespace `ns` to `dst` and returns
 /// how many matching replies came back (raw ICMP socket, as `ping` does).
 pub fn ping(ns: &str, dst: Ipv4Addr, count: u16) -> u16 {
-    in_ns(ns, move || icmp_echo(dst, count, Duration::from_secs(2)))
+    ping_with_ident(ns, dst, count, default_ident())
 }
 
-fn icmp_echo(dst: Ipv4Addr, count: u16, timeout: Duration) -> u16 {
+/// The ICMP echo identifier [`ping`] uses (one per test process).
+pub fn default_ident() -> u16 {
+    (std::process::id() as u16) ^ 0x5a5a
+}
+
+/// [`ping`] with a chosen echo identifier (the "port" of an ICMP echo
+/// flow; two flows from the same address to the same host need distinct
+/// ones).
+pub fn ping_with_ident(ns: &str, dst: Ipv4Addr, count: u16, ident: u16) -> u16 {
+    in_ns(ns, move || {
+        icmp_echo(dst, count, Duration::from_secs(2), ident)
+    })
+}
+
+fn icmp_echo(dst: Ipv4Addr, count: u16, timeout: Duration, ident: u16) -> u16 {
     // SAFETY: plain socket syscalls on a descriptor owned by this function.
     unsafe {
         let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP);
@@ -182,7 +233,6 @@ fn icmp_echo(dst: Ipv4Addr, count: u16, timeout: Duration) -> u16 {
             },
             sin_zero: [0; 8],
         };
-        let ident = (std::process::id() as u16) ^ 0x5a5a;
         let mut replies = 0;
         for seq in 0..count {
             let mut req = [8u8, 0, 0, 0, 0, 0, 0, 0, b'n', b'p', b'!', b'!'];
@@ -224,19 +274,23 @@ fn icmp_echo(dst: Ipv4Addr, count: u16, timeout: Duration) -> u16 {
 }
 
 /// Starts a TCP echo server in `ns` on `addr:port` that serves `conns`
-/// connections, then exits. Returns once it is listening.
+/// connections one after the other, then exits and returns the peer
+/// address of each (what the server saw as the client). Returns once it is
+/// listening.
 pub fn tcp_echo_server(
     ns: &str,
     addr: Ipv4Addr,
     port: u16,
     conns: usize,
-) -> thread::JoinHandle<()> {
+) -> thread::JoinHandle<Vec<SocketAddr>> {
     let (tx, rx) = std::sync::mpsc::channel();
     let h = spawn_in_ns(ns, move || {
         let l = TcpListener::bind(SocketAddrV4::new(addr, port)).expect("bind TCP");
         tx.send(()).unwrap();
+        let mut peers = Vec::new();
         for _ in 0..conns {
-            let (mut s, _) = l.accept().expect("accept");
+            let (mut s, peer) = l.accept().expect("accept");
+            peers.push(peer);
             s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
             let mut buf = [0u8; 65536];
             loop {
@@ -250,10 +304,128 @@ pub fn tcp_echo_server(
                 }
             }
         }
+        peers
     });
     rx.recv_timeout(Duration::from_secs(5))
         .expect("TCP server did not start");
     h
+}
+
+/// Starts a TCP server in `ns` on `addr:port` that accepts `conns`
+/// connections and keeps them all open, echoing each in its own thread;
+/// returns the peers once every connection has closed.
+pub fn tcp_echo_server_concurrent(
+    ns: &str,
+    addr: Ipv4Addr,
+    port: u16,
+    conns: usize,
+) -> thread::JoinHandle<Vec<SocketAddr>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let h = spawn_in_ns(ns, move || {
+        let l = TcpListener::bind(SocketAddrV4::new(addr, port)).expect("bind TCP");
+        tx.send(()).unwrap();
+        let mut peers = Vec::new();
+        let mut workers = Vec::new();
+        for _ in 0..conns {
+            let (mut s, peer) = l.accept().expect("accept");
+            peers.push(peer);
+            workers.push(thread::spawn(move || {
+                s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 || s.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            }));
+        }
+        for w in workers {
+            let _ = w.join();
+        }
+        peers
+    });
+    rx.recv_timeout(Duration::from_secs(5))
+        .expect("TCP server did not start");
+    h
+}
+
+/// Connects from `ns` to `dst:port` (from local port `sport`, if given) and
+/// returns the open connection: the socket stays in `ns`'s namespace.
+pub fn tcp_connect(
+    ns: &str,
+    dst: Ipv4Addr,
+    port: u16,
+    sport: Option<u16>,
+) -> std::io::Result<TcpStream> {
+    in_ns(ns, move || {
+        let stream = match sport {
+            None => TcpStream::connect_timeout(
+                &SocketAddrV4::new(dst, port).into(),
+                Duration::from_secs(3),
+            )?,
+            Some(sport) => connect_from(sport, SocketAddrV4::new(dst, port))?,
+        };
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        Ok(stream)
+    })
+}
+
+/// A TCP connection from local port `sport` (SO_REUSEADDR, so a port in
+/// TIME_WAIT can be reused).
+fn connect_from(sport: u16, dst: SocketAddrV4) -> std::io::Result<TcpStream> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain socket syscalls; the descriptor is owned by the
+    // returned stream (or closed on error).
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let stream = TcpStream::from_raw_fd(fd);
+        let one: libc::c_int = 1;
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            (&raw const one).cast(),
+            size_of::<libc::c_int>() as u32,
+        );
+        let sin = |a: SocketAddrV4| libc::sockaddr_in {
+            sin_family: libc::AF_INET as u16,
+            sin_port: a.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes(a.ip().octets()),
+            },
+            sin_zero: [0; 8],
+        };
+        let local = sin(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, sport));
+        if libc::bind(
+            fd,
+            (&raw const local).cast(),
+            size_of::<libc::sockaddr_in>() as u32,
+        ) != 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+        let remote = sin(dst);
+        if libc::connect(
+            fd,
+            (&raw const remote).cast(),
+            size_of::<libc::sockaddr_in>() as u32,
+        ) != 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(stream)
+    }
+}
+
+/// Sends `msg` on an open connection and reads the echo back.
+pub fn tcp_exchange(stream: &mut TcpStream, msg: &[u8]) -> std::io::Result<Vec<u8>> {
+    stream.write_all(msg)?;
+    let mut got = vec![0u8; msg.len()];
+    stream.read_exact(&mut got)?;
+    Ok(got)
 }
 
 /// Connects from `ns` to `dst:port`, sends `payload`, and returns what came
@@ -277,25 +449,29 @@ pub fn tcp_roundtrip(
     })
 }
 
-/// Starts a UDP echo server in `ns` answering `datagrams` datagrams.
+/// Starts a UDP echo server in `ns` answering `datagrams` datagrams; it
+/// returns the source address of each.
 pub fn udp_echo_server(
     ns: &str,
     addr: Ipv4Addr,
     port: u16,
     datagrams: usize,
-) -> thread::JoinHandle<()> {
+) -> thread::JoinHandle<Vec<SocketAddr>> {
     let (tx, rx) = std::sync::mpsc::channel();
     let h = spawn_in_ns(ns, move || {
         let s = UdpSocket::bind(SocketAddrV4::new(addr, port)).expect("bind UDP");
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         tx.send(()).unwrap();
         let mut buf = [0u8; 65536];
+        let mut peers = Vec::new();
         for _ in 0..datagrams {
             let Ok((n, from)) = s.recv_from(&mut buf) else {
                 break;
             };
+            peers.push(from);
             let _ = s.send_to(&buf[..n], from);
         }
+        peers
     });
     rx.recv_timeout(Duration::from_secs(5))
         .expect("UDP server did not start");
@@ -318,6 +494,109 @@ pub fn udp_roundtrip(
         buf.truncate(n);
         Ok(buf)
     })
+}
+
+/// Sends one datagram from a connected UDP socket in `ns` to `dst:port`
+/// and waits for an answer: `Err` with `ConnectionRefused` when an ICMP
+/// port unreachable came back (the kernel reports it on the next receive
+/// of a connected socket).
+pub fn udp_connected_roundtrip(
+    ns: &str,
+    dst: Ipv4Addr,
+    port: u16,
+    payload: Vec<u8>,
+) -> std::io::Result<Vec<u8>> {
+    in_ns(ns, move || {
+        let s = UdpSocket::bind("0.0.0.0:0")?;
+        s.connect(SocketAddrV4::new(dst, port))?;
+        s.set_read_timeout(Some(Duration::from_secs(3)))?;
+        s.send(&payload)?;
+        let mut buf = vec![0u8; 65536];
+        let n = s.recv(&mut buf)?;
+        buf.truncate(n);
+        Ok(buf)
+    })
+}
+
+/// Watches ICMP echo requests arriving in `ns` (a raw ICMP socket sees a
+/// copy of every ICMP packet) until [`IcmpWatch::stop`]; returns their
+/// source addresses.
+pub struct IcmpWatch {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    handle: thread::JoinHandle<Vec<Ipv4Addr>>,
+}
+
+impl IcmpWatch {
+    pub fn start(ns: &str) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let flag = stop.clone();
+        let handle = spawn_in_ns(ns, move || {
+            // SAFETY: plain socket syscalls on a descriptor owned here.
+            unsafe {
+                let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP);
+                assert!(
+                    fd >= 0,
+                    "raw ICMP socket: {}",
+                    std::io::Error::last_os_error()
+                );
+                let tv = libc::timeval {
+                    tv_sec: 0,
+                    tv_usec: 100_000,
+                };
+                libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVTIMEO,
+                    (&raw const tv).cast(),
+                    size_of::<libc::timeval>() as u32,
+                );
+                tx.send(()).unwrap();
+                let mut sources = Vec::new();
+                while !flag.load(Ordering::Relaxed) {
+                    let mut buf = [0u8; 1500];
+                    let n = libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0);
+                    if n < 28 {
+                        continue;
+                    }
+                    let ihl = usize::from(buf[0] & 0x0f) * 4;
+                    if buf[ihl] == 8 {
+                        sources.push(Ipv4Addr::new(buf[12], buf[13], buf[14], buf[15]));
+                    }
+                }
+                libc::close(fd);
+                sources
+            }
+        });
+        rx.recv_timeout(Duration::from_secs(5))
+            .expect("ICMP watcher did not start");
+        Self { stop, handle }
+    }
+
+    /// Stops watching; the sources of the echo requests seen.
+    pub fn stop(self) -> Vec<Ipv4Addr> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.join().expect("ICMP watcher panicked")
+    }
+}
+
+/// Runs `program args...` inside `ns` (spawned from a thread in the
+/// namespace, so the child starts there) and returns its stdout; panics
+/// when it cannot run or fails.
+pub fn run_in_ns(ns: &str, program: &str, args: &[&str]) -> String {
+    let program = program.to_owned();
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    let what = format!("{program} {}", args.join(" "));
+    let out = in_ns(ns, move || {
+        std::process::Command::new(&program).args(&args).output()
+    })
+    .unwrap_or_else(|e| panic!("run {what} (installed by cargo xtask test?): {e}"));
+    assert!(
+        out.status.success(),
+        "{what} in {ns} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// A `/proc/net/snmp` IP counter (e.g. "ForwDatagrams") inside `ns`.
