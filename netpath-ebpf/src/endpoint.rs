@@ -19,7 +19,7 @@ pub fn lookup(addr: [u8; 4]) -> Option<Endpoint> {
 /// Delivers a parsed, untranslated packet to local pod `ep` through direct
 /// packet access (the fast path of pod → pod traffic).
 #[inline(always)]
-pub fn deliver(ctx: &TcContext, pkt: &Ipv4Packet, ep: &Endpoint) -> Result<i32, ()> {
+pub fn deliver(ctx: &TcContext, pkt: &Ipv4Packet, ep: &Endpoint) -> Result<i32, Stat> {
     let len = ctx.len();
     // SAFETY: `pkt.ip` and `pkt.eth` were bounds-checked by the parser and no
     // helper that moves packet data has run since; direct writes are allowed
@@ -28,8 +28,7 @@ pub fn deliver(ctx: &TcContext, pkt: &Ipv4Packet, ep: &Endpoint) -> Result<i32, 
         let ip = pkt.ip;
         let ttl = (*ip).ttl;
         if ttl <= 1 {
-            count(Stat::DropTtlExceeded, len);
-            return Err(());
+            return Err(Stat::DropTtlExceeded);
         }
         // TTL shares a 16-bit word with the protocol byte.
         let proto = u16::from((*ip).proto);
@@ -46,8 +45,7 @@ pub fn deliver(ctx: &TcContext, pkt: &Ipv4Packet, ep: &Endpoint) -> Result<i32, 
     // SAFETY: helper call with plain integer arguments.
     let ret = unsafe { bpf_redirect_peer(ep.ifindex, 0) };
     if ret != i64::from(TC_ACT_REDIRECT) {
-        count(Stat::DropRewriteFailed, len);
-        return Err(());
+        return Err(Stat::DropRewriteFailed);
     }
     count(Stat::FwdLocalPod, len);
     Ok(TC_ACT_REDIRECT as i32)

@@ -1,12 +1,14 @@
 //! Route lookup: where a packet that is not for a local pod goes.
 //!
-//! 1. `bpf_fib_lookup` in the node's FIB tells whether the destination is
-//!    local to the node (then the node's stack gets it).
-//! 2. The route map (`routes_v1`, declared routes) decides the next hop if
+//! 1. The route map (`routes_v1`, declared routes) decides the next hop if
 //!    it has a prefix for the destination; an entry with ifindex 0 means
-//!    "hand it to the node's stack".
-//! 3. Otherwise the FIB's answer is used: its next hop MAC when the
-//!    neighbour is known, `bpf_redirect_neigh` when it is not.
+//!    "hand it to the node's stack" (the controller puts the node's own
+//!    addresses that a declared route covers there as /32s, and the pod
+//!    CIDR).
+//! 2. Otherwise `bpf_fib_lookup` in the node's FIB decides: its next hop
+//!    MAC when the neighbour is known, `bpf_redirect_neigh` when it is not;
+//!    a local destination, or none (`BPF_FIB_LKUP_RET_NOT_FWDED` says
+//!    either), goes to the node's stack.
 //!
 //! `bpf_fib_lookup` answers only for a device with IPv4 forwarding on
 //! (`BPF_FIB_LKUP_RET_FWD_DISABLED` otherwise). It runs as `np0`
@@ -51,40 +53,13 @@ pub enum NextHop {
     /// stack decides.
     Host,
     /// No usable route: the FIB has a blackhole, unreachable or prohibit
-    /// route (counted).
+    /// route.
     Unreachable,
 }
 
 /// Looks up the next hop of `f`.
 #[inline(always)]
 pub fn lookup(ctx: &TcContext, f: &Flow, settings: &NodeSettings) -> NextHop {
-    let mut fib_ret = u32::MAX;
-    // SAFETY: an all-zero bpf_fib_lookup is a valid value of the C struct.
-    let mut params: FibParams = unsafe { mem::zeroed() };
-    if settings.fib_ifindex != 0 {
-        params.family = AF_INET;
-        params.l4_protocol = f.proto;
-        params.sport = f.sport.to_be();
-        params.dport = f.dport.to_be();
-        params.ifindex = settings.fib_ifindex;
-        params.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(f.saddr);
-        params.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(f.daddr);
-        // SAFETY: `params` is a valid, initialised struct on the stack and
-        // the size passed is its size.
-        let ret = unsafe {
-            bpf_fib_lookup(
-                ctx.skb.skb.cast(),
-                &raw mut params,
-                mem::size_of::<FibParams>() as i32,
-                0,
-            )
-        };
-        fib_ret = ret as u32;
-        if fib_ret == BPF_FIB_LKUP_RET_NOT_FWDED {
-            return NextHop::Local;
-        }
-    }
-
     let key = Key::new(32, RouteKey { addr: f.daddr });
     if let Some(route) = ROUTES.get(&key) {
         count(Stat::RouteMapHit, ctx.len());
@@ -101,7 +76,29 @@ pub fn lookup(ctx: &TcContext, f: &Flow, settings: &NodeSettings) -> NextHop {
             via,
         };
     }
+    if settings.fib_ifindex == 0 {
+        return NextHop::Host;
+    }
 
+    // SAFETY: an all-zero bpf_fib_lookup is a valid value of the C struct.
+    let mut params: FibParams = unsafe { mem::zeroed() };
+    params.family = AF_INET;
+    params.l4_protocol = f.proto;
+    params.sport = f.sport.to_be();
+    params.dport = f.dport.to_be();
+    params.ifindex = settings.fib_ifindex;
+    params.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(f.saddr);
+    params.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(f.daddr);
+    // SAFETY: `params` is a valid, initialised struct on the stack and the
+    // size passed is its size.
+    let fib_ret = unsafe {
+        bpf_fib_lookup(
+            ctx.skb.skb.cast(),
+            &raw mut params,
+            mem::size_of::<FibParams>() as i32,
+            0,
+        )
+    } as u32;
     match fib_ret {
         BPF_FIB_LKUP_RET_SUCCESS => {
             count(Stat::RouteFibHit, ctx.len());
@@ -121,9 +118,9 @@ pub fn lookup(ctx: &TcContext, f: &Flow, settings: &NodeSettings) -> NextHop {
             }
         }
         BPF_FIB_LKUP_RET_BLACKHOLE | BPF_FIB_LKUP_RET_UNREACHABLE | BPF_FIB_LKUP_RET_PROHIBIT => {
-            count(Stat::DropFibUnreachable, ctx.len());
             NextHop::Unreachable
         }
+        BPF_FIB_LKUP_RET_NOT_FWDED => NextHop::Local,
         // Not configured, forwarding disabled, unsupported: the node's
         // stack decides.
         _ => NextHop::Host,

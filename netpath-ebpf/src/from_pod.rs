@@ -26,7 +26,7 @@ use crate::{
 const AF_INET: u32 = 2;
 
 #[inline(always)]
-pub fn try_from_pod(ctx: &TcContext) -> Result<i32, ()> {
+pub fn try_from_pod(ctx: &TcContext) -> Result<i32, Stat> {
     let len = ctx.len();
     let pkt = match parse::parse_ipv4(ctx)? {
         Parsed::Ipv4(pkt) => pkt,
@@ -53,7 +53,7 @@ pub fn try_from_pod(ctx: &TcContext) -> Result<i32, ()> {
             count(Stat::PassToHost, len);
             return Ok(TC_ACT_OK as i32);
         }
-        NextHop::Unreachable => return Err(()),
+        NextHop::Unreachable => return Err(Stat::DropFibUnreachable),
         NextHop::Neigh { ifindex, via } => (ifindex, Some(via), None),
         NextHop::Direct {
             ifindex,
@@ -98,8 +98,7 @@ pub fn try_from_pod(ctx: &TcContext) -> Result<i32, ()> {
         }
     };
     if ret != i64::from(TC_ACT_REDIRECT) {
-        count(Stat::DropRewriteFailed, len);
-        return Err(());
+        return Err(Stat::DropRewriteFailed);
     }
     count(Stat::FwdRouted, len);
     Ok(TC_ACT_REDIRECT as i32)

@@ -16,7 +16,7 @@ use crate::{
 };
 
 #[inline(always)]
-pub fn try_from_uplink(ctx: &TcContext) -> Result<i32, ()> {
+pub fn try_from_uplink(ctx: &TcContext) -> Result<i32, Stat> {
     let len = ctx.len();
     let pkt = match parse::parse_ipv4(ctx)? {
         Parsed::Ipv4(pkt) => pkt,
@@ -42,8 +42,7 @@ pub fn try_from_uplink(ctx: &TcContext) -> Result<i32, ()> {
         return Ok(TC_ACT_OK as i32);
     };
     let Some(ep) = endpoint::lookup(pod) else {
-        count(Stat::DropRevNatNoPod, len);
-        return Err(());
+        return Err(Stat::DropRevNatNoPod);
     };
     let ret = l3::deliver_to_pod(ctx, &f, &ep)?;
     count(Stat::FwdRevNat, len);

@@ -33,7 +33,7 @@ pub fn is_error(f: &Flow) -> bool {
 /// Reverse-translates an ICMP error about a translated connection. Returns
 /// the pod's address, or `None` when the quoted packet is not ours.
 #[inline(always)]
-pub fn rev_snat_error(ctx: &TcContext, f: &Flow) -> Result<Option<[u8; 4]>, ()> {
+pub fn rev_snat_error(ctx: &TcContext, f: &Flow) -> Result<Option<[u8; 4]>, Stat> {
     let icmp_check = f.l4 + 2;
     // The quoted IPv4 header follows the 8-byte ICMP header.
     let inner = f.l4 + 8;

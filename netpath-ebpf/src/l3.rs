@@ -8,10 +8,7 @@ use aya_ebpf::{
 };
 use netpath_common::{Endpoint, Stat};
 
-use crate::{
-    parse::{Flow, IPPROTO_TCP, IPPROTO_UDP, off},
-    stats::count,
-};
+use crate::parse::{Flow, IPPROTO_TCP, IPPROTO_UDP, off};
 
 /// A 4-byte field as `*_csum_replace` wants it: the raw network-order word.
 #[inline(always)]
@@ -26,12 +23,11 @@ pub fn word16(v: u16) -> u64 {
 }
 
 /// Decrements the TTL (which shares a checksummed word with the protocol).
-/// Drops (counted) when it would reach 0.
+/// Drops when it would reach 0.
 #[inline(always)]
-pub fn decrement_ttl(ctx: &TcContext, f: &Flow) -> Result<(), ()> {
+pub fn decrement_ttl(ctx: &TcContext, f: &Flow) -> Result<(), Stat> {
     if f.ttl <= 1 {
-        count(Stat::DropTtlExceeded, ctx.len());
-        return Err(());
+        return Err(Stat::DropTtlExceeded);
     }
     let old = word16((u16::from(f.ttl) << 8) | u16::from(f.proto));
     let new = word16((u16::from(f.ttl - 1) << 8) | u16::from(f.proto));
@@ -39,10 +35,10 @@ pub fn decrement_ttl(ctx: &TcContext, f: &Flow) -> Result<(), ()> {
     rewrite(ctx.store(off::IP_TTL, &(f.ttl - 1), 0))
 }
 
-/// Counts a failed rewrite helper as a drop.
+/// A failed rewrite helper drops the packet.
 #[inline(always)]
-pub fn rewrite<T>(r: Result<T, i64>) -> Result<T, ()> {
-    r.map_err(|_| count(Stat::DropRewriteFailed, 0))
+pub fn rewrite<T>(r: Result<T, i64>) -> Result<T, Stat> {
+    r.map_err(|_| Stat::DropRewriteFailed)
 }
 
 /// Offset of the L4 checksum of `proto` in a header at `l4`.
@@ -65,7 +61,7 @@ pub fn set_addr(
     addr_off: usize,
     old: [u8; 4],
     new: [u8; 4],
-) -> Result<(), ()> {
+) -> Result<(), Stat> {
     if old == new {
         return Ok(());
     }
@@ -93,7 +89,13 @@ pub fn set_addr(
 /// Replaces the L4 "port" at `port_off` (a TCP/UDP port, or the ICMP echo
 /// identifier) and fixes the L4 checksum.
 #[inline(always)]
-pub fn set_port(ctx: &TcContext, f: &Flow, port_off: usize, old: u16, new: u16) -> Result<(), ()> {
+pub fn set_port(
+    ctx: &TcContext,
+    f: &Flow,
+    port_off: usize,
+    old: u16,
+    new: u16,
+) -> Result<(), Stat> {
     if old == new {
         return Ok(());
     }
@@ -108,7 +110,7 @@ pub fn set_port(ctx: &TcContext, f: &Flow, port_off: usize, old: u16, new: u16) 
 /// Delivers a packet that was rewritten with helpers to a local pod:
 /// TTL, MACs, then `bpf_redirect_peer` into the pod's `eth0`.
 #[inline(always)]
-pub fn deliver_to_pod(ctx: &TcContext, f: &Flow, ep: &Endpoint) -> Result<i32, ()> {
+pub fn deliver_to_pod(ctx: &TcContext, f: &Flow, ep: &Endpoint) -> Result<i32, Stat> {
     decrement_ttl(ctx, f)?;
     let mut macs = [0u8; 12];
     macs[..6].copy_from_slice(&ep.pod_mac);
@@ -117,8 +119,7 @@ pub fn deliver_to_pod(ctx: &TcContext, f: &Flow, ep: &Endpoint) -> Result<i32, (
     // SAFETY: helper call with plain integer arguments.
     let ret = unsafe { bpf_redirect_peer(ep.ifindex, 0) };
     if ret != i64::from(TC_ACT_REDIRECT) {
-        count(Stat::DropRewriteFailed, ctx.len());
-        return Err(());
+        return Err(Stat::DropRewriteFailed);
     }
     Ok(TC_ACT_REDIRECT as i32)
 }

@@ -8,7 +8,9 @@
 //! - [`from_uplink`] (`np_from_uplink`): [`parse`] → [`nat`] / [`icmp`]
 //!   (reverse NAT of replies and errors) → [`l3`] → `bpf_redirect_peer`.
 //!
-//! Every verdict and drop reason is counted in [`stats`].
+//! Every verdict and drop reason is counted in [`stats`]; a walk that drops
+//! returns its reason, and [`stats::drop`] counts (and, when the loader
+//! enabled it, logs) it in one place.
 #![no_std]
 #![no_main]
 
@@ -25,15 +27,14 @@ mod nat;
 mod parse;
 mod stats;
 
-use aya_ebpf::{bindings::TC_ACT_SHOT, macros::classifier, programs::TcContext};
+use aya_ebpf::{macros::classifier, programs::TcContext};
 
 /// TC ingress on a pod's host-side veth: every packet the pod sends.
 #[classifier]
 pub fn np_from_pod(ctx: TcContext) -> i32 {
     match from_pod::try_from_pod(&ctx) {
         Ok(action) => action,
-        // Every error path has already counted its drop reason.
-        Err(()) => TC_ACT_SHOT as i32,
+        Err(reason) => stats::drop(&ctx, reason),
     }
 }
 
@@ -42,7 +43,7 @@ pub fn np_from_pod(ctx: TcContext) -> i32 {
 pub fn np_from_uplink(ctx: TcContext) -> i32 {
     match from_uplink::try_from_uplink(&ctx) {
         Ok(action) => action,
-        Err(()) => TC_ACT_SHOT as i32,
+        Err(reason) => stats::drop(&ctx, reason),
     }
 }
 

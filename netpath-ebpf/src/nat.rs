@@ -18,34 +18,33 @@ use crate::{
 /// Ports tried from the range after the original one is taken.
 const PORT_TRIES: u32 = 32;
 
-/// Whether netpath can translate `f` (TCP, UDP, ICMP echo request); counts
-/// the drop reason when it cannot.
+/// Whether netpath can translate `f` (TCP, UDP, ICMP echo request), or
+/// why not.
 #[inline(always)]
-fn translatable(ctx: &TcContext, f: &Flow) -> bool {
+fn translatable(f: &Flow) -> Result<(), Stat> {
     if f.fragment {
         // No L4 header in later fragments, and the first one alone would
-        // be mistranslated: counted, never passed on untranslated.
-        count(Stat::DropNatFragment, ctx.len());
-        return false;
+        // be mistranslated: dropped and counted, never passed on
+        // untranslated.
+        return Err(Stat::DropNatFragment);
     }
-    let ok = match f.proto {
-        IPPROTO_TCP | IPPROTO_UDP => true,
-        IPPROTO_ICMP => f.icmp_type == ICMP_ECHO,
-        _ => false,
-    };
-    if !ok {
-        count(Stat::DropNatProto, ctx.len());
+    match f.proto {
+        IPPROTO_TCP | IPPROTO_UDP => Ok(()),
+        IPPROTO_ICMP if f.icmp_type == ICMP_ECHO => Ok(()),
+        _ => Err(Stat::DropNatProto),
     }
-    ok
 }
 
 /// Translates the source of `f` per `rule`: finds or creates its connection
 /// and rewrites address and port with their checksums.
 #[inline(always)]
-pub fn snat(ctx: &TcContext, f: &Flow, rule: &MasqRule, settings: &NodeSettings) -> Result<(), ()> {
-    if !translatable(ctx, f) {
-        return Err(());
-    }
+pub fn snat(
+    ctx: &TcContext,
+    f: &Flow,
+    rule: &MasqRule,
+    settings: &NodeSettings,
+) -> Result<(), Stat> {
+    translatable(f)?;
     let key = orig_key(f);
     let now = conntrack::now();
     let nat_port = match CONNTRACK.get_ptr_mut(&key) {
@@ -81,8 +80,7 @@ pub fn snat(ctx: &TcContext, f: &Flow, rule: &MasqRule, settings: &NodeSettings)
             conntrack::update(&mut ct, f, false, now);
             if CONNTRACK.insert(&key, &ct, 0).is_err() {
                 let _ = REVNAT.remove(reply_key(&key, rule.nat_addr, port));
-                count(Stat::DropSnatNoPort, ctx.len());
-                return Err(());
+                return Err(Stat::DropSnatNoPort);
             }
             count(Stat::SnatNew, ctx.len());
             port
@@ -102,7 +100,12 @@ fn port_field(proto: u8) -> usize {
 /// Claims a NAT port for `key`: its own source port when free, else up to
 /// [`PORT_TRIES`] ports of the range from a random start.
 #[inline(always)]
-fn allocate(ctx: &TcContext, key: &CtKey, nat_addr: [u8; 4], s: &NodeSettings) -> Result<u16, ()> {
+fn allocate(
+    ctx: &TcContext,
+    key: &CtKey,
+    nat_addr: [u8; 4],
+    s: &NodeSettings,
+) -> Result<u16, Stat> {
     let rev = RevNat {
         addr: key.saddr,
         port: key.sport,
@@ -125,8 +128,7 @@ fn allocate(ctx: &TcContext, key: &CtKey, nat_addr: [u8; 4], s: &NodeSettings) -
             return Ok(port);
         }
     }
-    count(Stat::DropSnatNoPort, ctx.len());
-    Err(())
+    Err(Stat::DropSnatNoPort)
 }
 
 /// Claims `port` for `key` by inserting its reverse entry; an existing entry
@@ -146,7 +148,7 @@ fn claim(key: &CtKey, nat_addr: [u8; 4], port: u16, rev: &RevNat) -> bool {
 /// translated connection: rewrites destination address and port back to
 /// the pod's and updates the connection. Returns the pod's address.
 #[inline(always)]
-pub fn rev_snat(ctx: &TcContext, f: &Flow) -> Result<Option<[u8; 4]>, ()> {
+pub fn rev_snat(ctx: &TcContext, f: &Flow) -> Result<Option<[u8; 4]>, Stat> {
     let rkey = conntrack::reply_key_of(f);
     // SAFETY: the value is copied out at once.
     let Some(rev) = (unsafe { REVNAT.get(&rkey) }).copied() else {

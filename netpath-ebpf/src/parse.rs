@@ -49,53 +49,47 @@ fn ensure_linear(ctx: &TcContext, len: usize) -> bool {
     ctx.skb.pull_data(len as u32).is_ok() && ctx.data() + len <= ctx.data_end()
 }
 
-/// Parse Ethernet and IPv4 headers. Counts and returns `Err` for frames
-/// that must be dropped (truncated or malformed).
+/// Parse Ethernet and IPv4 headers. Frames that must be dropped
+/// (truncated or malformed) give `Err(reason)`.
 #[inline(always)]
-pub fn parse_ipv4(ctx: &TcContext) -> Result<Parsed, ()> {
+pub fn parse_ipv4(ctx: &TcContext) -> Result<Parsed, Stat> {
     let len = ctx.len();
     if !ensure_linear(ctx, EthHdr::LEN) {
-        count(Stat::DropTruncated, len);
-        return Err(());
+        return Err(Stat::DropTruncated);
     }
-    let eth: *mut EthHdr = ptr_at(ctx, 0).ok_or(())?;
+    let eth: *mut EthHdr = ptr_at(ctx, 0).ok_or(Stat::DropTruncated)?;
     // SAFETY: `eth` was bounds-checked by `ptr_at`.
     if unsafe { (*eth).ether_type } != EtherType::Ipv4 as u16 {
         return Ok(Parsed::NotIpv4);
     }
 
     if !ensure_linear(ctx, EthHdr::LEN + Ipv4Hdr::LEN) {
-        count(Stat::DropTruncated, len);
-        return Err(());
+        return Err(Stat::DropTruncated);
     }
     // Pointers are re-derived after any pull_data: it invalidates old ones.
     let Some(ip) = ptr_at::<Ipv4Hdr>(ctx, EthHdr::LEN) else {
-        count(Stat::DropTruncated, len);
-        return Err(());
+        return Err(Stat::DropTruncated);
     };
     // SAFETY: `ip` was bounds-checked by `ptr_at`.
     let (vihl, tot_len) = unsafe { ((*ip).vihl, u16::from_be_bytes((*ip).tot_len)) };
     let ihl_bytes = usize::from(vihl & 0x0f) * 4;
     if vihl >> 4 != 4 || ihl_bytes < Ipv4Hdr::LEN || usize::from(tot_len) < ihl_bytes {
-        count(Stat::DropBadIpHeader, len);
-        return Err(());
+        return Err(Stat::DropBadIpHeader);
     }
     // The packet must hold what the header claims (ip_rcv drops it too);
     // a longer frame is fine (Ethernet padding).
     if (len as usize) < EthHdr::LEN + usize::from(tot_len) {
-        count(Stat::DropTruncated, len);
-        return Err(());
+        return Err(Stat::DropTruncated);
     }
     // The options, if any, must be inside the packet too.
     if ihl_bytes > Ipv4Hdr::LEN {
         count(Stat::Ipv4Options, len);
         if !ensure_linear(ctx, EthHdr::LEN + ihl_bytes) {
-            count(Stat::DropTruncated, len);
-            return Err(());
+            return Err(Stat::DropTruncated);
         }
     }
-    let eth: *mut EthHdr = ptr_at(ctx, 0).ok_or(())?;
-    let ip: *mut Ipv4Hdr = ptr_at(ctx, EthHdr::LEN).ok_or(())?;
+    let eth: *mut EthHdr = ptr_at(ctx, 0).ok_or(Stat::DropTruncated)?;
+    let ip: *mut Ipv4Hdr = ptr_at(ctx, EthHdr::LEN).ok_or(Stat::DropTruncated)?;
     // SAFETY: bounds-checked above.
     let frags = u16::from_be_bytes(unsafe { (*ip).frags });
     // More-fragments set or a non-zero offset: this is a fragment.
@@ -159,7 +153,7 @@ pub struct Flow {
 /// and ICMP unless this is a later fragment; a packet too short for its
 /// L4 header is dropped as truncated.
 #[inline(always)]
-pub fn flow(ctx: &TcContext, pkt: &Ipv4Packet) -> Result<Flow, ()> {
+pub fn flow(ctx: &TcContext, pkt: &Ipv4Packet) -> Result<Flow, Stat> {
     // SAFETY: `pkt.ip` was bounds-checked by `parse_ipv4` and no helper has
     // moved packet data since.
     let (saddr, daddr, proto, ttl, frags) = unsafe {
@@ -189,9 +183,7 @@ pub fn flow(ctx: &TcContext, pkt: &Ipv4Packet) -> Result<Flow, ()> {
     if f.later_fragment {
         return Ok(f);
     }
-    let truncated = |_| {
-        count(Stat::DropTruncated, ctx.len());
-    };
+    let truncated = |_| Stat::DropTruncated;
     match proto {
         IPPROTO_TCP => {
             // Ports (0..4) and flags (13).

@@ -1,8 +1,30 @@
 //! Per-CPU counters: one per verdict, drop reason and notable property.
 
+use aya_ebpf::{bindings::TC_ACT_SHOT, programs::TcContext};
+use aya_log_ebpf::debug;
 use netpath_common::Stat;
 
 use crate::maps::STATS;
+
+/// Drops a packet for `reason`: counts it and logs it at debug level.
+///
+/// Logging is off unless the loader sets `AYA_LOG_LEVEL` (netpath does when
+/// `NETPATH_EBPF_LOG=debug`); it is a `.rodata` constant, so with logging off
+/// the verifier removes the log call and a drop costs only its counter.
+#[inline(always)]
+pub fn drop(ctx: &TcContext, reason: Stat) -> i32 {
+    count(reason, ctx.len());
+    // SAFETY: reading a field of the context the kernel handed us.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    debug!(
+        ctx,
+        "drop {} on ifindex {} ({} bytes)",
+        reason.name(),
+        ifindex,
+        ctx.len()
+    );
+    TC_ACT_SHOT as i32
+}
 
 /// Count one packet of `bytes` bytes under `stat`.
 #[inline(always)]

@@ -682,6 +682,7 @@ async fn execute(
     let mut dp = Datapath::load(LoadOptions {
         pins: Some(pins.clone()),
         conntrack_max: config.conntrack.max_entries,
+        ..LoadOptions::default()
     })?;
 
     if !node_ok {

@@ -86,6 +86,11 @@ pub enum DatapathError {
     },
     #[error("cannot reuse the pinned link {path}: {source}")]
     Link { path: PathBuf, source: LinkError },
+    #[error(
+        "cannot read the programs' log buffer: {source}; were they loaded with \
+         NETPATH_EBPF_LOG set (e.g. NETPATH_EBPF_LOG=debug netpath apply ...)?"
+    )]
+    Logger { source: aya_log::Error },
     #[error(transparent)]
     Netns(#[from] NetnsError),
     #[error(transparent)]
@@ -201,14 +206,35 @@ pub struct LoadOptions {
     pub pins: Option<PinDir>,
     /// Size of the connection table and of the reverse NAT map.
     pub conntrack_max: u32,
+    /// eBPF-side log level (aya-log): 0 off (the default: the verifier then
+    /// removes every log call), 1 error ... 4 debug (every drop and its
+    /// reason), 5 trace. `netpath logs --instance X` prints them.
+    pub log_level: u8,
 }
 
 impl Default for LoadOptions {
+    /// Defaults, with the log level from `NETPATH_EBPF_LOG` (`off`, `error`,
+    /// `warn`, `info`, `debug`, `trace`).
     fn default() -> Self {
         Self {
             pins: None,
             conntrack_max: maps::CONNTRACK_DEFAULT_MAX,
+            log_level: std::env::var("NETPATH_EBPF_LOG")
+                .map(|v| log_level(&v))
+                .unwrap_or(0),
         }
+    }
+}
+
+/// An aya-log level by name (unknown names: off).
+pub fn log_level(name: &str) -> u8 {
+    match name.to_ascii_lowercase().as_str() {
+        "error" => 1,
+        "warn" => 2,
+        "info" => 3,
+        "debug" => 4,
+        "trace" => 5,
+        _ => 0,
     }
 }
 
@@ -239,6 +265,7 @@ impl Datapath {
     /// size is replaced: its connections are lost, and a warning says so).
     pub fn load(opts: LoadOptions) -> Result<Self, DatapathError> {
         let mut loader = EbpfLoader::new();
+        loader.override_global("AYA_LOG_LEVEL", &opts.log_level, false);
         loader.map_max_entries(maps::CONNTRACK, opts.conntrack_max);
         loader.map_max_entries(maps::REVNAT, opts.conntrack_max);
         let map_pins: Vec<(&'static str, PathBuf)> = match &opts.pins {
@@ -407,6 +434,21 @@ impl Datapath {
             None => Ok(()),
         }
     }
+}
+
+/// The eBPF-side logger of an instance's pinned programs (their aya-log
+/// ring buffer): poll its fd and call `flush` to print what they logged.
+pub fn pinned_logger(
+    pins: &PinDir,
+) -> Result<aya_log::EbpfLogger<&'static dyn log::Log>, DatapathError> {
+    let name = progs::FROM_POD;
+    let prog = SchedClassifier::from_pin(pins.prog(name))
+        .map_err(|source| DatapathError::LoadProgram { name, source })?;
+    let id = prog
+        .info()
+        .map_err(|source| DatapathError::LoadProgram { name, source })?
+        .id();
+    aya_log::EbpfLogger::init_from_id(id).map_err(|source| DatapathError::Logger { source })
 }
 
 /// Removes a pinned map whose size is not `max_entries` (aya would reuse it

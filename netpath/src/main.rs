@@ -57,6 +57,12 @@ enum Command {
         #[arg(long)]
         instance: String,
     },
+    /// Follow what the eBPF programs log (drops and their reasons), when they
+    /// were loaded with `NETPATH_EBPF_LOG=debug`. Ctrl-C stops.
+    Logs {
+        #[arg(long)]
+        instance: String,
+    },
     /// Inspect or clean the connection table.
     Conntrack {
         #[command(subcommand)]
@@ -95,8 +101,13 @@ enum ConntrackCommand {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    let mut filter = std::env::var("RUST_LOG").unwrap_or(cli.log_level.clone());
+    if matches!(cli.command, Command::Logs { .. }) {
+        // The programs log under their module paths (`netpath::stats`).
+        filter.push_str(",netpath::stats=trace");
+    }
     env_logger::Builder::new()
-        .parse_filters(&std::env::var("RUST_LOG").unwrap_or(cli.log_level.clone()))
+        .parse_filters(&filter)
         .format_timestamp(None)
         .init();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -187,6 +198,24 @@ async fn run(command: Command) -> Result<()> {
                     mac(ep.pod_mac),
                     mac(ep.gw_mac)
                 );
+            }
+        }
+        Command::Logs { instance } => {
+            use tokio::io::{Interest, unix::AsyncFd};
+            let logger = netpath::datapath::pinned_logger(&PinDir::for_instance(&instance))?;
+            // SAFETY: the logger owns the ring buffer's fd, which therefore
+            // stays open for as long as the AsyncFd that holds the logger.
+            let mut fd = unsafe { AsyncFd::register_with_interest(logger, Interest::READABLE) }
+                .map_err(|e| anyhow::anyhow!("cannot poll the log buffer: {e}"))?;
+            loop {
+                tokio::select! {
+                    guard = fd.readable_mut() => {
+                        let mut guard = guard.context("cannot poll the log buffer")?;
+                        guard.get_inner_mut().flush();
+                        guard.clear_ready();
+                    }
+                    _ = tokio::signal::ctrl_c() => break,
+                }
             }
         }
         Command::Routes { instance } => {
