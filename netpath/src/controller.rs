@@ -411,6 +411,19 @@ pub async fn plan_datapath(config: &Config, nl: &Netlink) -> Result<DatapathPlan
                 .values()
                 .flat_map(|(_, nets)| nets.iter().map(|n| n.addr())),
         );
+        // The pod CIDR too: an address no pod holds must not follow a
+        // default route out of the node (the pods themselves are found in
+        // the endpoint map before any route is looked up).
+        let pod_cidr = config.node.pod_cidr.trunc();
+        if shadows(&pod_cidr) && !routes.contains_key(&pod_cidr) {
+            routes.insert(
+                pod_cidr,
+                RouteNextHop {
+                    ifindex: 0,
+                    via: [0; 4],
+                },
+            );
+        }
         for addr in local {
             let host = Ipv4Net::new(addr, 32).expect("/32 is valid");
             if !addr.is_loopback() && shadows(&host) && !routes.contains_key(&host) {

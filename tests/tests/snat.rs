@@ -399,6 +399,23 @@ fn the_nodes_own_traffic_still_works() {
 }
 
 #[test]
+fn an_address_of_the_pod_cidr_that_no_pod_holds_never_leaves_the_node() {
+    let mut node = snat_node("podcidr", &["red"]);
+    node.config.node.uplink.as_mut().unwrap().gateway = Some(LAN);
+    node.apply().expect("apply");
+    let routes = node.maps().routes().unwrap();
+    let cidr = node.config.node.pod_cidr;
+    assert!(
+        routes.iter().any(|(n, h)| *n == cidr && h.ifindex == 0),
+        "{cidr} -> the node: {routes:?}"
+    );
+    let before = stat(&node, Stat::FwdRouted);
+    let unused = "10.200.0.250".parse().unwrap();
+    assert_eq!(ping(&node.pod_ns("red"), unused, 1), 0);
+    assert_eq!(stat(&node, Stat::FwdRouted), before, "sent out of the node");
+}
+
+#[test]
 fn pods_reach_the_nodes_own_addresses() {
     // With a default route in the route map, which covers them.
     let mut node = snat_node("podnode", &["red"]);
