@@ -27,8 +27,8 @@ pub mod maps {
     pub const ROUTES: &str = "routes_v1";
     /// Maximum number of declared routes.
     pub const ROUTES_MAX: u32 = 16384;
-    /// Masquerade rules: LPM trie of source prefix ([`crate::RouteKey`]) →
-    /// [`crate::MasqRule`].
+    /// Masquerade rules: LPM trie of (egress interface, source prefix)
+    /// ([`crate::MasqKey`]) → [`crate::MasqRule`].
     pub const MASQ: &str = "masq_v1";
     pub const MASQ_MAX: u32 = 256;
     /// Datapath settings: a one-slot array of [`crate::NodeSettings`].
@@ -66,6 +66,33 @@ pub struct RouteNextHop {
     /// The gateway; `0.0.0.0` means directly connected (the destination
     /// itself is the next hop).
     pub via: [u8; 4],
+}
+
+/// Key of the masquerade LPM trie: the egress interface (always matched in
+/// full: the prefix length is 32 + the source prefix length) and the source
+/// address. One source can so be masqueraded out of several interfaces.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct MasqKey {
+    /// The egress ifindex, big-endian (the trie matches bits from the left).
+    pub ifindex_be: [u8; 4],
+    pub saddr: [u8; 4],
+}
+
+impl MasqKey {
+    /// Length of the interface part of the key, in bits.
+    pub const IFINDEX_BITS: u32 = 32;
+
+    pub const fn new(ifindex: u32, saddr: [u8; 4]) -> Self {
+        Self {
+            ifindex_be: ifindex.to_be_bytes(),
+            saddr,
+        }
+    }
+
+    pub const fn ifindex(&self) -> u32 {
+        u32::from_be_bytes(self.ifindex_be)
+    }
 }
 
 /// A masquerade rule: traffic from the rule's source prefix that leaves
@@ -373,6 +400,8 @@ mod user {
     unsafe impl aya::Pod for super::RouteNextHop {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::MasqRule {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::MasqKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::NodeSettings {}
     // SAFETY: as above (`_pad` is always zero).

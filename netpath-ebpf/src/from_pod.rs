@@ -11,7 +11,7 @@ use aya_ebpf::{
     helpers::{bpf_redirect, bpf_redirect_neigh},
     programs::TcContext,
 };
-use netpath_common::{NodeSettings, RouteKey, Stat};
+use netpath_common::{MasqKey, NodeSettings, Stat};
 
 use crate::{
     endpoint,
@@ -62,11 +62,9 @@ pub fn try_from_pod(ctx: &TcContext) -> Result<i32, Stat> {
         } => (ifindex, None, Some((smac, dmac))),
     };
 
-    // SAFETY: the value is copied out at once.
-    let rule = MASQ.get(&Key::new(32, RouteKey { addr: f.saddr })).copied();
-    if let Some(rule) = rule
-        && rule.ifindex == egress
-    {
+    // A masquerade rule for this egress interface and source?
+    let key = Key::new(MasqKey::IFINDEX_BITS + 32, MasqKey::new(egress, f.saddr));
+    if let Some(rule) = MASQ.get(&key).copied() {
         nat::snat(ctx, &f, &rule, &settings)?;
     }
     l3::decrement_ttl(ctx, &f)?;

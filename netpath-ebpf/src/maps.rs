@@ -10,8 +10,8 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use netpath_common::{
-    Counter, CtEntry, CtKey, Endpoint, EndpointKey, MasqRule, NodeSettings, RevNat, RouteKey,
-    RouteNextHop, STAT_COUNT, maps,
+    Counter, CtEntry, CtKey, Endpoint, EndpointKey, MasqKey, MasqRule, NodeSettings, RevNat,
+    RouteKey, RouteNextHop, STAT_COUNT, maps,
 };
 
 /// Local pods by address.
@@ -27,9 +27,10 @@ pub static STATS: PerCpuArray<Counter, { STAT_COUNT as usize }> = PerCpuArray::n
 #[btf_map(name = "routes_v1")]
 pub static ROUTES: LpmTrie<RouteKey, RouteNextHop, { maps::ROUTES_MAX as usize }> = LpmTrie::new();
 
-/// Masquerade rules (longest prefix match on the source).
+/// Masquerade rules (the egress interface, then longest prefix match on
+/// the source).
 #[btf_map(name = "masq_v1")]
-pub static MASQ: LpmTrie<RouteKey, MasqRule, { maps::MASQ_MAX as usize }> = LpmTrie::new();
+pub static MASQ: LpmTrie<MasqKey, MasqRule, { maps::MASQ_MAX as usize }> = LpmTrie::new();
 
 /// Node settings in slot 0.
 #[btf_map(name = "settings_v1")]

@@ -818,19 +818,16 @@ pub enum ConfigError {
         /// The pod CIDR.
         pod_cidr: Ipv4Net,
     },
-    /// Two masquerade rules for the same source prefix.
+    /// Two masquerade rules for the same source prefix and out interface.
     #[error(
-        "two masquerade rules have the source {prefix} (out {first} and out {second}); the \
-         datapath keeps one rule per source prefix: keep one, or split the source into \
-         smaller prefixes"
+        "two masquerade rules have the source {prefix} and out {out}; keep one (rules for \
+         one source through different out interfaces are fine)"
     )]
     DuplicateMasquerade {
         /// The source prefix.
         prefix: Ipv4Net,
-        /// The first rule's out interface.
-        first: String,
-        /// The second rule's out interface.
-        second: String,
+        /// The out interface both rules name.
+        out: String,
     },
     /// `[nat] port_range` is empty or includes port 0.
     #[error(
@@ -1149,7 +1146,7 @@ impl Config {
 
     fn check_masquerade(&self, ifnames: &BTreeMap<String, IfnameOwner>) -> Result<(), ConfigError> {
         let cidr = self.node.pod_cidr;
-        let mut seen: BTreeMap<Ipv4Net, String> = BTreeMap::new();
+        let mut seen: std::collections::BTreeSet<(Ipv4Net, String)> = Default::default();
         for rule in &self.masquerade {
             let source = rule.source.unwrap_or(cidr);
             if source.trunc() != source {
@@ -1168,14 +1165,12 @@ impl Config {
             let owner = IfnameOwner::Masquerade { source };
             self.check_rule_ifname(owner, "out", rule.out.as_deref(), ifnames)?;
             let out = self.masquerade_out(rule).expect("checked above").to_owned();
-            if let Some(first) = seen.get(&source) {
+            if !seen.insert((source, out.clone())) {
                 return Err(ConfigError::DuplicateMasquerade {
                     prefix: source,
-                    first: first.clone(),
-                    second: out,
+                    out,
                 });
             }
-            seen.insert(source, out);
             if let Some(address) = rule.address
                 && let Some(why) = self.not_a_next_hop(address)
             {
@@ -2385,12 +2380,12 @@ gc_interval = 2
 
         let mut c = with(masq(None, None, None));
         c.masquerade
-            .push(masq(Some("10.200.0.0/24"), Some("uplink1"), None));
-        let err = fails(
-            &c,
-            &["10.200.0.0/24", "uplink0", "uplink1", "one rule per source"],
-        );
+            .push(masq(Some("10.200.0.0/24"), Some("uplink0"), None));
+        let err = fails(&c, &["10.200.0.0/24", "uplink0", "keep one"]);
         assert!(matches!(err, ConfigError::DuplicateMasquerade { .. }));
+        // One source out of two interfaces is fine.
+        c.masquerade[1].out = Some("uplink1".into());
+        c.validate().unwrap();
         c.masquerade[1].source = Some(cidr("10.200.0.0/25"));
         c.validate().unwrap();
 

@@ -274,7 +274,7 @@ enum Undo {
 pub struct DatapathPlan {
     /// `routes_v1`, sorted by prefix.
     pub routes: Vec<(Ipv4Net, RouteNextHop)>,
-    /// `masq_v1`, sorted by source prefix.
+    /// `masq_v1`, sorted by out interface, then source prefix.
     pub masq: Vec<(Ipv4Net, MasqRule)>,
     /// Interface name → ifindex of every masquerade `out`: `np_from_uplink`
     /// goes there (the replies to translated traffic arrive there).
@@ -437,7 +437,7 @@ pub async fn plan_datapath(config: &Config, nl: &Netlink) -> Result<DatapathPlan
             }
         }
     }
-    masq.sort_by_key(|(n, _)| *n);
+    masq.sort_by_key(|(n, r)| (r.ifindex, *n));
     Ok(DatapathPlan {
         routes: routes.into_iter().collect(),
         masq,
@@ -464,7 +464,7 @@ async fn datapath_ok(
     let mut routes = maps.routes()?;
     routes.sort_by_key(|(n, _)| *n);
     let mut masq = maps.masq()?;
-    masq.sort_by_key(|(n, _)| *n);
+    masq.sort_by_key(|(n, r)| (r.ifindex, *n));
     let table_size = aya::maps::MapData::from_pin(pins.map(netpath_common::maps::CONNTRACK))
         .ok()
         .and_then(|m| m.info().ok())

@@ -9,8 +9,8 @@ use aya::{
 };
 use ipnet::Ipv4Net;
 use netpath_common::{
-    Counter, CtEntry, CtKey, Endpoint, EndpointKey, MasqRule, NodeSettings, RevNat, RouteKey,
-    RouteNextHop, Stat, maps,
+    Counter, CtEntry, CtKey, Endpoint, EndpointKey, MasqKey, MasqRule, NodeSettings, RevNat,
+    RouteKey, RouteNextHop, Stat, maps,
 };
 
 use crate::datapath::PinDir;
@@ -43,7 +43,7 @@ pub struct NodeMaps {
     endpoints: HashMap<MapData, EndpointKey, Endpoint>,
     stats: PerCpuArray<MapData, Counter>,
     routes: LpmTrie<MapData, RouteKey, RouteNextHop>,
-    masq: LpmTrie<MapData, RouteKey, MasqRule>,
+    masq: LpmTrie<MapData, MasqKey, MasqRule>,
     settings: Array<MapData, NodeSettings>,
     conntrack: HashMap<MapData, CtKey, CtEntry>,
     revnat: HashMap<MapData, CtKey, RevNat>,
@@ -184,14 +184,51 @@ impl NodeMaps {
         dump_lpm(&self.routes, maps::ROUTES)
     }
 
-    /// Makes the masquerade map hold exactly `rules` (source prefix → rule).
+    /// Makes the masquerade map hold exactly `rules` (source prefix → rule;
+    /// the rule's `ifindex` is part of the key).
     pub fn sync_masq(&mut self, rules: &[(Ipv4Net, MasqRule)]) -> Result<(), MapsError> {
-        sync_lpm(&mut self.masq, maps::MASQ, rules)
+        let name = maps::MASQ;
+        let have = self.masq()?;
+        for (net, rule) in rules {
+            if !have.contains(&(*net, *rule)) {
+                self.masq
+                    .insert(&masq_key(net, rule.ifindex), *rule, 0)
+                    .map_err(|source| MapsError::Op {
+                        op: "insert",
+                        name,
+                        source,
+                    })?;
+            }
+        }
+        for (net, rule) in have {
+            if !rules
+                .iter()
+                .any(|(n, r)| *n == net && r.ifindex == rule.ifindex)
+            {
+                ignore_absent(
+                    self.masq.remove(&masq_key(&net, rule.ifindex)),
+                    "remove",
+                    name,
+                )?;
+            }
+        }
+        Ok(())
     }
 
     /// The masquerade rules.
     pub fn masq(&self) -> Result<Vec<(Ipv4Net, MasqRule)>, MapsError> {
-        dump_lpm(&self.masq, maps::MASQ)
+        let entries = collect(self.masq.iter(), maps::MASQ)?;
+        let mut out: Vec<_> = entries
+            .into_iter()
+            .filter_map(|(k, rule)| {
+                let prefix = k.prefix_len().checked_sub(MasqKey::IFINDEX_BITS)?;
+                let net = Ipv4Net::new(Ipv4Addr::from(k.data().saddr), u8::try_from(prefix).ok()?)
+                    .ok()?;
+                Some((net, rule))
+            })
+            .collect();
+        out.sort_by_key(|(n, r)| (r.ifindex, *n));
+        Ok(out)
     }
 
     /// Writes the node settings.
@@ -279,6 +316,13 @@ fn collect<K, V>(
             name,
             source,
         })
+}
+
+fn masq_key(net: &Ipv4Net, ifindex: u32) -> LpmKey<MasqKey> {
+    LpmKey::new(
+        MasqKey::IFINDEX_BITS + u32::from(net.prefix_len()),
+        MasqKey::new(ifindex, net.network().octets()),
+    )
 }
 
 fn lpm_key(net: &Ipv4Net) -> LpmKey<RouteKey> {

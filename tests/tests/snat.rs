@@ -241,6 +241,45 @@ fn conntrack_list_shows_open_flows_with_state_and_nat_mapping() {
 }
 
 #[test]
+fn one_source_is_masqueraded_out_of_two_uplinks_each_with_its_address() {
+    let mut node = TestNode::new("twoup", &["red"]);
+    node.add_router();
+    let routed = node.routed.clone().unwrap();
+    node.config.node.uplink.as_mut().unwrap().gateway = Some(LAN);
+    node.config.routes.push(RouteConfig {
+        dst: "192.168.70.0/24".parse().unwrap(),
+        via: Some(routed.router_addr.addr()),
+        dev: Some("uplink1".into()),
+    });
+    for out in ["uplink0", "uplink1"] {
+        node.config.masquerade.push(MasqueradeConfig {
+            source: None,
+            out: Some(out.into()),
+            address: None,
+        });
+    }
+    node.apply().expect("apply");
+    assert_eq!(node.maps().masq().unwrap().len(), 2);
+    let red = node.pod_ns("red");
+
+    let server = tcp_echo_server(&node.lab.lan_netns, LAN, 9100, 1);
+    let got = tcp_roundtrip(&red, LAN, 9100, b"via uplink0".to_vec());
+    assert_eq!(got.expect("TCP red -> LAN host"), b"via uplink0");
+    assert_eq!(
+        peer_ips(&server.join().unwrap()),
+        BTreeSet::from([IpAddr::V4(NODE)])
+    );
+    let server = tcp_echo_server(&routed.far_netns, FAR, 9101, 1);
+    let got = tcp_roundtrip(&red, FAR, 9101, b"via uplink1".to_vec());
+    assert_eq!(got.expect("TCP red -> far host"), b"via uplink1");
+    assert_eq!(
+        peer_ips(&server.join().unwrap()),
+        BTreeSet::from([IpAddr::V4(NODE1)])
+    );
+    assert!(!node.apply().unwrap().changed(), "idempotent");
+}
+
+#[test]
 fn a_declared_route_via_a_router_reaches_the_far_host() {
     let mut node = TestNode::new("routed", &["red", "blue"]);
     node.add_router();
