@@ -4,7 +4,14 @@
 //! with a bounded number of tries. A port is claimed by inserting its
 //! reverse entry with `BPF_NOEXIST`, so two CPUs never claim the same one.
 
-use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_get_prandom_u32, programs::TcContext};
+use aya_ebpf::{
+    bindings::{
+        BPF_F_CURRENT_NETNS, BPF_NOEXIST, BPF_TCP_LISTEN, bpf_sock_tuple,
+        bpf_sock_tuple__bindgen_ty_1, bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1,
+    },
+    helpers::{bpf_get_prandom_u32, bpf_sk_lookup_udp, bpf_sk_release, bpf_skc_lookup_tcp},
+    programs::TcContext,
+};
 use netpath_common::{CtEntry, CtKey, MasqRule, NodeSettings, RevNat, Stat, reply_key};
 
 use crate::{
@@ -111,7 +118,7 @@ fn allocate(
         port: key.sport,
         _pad: 0,
     };
-    if claim(key, nat_addr, key.sport, &rev) {
+    if claim(ctx, key, nat_addr, key.sport, &rev) {
         return Ok(key.sport);
     }
     let min = u32::from(s.nat_port_min);
@@ -123,7 +130,7 @@ fn allocate(
             break;
         }
         let port = (min + (start + i) % span) as u16;
-        if claim(key, nat_addr, port, &rev) {
+        if claim(ctx, key, nat_addr, port, &rev) {
             count(Stat::SnatPortChanged, ctx.len());
             return Ok(port);
         }
@@ -133,15 +140,67 @@ fn allocate(
 
 /// Claims `port` for `key` by inserting its reverse entry; an existing entry
 /// that already points at the same pod address and port is ours (its
-/// forward entry was evicted or expired).
+/// forward entry was evicted or expired). A port the node's own sockets use
+/// towards the same peer is never claimed.
 #[inline(always)]
-fn claim(key: &CtKey, nat_addr: [u8; 4], port: u16, rev: &RevNat) -> bool {
+fn claim(ctx: &TcContext, key: &CtKey, nat_addr: [u8; 4], port: u16, rev: &RevNat) -> bool {
     let rkey = reply_key(key, nat_addr, port);
+    if node_uses(ctx, &rkey) {
+        return false;
+    }
     if REVNAT.insert(&rkey, rev, u64::from(BPF_NOEXIST)).is_ok() {
         return true;
     }
     // SAFETY: read of a map value.
     matches!(unsafe { REVNAT.get(&rkey) }, Some(r) if r.addr == rev.addr && r.port == rev.port)
+}
+
+/// Whether a socket of the node would receive the reply tuple `rkey`: the
+/// node's own connection to the same peer from the same address and port
+/// (netfilter sees the node's connections in its table; the datapath asks
+/// the socket table, once per new connection). Listening TCP sockets do not
+/// count: replies to a translated flow never reach them. ICMP echo has no
+/// socket lookup; its identifiers are not checked.
+#[inline(always)]
+fn node_uses(ctx: &TcContext, rkey: &CtKey) -> bool {
+    let mut tuple = bpf_sock_tuple {
+        __bindgen_anon_1: bpf_sock_tuple__bindgen_ty_1 {
+            ipv4: bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1 {
+                saddr: u32::from_ne_bytes(rkey.saddr),
+                daddr: u32::from_ne_bytes(rkey.daddr),
+                sport: rkey.sport.to_be(),
+                dport: rkey.dport.to_be(),
+            },
+        },
+    };
+    let size = core::mem::size_of::<bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1>() as u32;
+    let skb = ctx.skb.skb.cast();
+    // SAFETY: `tuple` is a valid IPv4 tuple on the stack and `size` its
+    // size; every socket the helpers return is released below.
+    unsafe {
+        match rkey.proto {
+            IPPROTO_TCP => {
+                let sk =
+                    bpf_skc_lookup_tcp(skb, &raw mut tuple, size, BPF_F_CURRENT_NETNS as u64, 0);
+                if sk.is_null() {
+                    return false;
+                }
+                let listening = (*sk).state == BPF_TCP_LISTEN;
+                bpf_sk_release(sk.cast());
+                !listening
+            }
+            IPPROTO_UDP => {
+                let sk =
+                    bpf_sk_lookup_udp(skb, &raw mut tuple, size, BPF_F_CURRENT_NETNS as u64, 0);
+                if sk.is_null() {
+                    return false;
+                }
+                bpf_sk_release(sk.cast());
+                true
+            }
+            _ => false,
+        }
+    }
 }
 
 /// Reverse-translates a reply `f` arriving on an uplink, if it belongs to a

@@ -455,6 +455,28 @@ fn an_address_of_the_pod_cidr_that_no_pod_holds_never_leaves_the_node() {
 }
 
 #[test]
+fn a_pod_never_takes_the_port_of_the_nodes_own_connection() {
+    let node = snat_node("nodeport", &["red"]);
+    node.apply().expect("apply");
+    let server = tcp_echo_server_concurrent(&node.lab.lan_netns, LAN, 9200, 2);
+    // The node's own connection from port 45678 to LAN:9200...
+    let mut own = tcp_connect(&node.lab.node_netns, LAN, 9200, Some(45678)).expect("node -> LAN");
+    // ...and a pod connection from the same port to the same peer.
+    let mut pods = tcp_connect(&node.pod_ns("red"), LAN, 9200, Some(45678)).expect("pod -> LAN");
+    assert_eq!(tcp_exchange(&mut pods, b"pod").unwrap(), b"pod");
+    assert_eq!(tcp_exchange(&mut own, b"node").unwrap(), b"node");
+    drop((own, pods));
+    let peers = server.join().unwrap();
+    assert_eq!(peers.len(), 2);
+    assert!(peers.iter().all(|p| p.ip() == IpAddr::V4(NODE)));
+    assert!(
+        peers.iter().any(|p| p.port() == 45678) && peers.iter().any(|p| p.port() != 45678),
+        "the pod got another port: {peers:?}"
+    );
+    assert!(stat(&node, Stat::SnatPortChanged) >= 1);
+}
+
+#[test]
 fn pods_reach_the_nodes_own_addresses() {
     // With a default route in the route map, which covers them.
     let mut node = snat_node("podnode", &["red"]);
