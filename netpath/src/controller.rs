@@ -604,10 +604,6 @@ pub async fn apply(config: &Config) -> Result<ApplyReport, ControllerError> {
         return Ok(report);
     }
 
-    if !config.masquerade.is_empty() {
-        warn_port_overlap(config, &node_ns);
-    }
-
     // From here on the system changes; every step is undone on failure.
     let mut undo = Vec::new();
     let result = execute(
@@ -789,32 +785,7 @@ async fn configure_datapath(
     failpoint(&format!("configure-datapath:{}", config.node.name))
 }
 
-/// Warns when the NAT port range overlaps the node's own ephemeral ports:
-/// the datapath does not see the node's connections, so a translated pod
-/// connection and one of the node's to the same remote address and port can
-/// share a port, and the node's replies would go to the pod.
-fn warn_port_overlap(config: &Config, node_ns: &Netns) {
-    let Ok(range) = netlink::read_sysctl(node_ns, "ipv4/ip_local_port_range") else {
-        return;
-    };
-    let mut ports = range
-        .split_whitespace()
-        .filter_map(|p| p.parse::<u16>().ok());
-    let (Some(lo), Some(hi)) = (ports.next(), ports.next()) else {
-        return;
-    };
-    let nat = config.nat.port_range;
-    if nat.min <= hi && lo <= nat.max {
-        warn!(
-            "the NAT port range {nat} overlaps the node's ephemeral ports {lo}-{hi} \
-             (net.ipv4.ip_local_port_range): a node connection and a masqueraded pod \
-             connection to the same remote address and port may share a port; set [nat] \
-             port_range outside {lo}-{hi}, or narrow ip_local_port_range in the node namespace"
-        );
-    }
-}
-
-/// Whether the dummy gateway device exists, is up and holds the gateway.
+/// Whether the gateway device `np0` exists, is up and holds the gateway.
 async fn gateway_ok(nl: &Netlink, gateway: Ipv4Addr) -> Result<bool, ControllerError> {
     let Some(link) = nl.link_by_name(GATEWAY_IFNAME).await? else {
         return Ok(false);
