@@ -61,9 +61,19 @@ enum Task {
         #[arg(last = true)]
         args: Vec<String>,
     },
-    /// Benchmarks: netpath against the classic bridge + iptables datapath
-    /// (not implemented yet).
-    Bench,
+    /// Bootstrap, build `netpath-bench` (release) and run it as root
+    /// (through `sudo -E` when not root): netpath against a bare veth pair
+    /// and the classic bridge + iptables datapath, in the bench's own
+    /// namespaces. Writes bench/results/<timestamp>.json and .png and
+    /// docs/benchmarks.md. Ctrl-C reaches the bench, which cleans up.
+    ///
+    /// Arguments after `--` go to netpath-bench, e.g. `-- --smoke` (every
+    /// figure for about a second) or `-- --help`.
+    Bench {
+        /// Arguments for netpath-bench.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() {
@@ -72,7 +82,7 @@ fn main() {
         Task::Build { release } => build(release),
         Task::Test { args } => test(&args),
         Task::Run { release, args } => run(release, &args),
-        Task::Bench => Ok(bench()),
+        Task::Bench { args } => bench(&args),
     };
     let code = result.unwrap_or_else(|e| {
         // No backtrace (RUST_BACKTRACE=1 is common): the messages say which
@@ -252,12 +262,61 @@ impl Drop for IgnoreSigint {
     }
 }
 
-fn bench() -> i32 {
-    // TODO(issue: benchmarks): bootstrap (`syspkgs` already installs iperf3,
-    // iptables, nftables), wire the same topology twice (bridge + ip_forward
-    // + iptables NAT as the bridge/portmap CNI plugins do, and netpath), run
-    // iperf3 / request-response loads through both in one process and report
-    // ratios. See shared/design.md, "Test layers" 3.
-    eprintln!("cargo xtask bench: not implemented yet (issue: benchmarks)");
-    2
+fn bench(args: &[String]) -> Result<i32> {
+    let tc = toolchain::bootstrap(Missing::Fail)?;
+    check_kernel()?;
+
+    let mut cargo = tc.cargo();
+    cargo.args([
+        "build",
+        "--release",
+        "--package",
+        "netpath-bench",
+        "--bin",
+        "netpath-bench",
+    ]);
+    let code = cargo_status(&mut cargo)?;
+    if code != 0 {
+        return Ok(code);
+    }
+
+    let binary = tc.target_dir().join("release").join("netpath-bench");
+    let mut bench = if cmd::is_root() {
+        Command::new(&binary)
+    } else {
+        require_sudo("the benchmarks (namespaces, iptables inside them, BPF programs)")?;
+        let mut sudo = Command::new("sudo");
+        sudo.arg("-E").arg(&binary);
+        sudo
+    };
+    // The report quotes the command that produced it.
+    let mut shown = String::from("cargo xtask bench");
+    if !args.is_empty() {
+        shown.push_str(" -- ");
+        shown.push_str(&args.join(" "));
+    }
+    bench
+        .args(args)
+        .env("PATH", tc.path_env())
+        .env("NETPATH_BENCH_COMMAND", shown)
+        .current_dir(&tc.workspace);
+    println!("xtask: {}", cmd::display(&bench));
+
+    let fix = format!(
+        "build it with `cargo build --release -p netpath-bench` and run {} as root",
+        binary.display()
+    );
+    let mut child = bench.spawn().map_err(|e| {
+        cmd::step_error(
+            "run netpath-bench",
+            &bench,
+            &format!("could not start: {e}"),
+            &fix,
+        )
+    })?;
+    // As for `run`: the bench handles Ctrl-C (removes its namespaces) and
+    // xtask waits for it.
+    let _sigint = IgnoreSigint::new();
+    let status = child.wait().context("wait for netpath-bench")?;
+    Ok(cmd::exit_code(status))
 }

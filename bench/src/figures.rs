@@ -1,0 +1,332 @@
+//! What is measured ([`Figure`]) and under which conditions ([`Condition`]).
+//!
+//! A figure is one load with its metrics; a condition is the state the
+//! datapaths are in while the figures run (nothing extra, many routes, many
+//! idle conntrack entries). A new figure is a variant here plus its load in
+//! [`crate::load`].
+
+use std::{collections::BTreeMap, path::PathBuf};
+
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    load::{crr, iperf, rr, udp},
+    metrics::cpu::{BpfStats, ProgStats, prog_stats},
+    topology::{Endpoints, SetupKind},
+};
+
+/// Whether more or less of a metric is better.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Better {
+    Higher,
+    Lower,
+}
+
+/// One number a figure produces.
+#[derive(Clone, Copy, Debug)]
+pub struct Metric {
+    pub id: &'static str,
+    pub unit: &'static str,
+    pub better: Better,
+    /// Shown in the headline table and the chart.
+    pub main: bool,
+}
+
+const fn m(id: &'static str, unit: &'static str, better: Better, main: bool) -> Metric {
+    Metric {
+        id,
+        unit,
+        better,
+        main,
+    }
+}
+
+use Better::{Higher, Lower};
+
+const TCP: &[Metric] = &[
+    m("throughput", "Gbit/s", Higher, true),
+    m("retransmits", "segments", Lower, false),
+    m("cpu_busy", "cores", Lower, false),
+];
+const RR: &[Metric] = &[
+    m("transactions", "1/s", Higher, true),
+    m("p50", "µs", Lower, false),
+    m("p99", "µs", Lower, false),
+    m("cpu_per_transaction", "µs", Lower, false),
+];
+const CRR: &[Metric] = &[
+    m("connections", "1/s", Higher, true),
+    m("cpu_per_connection", "µs", Lower, false),
+    m("failed_connections", "per run", Lower, false),
+];
+const UDP: &[Metric] = &[
+    m("delivered", "kpps", Higher, true),
+    m("loss", "%", Lower, false),
+    m("sent", "kpps", Higher, false),
+    m("cpu_per_packet", "ns", Lower, false),
+];
+const BPF: &[Metric] = &[
+    m("prog_ns_per_run", "ns", Lower, true),
+    m("prog_runs_per_packet", "runs", Lower, false),
+    m("prog_ns_per_packet", "ns", Lower, false),
+    m("delivered_with_stats", "kpps", Higher, false),
+];
+
+/// A load and its metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Figure {
+    /// TCP throughput, one stream (iperf3).
+    Tcp1,
+    /// TCP throughput, four streams (iperf3 -P 4).
+    Tcp4,
+    /// Request/response, 1-byte messages.
+    Rr1,
+    /// Request/response, 1 KiB messages.
+    Rr1k,
+    /// New connections per second.
+    Crr,
+    /// 64-byte UDP datagrams, delivered rate and loss.
+    Udp64,
+    /// netpath's program run time per packet (BPF statistics on).
+    BpfCost,
+}
+
+/// What a measurement needs besides its endpoints.
+pub struct MeasureCtx {
+    pub secs: f64,
+    /// The setup's pinned BPF programs ([`Figure::BpfCost`]).
+    pub progs: Vec<PathBuf>,
+}
+
+pub type Values = BTreeMap<String, f64>;
+
+impl Figure {
+    /// Every figure, in report order.
+    pub const ALL: [Figure; 7] = [
+        Figure::Tcp1,
+        Figure::Tcp4,
+        Figure::Rr1,
+        Figure::Rr1k,
+        Figure::Crr,
+        Figure::Udp64,
+        Figure::BpfCost,
+    ];
+    /// The figures repeated under the scaling conditions.
+    pub const SCALING: [Figure; 4] = [Figure::Tcp1, Figure::Rr1, Figure::Crr, Figure::Udp64];
+
+    pub fn id(self) -> &'static str {
+        match self {
+            Figure::Tcp1 => "tcp_1_stream",
+            Figure::Tcp4 => "tcp_4_streams",
+            Figure::Rr1 => "rr_1b",
+            Figure::Rr1k => "rr_1kib",
+            Figure::Crr => "crr",
+            Figure::Udp64 => "udp_64b",
+            Figure::BpfCost => "bpf_cost",
+        }
+    }
+
+    pub fn title(self) -> &'static str {
+        match self {
+            Figure::Tcp1 => "TCP throughput, 1 stream",
+            Figure::Tcp4 => "TCP throughput, 4 streams",
+            Figure::Rr1 => "request/response, 1 B",
+            Figure::Rr1k => "request/response, 1 KiB",
+            Figure::Crr => "new TCP connections",
+            Figure::Udp64 => "UDP 64 B datagrams",
+            Figure::BpfCost => "BPF program run time",
+        }
+    }
+
+    /// A short label for charts.
+    pub fn short(self) -> &'static str {
+        match self {
+            Figure::Tcp1 => "TCP x1",
+            Figure::Tcp4 => "TCP x4",
+            Figure::Rr1 => "RR 1B",
+            Figure::Rr1k => "RR 1KiB",
+            Figure::Crr => "CRR",
+            Figure::Udp64 => "UDP 64B",
+            Figure::BpfCost => "BPF ns",
+        }
+    }
+
+    pub fn metrics(self) -> &'static [Metric] {
+        match self {
+            Figure::Tcp1 | Figure::Tcp4 => TCP,
+            Figure::Rr1 | Figure::Rr1k => RR,
+            Figure::Crr => CRR,
+            Figure::Udp64 => UDP,
+            Figure::BpfCost => BPF,
+        }
+    }
+
+    pub fn main_metric(self) -> Metric {
+        self.metrics()[0]
+    }
+
+    /// Whether the figure means anything for a setup (`Err`: why not).
+    pub fn applies_to(self, kind: SetupKind) -> Result<(), &'static str> {
+        if self == Figure::BpfCost && kind != SetupKind::Netpath {
+            Err("no BPF programs in this datapath")
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Runs the figure's load once.
+    pub fn measure(self, ep: &Endpoints, ctx: &MeasureCtx) -> Result<Values> {
+        let mut v = Values::new();
+        let mut put = |k: &str, x: f64| {
+            if x.is_finite() {
+                v.insert(k.to_owned(), x);
+            }
+        };
+        match self {
+            Figure::Tcp1 | Figure::Tcp4 => {
+                let streams = if self == Figure::Tcp1 { 1 } else { 4 };
+                let r = iperf::run(ep, streams, ctx.secs)?;
+                put("throughput", r.gbit_per_s);
+                if let Some(x) = r.retransmits {
+                    put("retransmits", x);
+                }
+                put("cpu_busy", r.cpu_cores);
+            }
+            Figure::Rr1 | Figure::Rr1k => {
+                let size = if self == Figure::Rr1 { 1 } else { 1024 };
+                let r = rr::run(ep, size, ctx.secs)?;
+                put("transactions", r.tps);
+                put("p50", r.p50_us);
+                put("p99", r.p99_us);
+                put("cpu_per_transaction", r.cpu_us_per_tx);
+            }
+            Figure::Crr => {
+                let r = crr::run(ep, ctx.secs)?;
+                put("connections", r.conn_per_s);
+                put("cpu_per_connection", r.cpu_us_per_conn);
+                put("failed_connections", r.errors as f64);
+            }
+            Figure::Udp64 => {
+                let r = udp::run(ep, ctx.secs, || {})?;
+                put("delivered", r.delivered_pps / 1e3);
+                put("sent", r.sent_pps / 1e3);
+                put("loss", r.loss * 100.0);
+                put("cpu_per_packet", r.cpu_ns_per_pkt);
+            }
+            Figure::BpfCost => {
+                anyhow::ensure!(!ctx.progs.is_empty(), "the setup pinned no BPF programs");
+                let _stats = BpfStats::enable()?;
+                let mut snaps: Vec<Result<ProgStats>> = Vec::new();
+                let r = udp::run(ep, ctx.secs, || snaps.push(prog_stats(&ctx.progs)))?;
+                let (Some(Ok(before)), Some(Ok(after))) = (snaps.first(), snaps.get(1)) else {
+                    let err = snaps.into_iter().find_map(Result::err);
+                    anyhow::bail!("reading program statistics failed: {err:?}");
+                };
+                let d = after.since(*before);
+                anyhow::ensure!(
+                    d.run_cnt > 0,
+                    "the programs did not run (run_cnt unchanged)"
+                );
+                put("prog_ns_per_run", d.run_time_ns as f64 / d.run_cnt as f64);
+                if r.received > 0 {
+                    put("prog_runs_per_packet", d.run_cnt as f64 / r.received as f64);
+                    put(
+                        "prog_ns_per_packet",
+                        d.run_time_ns as f64 / r.received as f64,
+                    );
+                }
+                put("delivered_with_stats", r.delivered_pps / 1e3);
+            }
+        }
+        Ok(v)
+    }
+}
+
+/// The state the datapaths are in while the figures run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Condition {
+    /// Just the two pods.
+    Baseline,
+    /// This many extra routes in the node.
+    Routes(usize),
+    /// This many idle conntrack entries (real UDP flows through the SNAT).
+    Conntrack(u64),
+}
+
+impl Condition {
+    pub fn id(self) -> String {
+        match self {
+            Condition::Baseline => "baseline".into(),
+            Condition::Routes(n) => format!("routes_{n}"),
+            Condition::Conntrack(n) => format!("conntrack_{n}"),
+        }
+    }
+
+    pub fn title(self) -> String {
+        match self {
+            Condition::Baseline => "baseline".into(),
+            Condition::Routes(n) => format!("{} routes in the node", thousands(n as u64)),
+            Condition::Conntrack(n) => format!("{} idle conntrack entries", thousands(n)),
+        }
+    }
+
+    pub fn figures(self) -> &'static [Figure] {
+        match self {
+            Condition::Baseline => &Figure::ALL,
+            _ => &Figure::SCALING,
+        }
+    }
+}
+
+/// 100000 → "100,000".
+pub fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_unique() {
+        let mut ids: Vec<_> = Figure::ALL.iter().map(|f| f.id()).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), Figure::ALL.len());
+        for f in Figure::ALL {
+            assert!(f.main_metric().main, "{f:?}");
+        }
+    }
+
+    #[test]
+    fn applicability() {
+        assert!(Figure::BpfCost.applies_to(SetupKind::Netpath).is_ok());
+        assert!(Figure::BpfCost.applies_to(SetupKind::Classic).is_err());
+        assert!(Figure::BpfCost.applies_to(SetupKind::Limit).is_err());
+        assert!(Figure::Tcp1.applies_to(SetupKind::Limit).is_ok());
+    }
+
+    #[test]
+    fn condition_names() {
+        assert_eq!(Condition::Conntrack(100_000).id(), "conntrack_100000");
+        assert_eq!(
+            Condition::Conntrack(100_000).title(),
+            "100,000 idle conntrack entries"
+        );
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+    }
+}

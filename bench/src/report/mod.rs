@@ -1,0 +1,382 @@
+//! The results of a run: every raw sample ([`Results`], written as JSON by
+//! [`json`]), the summary (median and spread per setup, ratios
+//! netpath/classic and netpath/limit from per-round pairs), the markdown
+//! page ([`markdown`]) and the chart ([`png`]).
+
+pub mod json;
+pub mod markdown;
+pub mod png;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    figures::{Better, Condition, Figure, Values},
+    machine::Machine,
+    metrics::memory::Memory,
+    topology::{Scenario, SetupKind},
+};
+
+/// One measurement (or the reason there is none).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Sample {
+    pub round: usize,
+    pub condition: String,
+    pub scenario: Scenario,
+    pub figure: Figure,
+    pub setup: SetupKind,
+    /// Metric id → value (units: see the summary rows).
+    pub values: Values,
+    /// The measurement failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The setup cannot serve this (yet): why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unavailable: Option<String>,
+    /// Wall time of the measurement.
+    pub seconds: f64,
+}
+
+/// Median and spread of a set of samples.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Spread {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+    pub p25: f64,
+    pub p75: f64,
+    pub n: usize,
+}
+
+impl Spread {
+    pub fn of(values: &[f64]) -> Option<Spread> {
+        let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        let q = |p: f64| {
+            // Linear interpolation between closest ranks.
+            let pos = p * (v.len() - 1) as f64;
+            let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+            v[lo] + (v[hi] - v[lo]) * (pos - lo as f64)
+        };
+        Some(Spread {
+            median: q(0.5),
+            min: v[0],
+            max: v[v.len() - 1],
+            p25: q(0.25),
+            p75: q(0.75),
+            n: v.len(),
+        })
+    }
+}
+
+/// One metric of one figure in one scenario and condition, across setups.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SummaryRow {
+    pub condition: String,
+    pub scenario: Scenario,
+    pub figure: Figure,
+    pub metric: String,
+    pub unit: String,
+    pub better: Better,
+    pub main: bool,
+    /// Per setup; absent when there is no sample.
+    pub setups: BTreeMap<SetupKind, Spread>,
+    /// Why a setup has no numbers.
+    pub missing: BTreeMap<SetupKind, String>,
+    /// netpath / classic, from the rounds where both have a value.
+    pub netpath_vs_classic: Option<Spread>,
+    /// netpath / limit, likewise.
+    pub netpath_vs_limit: Option<Spread>,
+}
+
+/// What a condition did to each setup before its figures ran.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ConditionPrep {
+    /// The setup is not measured under this condition: why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conntrack_entries: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub routes: Option<usize>,
+    /// Where the routes went.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub routes_installed: Option<String>,
+    /// The setup sits this condition out: why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unavailable: Option<String>,
+    /// Per scenario: why it cannot run (probe failed, ...).
+    pub scenarios_unavailable: BTreeMap<Scenario, String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ConditionRecord {
+    pub id: String,
+    pub title: String,
+    pub condition: Condition,
+    pub figures: Vec<Figure>,
+    pub setups: BTreeMap<SetupKind, ConditionPrep>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SetupRecord {
+    pub description: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub build_error: Option<String>,
+}
+
+/// The run's parameters.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunParams {
+    pub smoke: bool,
+    pub rounds: usize,
+    pub seconds_per_figure: f64,
+    pub routes: usize,
+    pub conntrack: Vec<u64>,
+    /// `debug` or `release`: how the load generators were compiled.
+    pub profile: String,
+}
+
+/// Everything one run produced.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Results {
+    pub schema: u32,
+    /// `YYYYMMDDTHHMMSSZ`, the name of the result files.
+    pub id: String,
+    pub started: String,
+    pub finished: String,
+    pub command: String,
+    pub params: RunParams,
+    pub machine: Machine,
+    pub setups: BTreeMap<SetupKind, SetupRecord>,
+    pub conditions: Vec<ConditionRecord>,
+    pub memory: Memory,
+    pub samples: Vec<Sample>,
+    pub summary: Vec<SummaryRow>,
+    pub notes: Vec<String>,
+}
+
+impl Results {
+    /// Reads a results file back (to render it again).
+    pub fn load(path: &std::path::Path) -> anyhow::Result<Results> {
+        use anyhow::Context as _;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+        serde_json::from_str(&text)
+            .with_context(|| format!("{}: not a netpath-bench results file", path.display()))
+    }
+
+    /// Fills [`Results::summary`] from the samples.
+    pub fn summarize(&mut self) {
+        self.summary = summarize(&self.conditions, &self.samples);
+    }
+
+    /// The summary row of a metric.
+    pub fn row(
+        &self,
+        condition: &str,
+        scenario: Scenario,
+        figure: Figure,
+        metric: &str,
+    ) -> Option<&SummaryRow> {
+        self.summary.iter().find(|r| {
+            r.condition == condition
+                && r.scenario == scenario
+                && r.figure == figure
+                && r.metric == metric
+        })
+    }
+}
+
+/// Median/spread per setup and per-round ratios, in report order.
+pub fn summarize(conditions: &[ConditionRecord], samples: &[Sample]) -> Vec<SummaryRow> {
+    let mut rows = Vec::new();
+    for cond in conditions {
+        for scenario in Scenario::ALL {
+            for &figure in &cond.figures {
+                let of = |setup: SetupKind| {
+                    samples.iter().filter(move |s| {
+                        s.condition == cond.id
+                            && s.scenario == scenario
+                            && s.figure == figure
+                            && s.setup == setup
+                    })
+                };
+                // Every metric the figure declares, then any extra ones the
+                // samples carry.
+                let mut metrics: Vec<(String, String, Better, bool)> = figure
+                    .metrics()
+                    .iter()
+                    .map(|m| (m.id.to_owned(), m.unit.to_owned(), m.better, m.main))
+                    .collect();
+                for s in samples
+                    .iter()
+                    .filter(|s| s.condition == cond.id && s.figure == figure)
+                {
+                    for k in s.values.keys() {
+                        if !metrics.iter().any(|m| &m.0 == k) {
+                            metrics.push((k.clone(), String::new(), Better::Higher, false));
+                        }
+                    }
+                }
+                for (metric, unit, better, main) in metrics {
+                    let by_round = |setup: SetupKind| -> BTreeMap<usize, f64> {
+                        of(setup)
+                            .filter_map(|s| s.values.get(&metric).map(|v| (s.round, *v)))
+                            .collect()
+                    };
+                    let mut setups = BTreeMap::new();
+                    let mut missing = BTreeMap::new();
+                    for kind in SetupKind::ALL {
+                        let vals: Vec<f64> = by_round(kind).into_values().collect();
+                        if let Some(sp) = Spread::of(&vals) {
+                            setups.insert(kind, sp);
+                        } else if let Some(why) =
+                            of(kind).find_map(|s| s.unavailable.clone().or_else(|| s.error.clone()))
+                        {
+                            missing.insert(kind, why);
+                        }
+                    }
+                    let ratio = |den: SetupKind| {
+                        let np = by_round(SetupKind::Netpath);
+                        let d = by_round(den);
+                        let r: Vec<f64> = np
+                            .iter()
+                            .filter_map(|(round, n)| {
+                                d.get(round).filter(|x| **x != 0.0).map(|x| n / x)
+                            })
+                            .collect();
+                        Spread::of(&r)
+                    };
+                    rows.push(SummaryRow {
+                        condition: cond.id.clone(),
+                        scenario,
+                        figure,
+                        metric: metric.clone(),
+                        unit,
+                        better,
+                        main,
+                        netpath_vs_classic: ratio(SetupKind::Classic),
+                        netpath_vs_limit: ratio(SetupKind::Limit),
+                        setups,
+                        missing,
+                    });
+                }
+            }
+        }
+    }
+    rows
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` and `YYYYMMDDTHHMMSSZ` of a Unix time.
+pub fn utc(unix: u64) -> (String, String) {
+    let days = (unix / 86_400) as i64;
+    let secs = unix % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    let (hh, mm, ss) = (secs / 3600, secs / 60 % 60, secs % 60);
+    (
+        format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z"),
+        format!("{y:04}{m:02}{d:02}T{hh:02}{mm:02}{ss:02}Z"),
+    )
+}
+
+/// Now, as [`utc`].
+pub fn now_utc() -> (String, String) {
+    let unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    utc(unix)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spread() {
+        let s = Spread::of(&[3.0, 1.0, 2.0, f64::NAN]).unwrap();
+        assert_eq!((s.median, s.min, s.max, s.n), (2.0, 1.0, 3.0, 3));
+        assert_eq!((s.p25, s.p75), (1.5, 2.5));
+        let s = Spread::of(&[1.0, 2.0, 3.0, 4.0]).unwrap();
+        assert_eq!(s.median, 2.5);
+        assert!(Spread::of(&[]).is_none());
+    }
+
+    #[test]
+    fn dates() {
+        assert_eq!(utc(0).0, "1970-01-01T00:00:00Z");
+        assert_eq!(utc(951_782_400).0, "2000-02-29T00:00:00Z");
+        assert_eq!(utc(1_767_225_599).1, "20251231T235959Z");
+    }
+
+    fn sample(round: usize, setup: SetupKind, v: Option<f64>) -> Sample {
+        Sample {
+            round,
+            condition: "baseline".into(),
+            scenario: Scenario::PodToPod,
+            figure: Figure::Crr,
+            setup,
+            values: v
+                .map(|v| [("connections".to_owned(), v)].into())
+                .unwrap_or_default(),
+            error: None,
+            unavailable: v.is_none().then(|| "nope".to_owned()),
+            seconds: 1.0,
+        }
+    }
+
+    #[test]
+    fn ratios_pair_rounds() {
+        let cond = ConditionRecord {
+            id: "baseline".into(),
+            title: "baseline".into(),
+            condition: Condition::Baseline,
+            figures: vec![Figure::Crr],
+            setups: BTreeMap::new(),
+        };
+        let samples = vec![
+            sample(0, SetupKind::Limit, Some(100.0)),
+            sample(0, SetupKind::Classic, Some(50.0)),
+            sample(0, SetupKind::Netpath, Some(75.0)),
+            sample(1, SetupKind::Limit, Some(200.0)),
+            sample(1, SetupKind::Classic, Some(100.0)),
+            sample(1, SetupKind::Netpath, Some(100.0)),
+        ];
+        let rows = summarize(std::slice::from_ref(&cond), &samples);
+        let row = rows
+            .iter()
+            .find(|r| r.scenario == Scenario::PodToPod && r.metric == "connections")
+            .unwrap();
+        let vc = row.netpath_vs_classic.unwrap();
+        assert_eq!((vc.min, vc.max, vc.median), (1.0, 1.5, 1.25));
+        let vl = row.netpath_vs_limit.unwrap();
+        assert_eq!((vl.min, vl.max), (0.5, 0.75));
+        assert_eq!(row.setups[&SetupKind::Classic].median, 75.0);
+
+        let samples = vec![
+            sample(0, SetupKind::Classic, Some(50.0)),
+            sample(0, SetupKind::Netpath, None),
+        ];
+        let rows = summarize(&[cond], &samples);
+        let row = rows
+            .iter()
+            .find(|r| r.scenario == Scenario::PodToPod && r.metric == "connections")
+            .unwrap();
+        assert!(row.netpath_vs_classic.is_none());
+        assert_eq!(row.missing[&SetupKind::Netpath], "nope");
+    }
+}

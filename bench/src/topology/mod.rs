@@ -1,0 +1,223 @@
+//! The three ways the bench wires the same two pods and LAN host, behind one
+//! [`Setup`] trait: [`limit`] (a bare veth pair, the ceiling), [`classic`]
+//! (bridge + `ip_forward` + iptables MASQUERADE, as the CNI `bridge` plugin
+//! with `ipMasq` does it) and [`netpath`] (the controller's own pods).
+//!
+//! A new scenario (DNAT, services, ...) adds a [`Scenario`] variant and the
+//! endpoints each setup offers for it; a setup that cannot serve it says why
+//! in [`Setup::endpoints`] and its figures are reported as `null` with that
+//! reason.
+
+pub mod classic;
+pub mod limit;
+pub mod netpath;
+
+use std::{net::Ipv4Addr, path::PathBuf};
+
+use ::netpath::{
+    netlink::{Netlink, Route},
+    netns::Netns,
+};
+use anyhow::{Context as _, Result};
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+/// Which datapath.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SetupKind {
+    /// A direct veth pair between two namespaces: what any datapath between
+    /// two namespaces on this machine can at best do.
+    Limit,
+    /// Linux bridge + ip_forward + iptables MASQUERADE.
+    Classic,
+    /// netpath's eBPF datapath.
+    Netpath,
+}
+
+impl SetupKind {
+    pub const ALL: [SetupKind; 3] = [SetupKind::Limit, SetupKind::Classic, SetupKind::Netpath];
+
+    pub fn id(self) -> &'static str {
+        match self {
+            SetupKind::Limit => "limit",
+            SetupKind::Classic => "classic",
+            SetupKind::Netpath => "netpath",
+        }
+    }
+}
+
+/// What talks to what.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scenario {
+    /// Pod `red` → pod `blue` on the same node.
+    PodToPod,
+    /// Pod `red` → the LAN host, through the node's SNAT.
+    PodToLan,
+}
+
+impl Scenario {
+    pub const ALL: [Scenario; 2] = [Scenario::PodToPod, Scenario::PodToLan];
+
+    pub fn id(self) -> &'static str {
+        match self {
+            Scenario::PodToPod => "pod_to_pod",
+            Scenario::PodToLan => "pod_to_lan",
+        }
+    }
+
+    pub fn title(self) -> &'static str {
+        match self {
+            Scenario::PodToPod => "pod → pod (same node)",
+            Scenario::PodToLan => "pod → LAN host (SNAT)",
+        }
+    }
+}
+
+/// Where a load's client and server run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoints {
+    pub client_ns: String,
+    pub server_ns: String,
+    /// The address the server listens on and the client connects to.
+    pub server_addr: Ipv4Addr,
+}
+
+/// BPF objects a setup pinned, for the memory and CPU figures.
+#[derive(Clone, Debug, Default)]
+pub struct BpfPins {
+    pub maps: Vec<PathBuf>,
+    pub progs: Vec<PathBuf>,
+}
+
+/// One way of wiring the topology.
+pub trait Setup: Send {
+    fn kind(&self) -> SetupKind;
+
+    /// Creates everything (namespaces, links, rules, programs). On error the
+    /// caller still calls [`Setup::teardown`].
+    fn build(&mut self) -> Result<()>;
+
+    /// Removes everything this setup created. Idempotent, never fails.
+    fn teardown(&mut self);
+
+    /// The client and server of `scenario`, or why this setup has none.
+    fn endpoints(&self, scenario: Scenario) -> Result<Endpoints, String>;
+
+    /// Whether the setup is measured under `condition` (`Err`: why not; no
+    /// samples then).
+    fn applies(&self, _condition: crate::figures::Condition) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Installs `n` extra routes where this datapath looks routes up;
+    /// returns where they went (checked), for the report.
+    fn add_routes(&mut self, _n: usize) -> Result<String, String> {
+        Err("not applicable: a direct veth pair does no routing".into())
+    }
+
+    /// Removes the routes of [`Setup::add_routes`].
+    fn remove_routes(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    /// Prepares for idle conntrack entries (e.g. a long UDP timeout).
+    fn prepare_conntrack(&mut self) -> Result<(), String> {
+        Err("not applicable: a direct veth pair tracks no connections".into())
+    }
+
+    /// How many connections the datapath tracks now.
+    fn conntrack_count(&self) -> Result<u64, String> {
+        Err("not applicable: a direct veth pair tracks no connections".into())
+    }
+
+    /// The setup's BPF maps and programs (pins).
+    fn bpf_pins(&self) -> BpfPins {
+        BpfPins::default()
+    }
+
+    /// How it is wired, in `ip`/`iptables` terms, for the report.
+    fn describe(&self) -> Vec<String>;
+}
+
+/// How many /24 networks 172.16.0.0/12 holds: the most routes the routing
+/// condition installs.
+pub const MAX_SCALE_ROUTES: usize = 4096;
+
+/// The networks [`add_node_routes`] installs: `172.16.0.0/24`,
+/// `172.16.1.0/24`, ... (never used by any traffic).
+pub fn scale_route(i: usize) -> Ipv4Net {
+    let base = u32::from(Ipv4Addr::new(172, 16, 0, 0));
+    Ipv4Net::new(Ipv4Addr::from(base + ((i as u32) << 8)), 24).expect("valid /24")
+}
+
+/// `ip -n NODE route replace 172.16.x.0/24 via GW dev UPLINK`, `n` times.
+pub fn add_node_routes(node_ns: &str, uplink: &str, via: Ipv4Addr, n: usize) -> Result<()> {
+    crate::ns::check_ours(node_ns)?;
+    crate::ns::block_on(async {
+        let ns = Netns::open(node_ns)?;
+        let nl = Netlink::connect(&ns).await?;
+        let link = nl
+            .link_by_name(uplink)
+            .await?
+            .with_context(|| format!("{uplink} in {node_ns}"))?;
+        for i in 0..n {
+            nl.replace_route(&Route {
+                dst: scale_route(i),
+                gateway: Some(via),
+                oif: Some(link.index),
+                src: None,
+                scope_link: false,
+                onlink: false,
+            })
+            .await?;
+        }
+        anyhow::Ok(())
+    })
+}
+
+/// Removes the routes [`add_node_routes`] added.
+pub fn remove_node_routes(node_ns: &str, n: usize) -> Result<()> {
+    crate::ns::check_ours(node_ns)?;
+    crate::ns::block_on(async {
+        let ns = Netns::open(node_ns)?;
+        let nl = Netlink::connect(&ns).await?;
+        for i in 0..n {
+            nl.delete_route(&Route {
+                dst: scale_route(i),
+                gateway: None,
+                oif: None,
+                src: None,
+                scope_link: false,
+                onlink: false,
+            })
+            .await?;
+        }
+        anyhow::Ok(())
+    })
+}
+
+/// The number of IPv4 routes in the main table of `ns`.
+pub fn route_count(ns: &str) -> Result<usize> {
+    crate::ns::check_ours(ns)?;
+    crate::ns::block_on(async {
+        let netns = Netns::open(ns)?;
+        let nl = Netlink::connect(&netns).await?;
+        anyhow::Ok(nl.routes().await?.len())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scale_routes_are_distinct_and_private() {
+        assert_eq!(scale_route(0).to_string(), "172.16.0.0/24");
+        assert_eq!(scale_route(1).to_string(), "172.16.1.0/24");
+        assert_eq!(scale_route(999).to_string(), "172.19.231.0/24");
+        let private: Ipv4Net = "172.16.0.0/12".parse().unwrap();
+        assert!(private.contains(&scale_route(MAX_SCALE_ROUTES - 1)));
+    }
+}

@@ -1,0 +1,311 @@
+//! netpath's datapath: the same node + LAN host namespaces (a [`Lab`]) and
+//! the same two pods, built by [`netpath::controller::apply`] from a
+//! configuration, exactly as `netpath apply` would.
+//!
+//! The configuration is written as TOML (the format users write), so a new
+//! netpath option — port-forwards, services — is a line in
+//! [`Netpath::config_toml`], and the scenarios that need it start producing
+//! numbers as soon as the datapath serves them: the runner probes every
+//! scenario with a TCP connect first and reports `null` with the reason
+//! while it fails.
+
+use std::{fs, net::Ipv4Addr, path::PathBuf};
+
+use anyhow::{Context as _, Result};
+use netpath::{
+    config::Config,
+    controller,
+    datapath::PinDir,
+    lab::{LAN_IFNAME, Lab, UPLINK},
+    maps::NodeMaps,
+};
+
+use super::{BpfPins, Endpoints, Scenario, Setup, SetupKind};
+use crate::{
+    figures::thousands,
+    ns::{self, Names},
+};
+
+/// The pod CIDR: the same as the classic setup's, so both carry the same
+/// addresses.
+pub const POD_CIDR: &str = "10.201.0.0/24";
+
+/// SNAT the way the classic setup does it: pod traffic leaving through the
+/// uplink is masqueraded (`[[masquerade]]`, source = the pod CIDR, out = the
+/// uplink), pods' default route goes via the LAN host (`node.uplink.gateway`),
+/// and idle UDP flows live as long as in the classic node during the
+/// conntrack conditions. Tried first; a netpath whose configuration does not
+/// know these keys yet falls back to [`BASE_ONLY`].
+pub const SNAT_UPLINK_TOML: &str = "gateway = \"192.168.50.1\"\n";
+pub const SNAT_TOML: &str = "\n[[masquerade]]\n\n[conntrack]\nudp_timeout = 3600\n";
+/// What the notes say when the fallback was used.
+pub const BASE_ONLY: &str = "netpath's configuration has no SNAT keys ([[masquerade]], node.uplink.gateway); built without them";
+
+/// Why pod → LAN host has no numbers while the probe fails.
+pub const NO_SNAT: &str = "netpath SNAT not available";
+
+pub struct Netpath {
+    lab: Lab,
+    names: Names,
+    /// Whether the SNAT keys were accepted.
+    snat: bool,
+    addresses: Vec<(String, Ipv4Addr)>,
+    built: bool,
+    routes: usize,
+}
+
+impl Netpath {
+    pub fn new(names: &Names) -> Self {
+        Self {
+            lab: Lab::new(names.ns("n-node"), names.ns("n-lan")),
+            names: names.clone(),
+            snat: false,
+            addresses: Vec::new(),
+            built: false,
+            routes: 0,
+        }
+    }
+
+    pub fn instance(&self) -> String {
+        self.names.instance()
+    }
+
+    /// The configuration the setup applies, as TOML, with or without the
+    /// SNAT keys, with `routes` extra `[[routes]]` (172.16.x.0/24 via the LAN
+    /// host; needs the SNAT-era keys).
+    pub fn config_toml(&self, snat: bool, routes: usize) -> String {
+        let mut text = format!(
+            "[node]\n\
+             name = \"{instance}\"\n\
+             netns = \"{node}\"\n\
+             pod_cidr = \"{POD_CIDR}\"\n\
+             pod_netns_prefix = \"{prefix}\"\n\n\
+             [node.uplink]\n\
+             name = \"{UPLINK}\"\n\
+             {uplink_extra}\n\
+             [[pods]]\n\
+             name = \"red\"\n\n\
+             [[pods]]\n\
+             name = \"blue\"\n\
+             {extra}",
+            instance = self.instance(),
+            node = self.lab.node_netns,
+            prefix = self.names.ns("n-"),
+            uplink_extra = if snat { SNAT_UPLINK_TOML } else { "" },
+            extra = if snat { SNAT_TOML } else { "" },
+        );
+        for i in 0..routes {
+            text += &format!(
+                "\n[[routes]]\ndst = \"{}\"\nvia = \"{}\"\n",
+                super::scale_route(i),
+                self.lab.lan_addr.addr()
+            );
+        }
+        text
+    }
+
+    /// The configuration: with the SNAT keys if this netpath knows them.
+    fn config(&self) -> Result<(Config, bool)> {
+        let with = self.config_toml(true, 0);
+        match Config::from_toml_str(&with).and_then(|c| c.validate().map(|()| c)) {
+            Ok(c) => Ok((c, true)),
+            Err(snat_err) => {
+                let text = self.config_toml(false, 0);
+                let c = Config::from_toml_str(&text)
+                    .with_context(|| format!("the bench's netpath configuration:\n{text}"))?;
+                log::info!("netpath SNAT keys refused ({snat_err}); {BASE_ONLY}");
+                Ok((c, false))
+            }
+        }
+    }
+
+    fn pod_ns(&self, pod: &str) -> String {
+        self.names.ns(&format!("n-{pod}"))
+    }
+
+    fn address(&self, pod: &str) -> Result<Ipv4Addr, String> {
+        self.addresses
+            .iter()
+            .find(|(p, _)| p == pod)
+            .map(|(_, a)| *a)
+            .ok_or_else(|| format!("netpath did not build pod {pod}"))
+    }
+
+    /// Applies the configuration again with `routes` extra routes.
+    fn reapply(&self, routes: usize) -> Result<()> {
+        let text = self.config_toml(self.snat, routes);
+        let config = Config::from_toml_str(&text).context("the routes configuration")?;
+        ns::block_on(controller::apply(&config))
+            .with_context(|| format!("netpath apply with {routes} routes"))?;
+        Ok(())
+    }
+
+    fn pins(&self) -> PinDir {
+        PinDir::for_instance(&self.instance())
+    }
+}
+
+fn list(dir: PathBuf) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    v.sort();
+    v
+}
+
+impl Setup for Netpath {
+    fn kind(&self) -> SetupKind {
+        SetupKind::Netpath
+    }
+
+    fn build(&mut self) -> Result<()> {
+        for ns in [&self.lab.node_netns, &self.lab.lan_netns] {
+            ns::check_ours(ns)?;
+        }
+        let (config, snat) = self.config()?;
+        self.snat = snat;
+        self.built = true;
+        let lab = self.lab.clone();
+        let report = ns::block_on(async move {
+            lab.create().await?;
+            anyhow::Ok(controller::apply(&config).await?)
+        })?;
+        self.addresses = report.addresses.into_iter().collect();
+        Ok(())
+    }
+
+    fn teardown(&mut self) {
+        if std::mem::take(&mut self.built) {
+            let instance = self.instance();
+            let lab = self.lab.clone();
+            ns::block_on(async move {
+                if let Err(e) = controller::destroy(&instance).await {
+                    log::warn!("destroy netpath instance {instance}: {e}");
+                }
+                lab.destroy().await;
+            });
+        }
+    }
+
+    fn endpoints(&self, scenario: Scenario) -> Result<Endpoints, String> {
+        Ok(match scenario {
+            Scenario::PodToPod => Endpoints {
+                client_ns: self.pod_ns("red"),
+                server_ns: self.pod_ns("blue"),
+                server_addr: self.address("blue")?,
+            },
+            Scenario::PodToLan => Endpoints {
+                client_ns: self.pod_ns("red"),
+                server_ns: self.lab.lan_netns.clone(),
+                server_addr: self.lab.lan_addr.addr(),
+            },
+        })
+    }
+
+    /// netpath's own route map (`[[routes]]`, re-applied) when its
+    /// configuration has routes; otherwise kernel routes in the node
+    /// namespace.
+    fn add_routes(&mut self, n: usize) -> Result<String, String> {
+        self.routes = n;
+        if self.snat {
+            self.reapply(n).map_err(|e| format!("{e:#}"))?;
+            let maps = NodeMaps::open_pinned(&self.pins()).map_err(|e| e.to_string())?;
+            let have = maps.routes().map_err(|e| e.to_string())?.len();
+            if have < n {
+                return Err(format!(
+                    "netpath apply with {n} [[routes]] left {have} entries in its route map"
+                ));
+            }
+            Ok(format!(
+                "{} `[[routes]]` via the LAN host, re-applied ({} entries in its route map)",
+                thousands(n as u64),
+                thousands(have as u64)
+            ))
+        } else {
+            super::add_node_routes(&self.lab.node_netns, UPLINK, self.lab.lan_addr.addr(), n)
+                .map_err(|e| format!("{e:#}"))?;
+            Ok(format!(
+                "{} kernel routes in the node (its configuration has no [[routes]])",
+                thousands(n as u64)
+            ))
+        }
+    }
+
+    fn remove_routes(&mut self) -> Result<()> {
+        let n = std::mem::take(&mut self.routes);
+        if self.snat {
+            self.reapply(0)
+        } else {
+            super::remove_node_routes(&self.lab.node_netns, n)
+        }
+    }
+
+    fn prepare_conntrack(&mut self) -> Result<(), String> {
+        // Nothing expires entries while no netpath daemon runs its garbage
+        // collector, so idle flows stay in the map.
+        Ok(())
+    }
+
+    fn conntrack_count(&self) -> Result<u64, String> {
+        let maps = NodeMaps::open_pinned(&self.pins()).map_err(|e| e.to_string())?;
+        maps.conntrack()
+            .map(|v| v.len() as u64)
+            .map_err(|e| e.to_string())
+    }
+
+    fn bpf_pins(&self) -> BpfPins {
+        let pins = self.pins();
+        BpfPins {
+            maps: list(pins.root().join("maps")),
+            progs: list(pins.root().join("progs")),
+        }
+    }
+
+    fn describe(&self) -> Vec<String> {
+        let mut lines = vec![format!(
+            "node netns {} (uplink {UPLINK} {}) ══ veth ══ LAN host netns {} ({LAN_IFNAME} {})",
+            self.lab.node_netns, self.lab.node_addr, self.lab.lan_netns, self.lab.lan_addr
+        )];
+        for (pod, addr) in &self.addresses {
+            lines.push(format!(
+                "pod {pod}: netns {} eth0 {addr}/32, built by netpath::controller::apply",
+                self.pod_ns(pod)
+            ));
+        }
+        if !self.snat {
+            lines.push(BASE_ONLY.into());
+        }
+        lines.push("configuration (netpath apply):".into());
+        lines.extend(
+            self.config_toml(self.snat, 0)
+                .lines()
+                .filter(|l| !l.is_empty())
+                .map(|l| format!("  {l}")),
+        );
+        lines
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_parses_and_validates() {
+        let names = Names {
+            prefix: "npb-4242".into(),
+        };
+        let np = Netpath::new(&names);
+        let (c, _snat) = np.config().unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.node.name, "npb-4242");
+        assert_eq!(c.node.netns.as_deref(), Some("npb-4242-n-node"));
+        assert_eq!(c.pod_netns(&c.pods[0]), "npb-4242-n-red");
+        assert_eq!(c.pods.len(), 2);
+        let text = np.config_toml(true, 3);
+        assert_eq!(text.matches("[[routes]]").count(), 3);
+        assert!(text.contains("dst = \"172.16.2.0/24\""));
+    }
+}
