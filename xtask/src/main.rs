@@ -1,9 +1,9 @@
 //! `cargo xtask`: builds, tests and runs netpath on a fresh machine.
 //!
-//! Every command except `bench` first bootstraps the toolchain
-//! ([`toolchain::bootstrap`]: nightly + rust-src + a cached bpf-linker built
-//! against the nightly's LLVM) and the system tools ([`syspkgs::ensure`]),
-//! then runs cargo with the cached bpf-linker first on PATH.
+//! Every command first bootstraps the toolchain ([`toolchain::bootstrap`]:
+//! nightly + rust-src + a cached bpf-linker built against the nightly's
+//! LLVM) and the system tools ([`syspkgs::ensure`]), then runs cargo with the
+//! cached bpf-linker first on PATH.
 
 mod cmd;
 mod syspkgs;

@@ -14,10 +14,23 @@ use crate::cmd;
 struct Tool {
     /// Debian package.
     package: &'static str,
-    /// Command it provides.
+    /// Command it provides, or (for a package of data files) an absolute
+    /// path to a file it provides.
     command: &'static str,
-    /// Arguments that make `command` print its version and exit 0.
+    /// Arguments that make `command` print its version and exit 0 (empty for
+    /// a file).
     version_args: &'static [&'static str],
+}
+
+impl Tool {
+    /// Where the tool is, if installed.
+    fn find(&self) -> Option<PathBuf> {
+        if self.command.starts_with('/') {
+            let p = PathBuf::from(self.command);
+            return p.is_file().then_some(p);
+        }
+        find(self.command)
+    }
 }
 
 const TOOLS: &[Tool] = &[
@@ -53,6 +66,12 @@ const TOOLS: &[Tool] = &[
         package: "nftables",
         command: "nft",
         version_args: &["--version"],
+    },
+    // The font of the benchmark chart (bench/src/report/png.rs).
+    Tool {
+        package: "fonts-dejavu-core",
+        command: "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+        version_args: &[],
     },
 ];
 
@@ -94,7 +113,7 @@ fn install_command(packages: &[&str], sudo: bool) -> String {
 /// installs the missing packages with apt-get; otherwise fails (or warns) with
 /// the exact command to run.
 pub fn ensure(on_missing: Missing) -> Result<()> {
-    let missing: Vec<&Tool> = TOOLS.iter().filter(|t| find(t.command).is_none()).collect();
+    let missing: Vec<&Tool> = TOOLS.iter().filter(|t| t.find().is_none()).collect();
     let all: Vec<&str> = TOOLS.iter().map(|t| t.package).collect();
     if missing.is_empty() {
         println!("toolchain: system packages present ({})", all.join(", "));
@@ -148,7 +167,7 @@ pub fn ensure(on_missing: Missing) -> Result<()> {
 
     // Verify: every tool is found now and runs.
     for tool in &missing {
-        let Some(path) = find(tool.command) else {
+        let Some(path) = tool.find() else {
             bail!(
                 "step \"verify system packages\" failed: `{}` is still not found after installing {}\n  \
                  fix by hand: check `dpkg -L {}`",
@@ -157,6 +176,9 @@ pub fn ensure(on_missing: Missing) -> Result<()> {
                 tool.package
             );
         };
+        if tool.version_args.is_empty() {
+            continue;
+        }
         let mut version = Command::new(&path);
         version.args(tool.version_args);
         cmd::capture(
