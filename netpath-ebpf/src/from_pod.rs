@@ -16,7 +16,7 @@ use netpath_common::{MasqKey, NodeSettings, Stat};
 use crate::{
     endpoint,
     fib::{self, NextHop},
-    l3::{self, rewrite},
+    l3::{self, Headers},
     maps::{MASQ, SETTINGS},
     nat,
     parse::{self, Parsed},
@@ -64,16 +64,16 @@ pub fn try_from_pod(ctx: &TcContext) -> Result<i32, Stat> {
 
     // A masquerade rule for this egress interface and source?
     let key = Key::new(MasqKey::IFINDEX_BITS + 32, MasqKey::new(egress, f.saddr));
+    let mut headers = Headers {
+        macs: macs.map(|(smac, dmac)| (dmac, smac)),
+        ..Headers::default()
+    };
     if let Some(rule) = MASQ.get(&key).copied() {
-        nat::snat(ctx, &f, &rule, &settings)?;
+        headers.saddr = Some(nat::snat(ctx, &f, &rule, &settings)?);
     }
-    l3::decrement_ttl(ctx, &f)?;
+    l3::rewrite_headers(ctx, &headers)?;
 
-    let ret = if let Some((smac, dmac)) = macs {
-        let mut l2 = [0u8; 12];
-        l2[..6].copy_from_slice(&dmac);
-        l2[6..].copy_from_slice(&smac);
-        rewrite(ctx.store(0, &l2, 0))?;
+    let ret = if macs.is_some() {
         // SAFETY: helper call with plain integer arguments.
         unsafe { bpf_redirect(egress, 0) }
     } else {

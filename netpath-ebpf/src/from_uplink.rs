@@ -44,7 +44,7 @@ pub fn try_from_uplink(ctx: &TcContext) -> Result<i32, Stat> {
     let Some(ep) = endpoint::lookup(pod) else {
         return Err(Stat::DropRevNatNoPod);
     };
-    let ret = l3::deliver_to_pod(ctx, &f, &ep)?;
+    let ret = l3::deliver_to_pod(ctx, &ep, Some(pod))?;
     count(Stat::FwdRevNat, len);
     Ok(ret)
 }

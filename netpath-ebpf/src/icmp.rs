@@ -11,11 +11,11 @@ use netpath_common::{CtKey, RevNat, Stat};
 
 use crate::{
     csum,
-    l3::{rewrite, set_addr, word16, word32},
+    l3::{rewrite, word16, word32},
     maps::REVNAT,
     parse::{
         Flow, ICMP_DEST_UNREACH, ICMP_ECHO, ICMP_PARAMETER_PROB, ICMP_TIME_EXCEEDED, IPPROTO_ICMP,
-        IPPROTO_TCP, IPPROTO_UDP, off,
+        IPPROTO_TCP, IPPROTO_UDP,
     },
     stats::count,
 };
@@ -144,8 +144,8 @@ pub fn rev_snat_error(ctx: &TcContext, f: &Flow) -> Result<Option<[u8; 4]>, Stat
     rewrite(ctx.store(inner + 10, &ip_c.to_be_bytes(), 0))?;
     rewrite(ctx.l4_csum_replace(icmp_check, word32(saddr), word32(pod), 4))?;
     rewrite(ctx.store(inner + 12, &pod, 0))?;
-    // The outer destination: the node's NAT address becomes the pod's.
-    set_addr(ctx, f, off::IP_DADDR, f.daddr, pod)?;
+    // The outer destination (the node's NAT address becomes the pod's) is
+    // left to `rewrite_headers`: ICMP's checksum has no pseudo-header.
     count(Stat::IcmpErrorRevNat, ctx.len());
     Ok(Some(pod))
 }

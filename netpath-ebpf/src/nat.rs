@@ -16,9 +16,9 @@ use netpath_common::{CtEntry, CtKey, MasqRule, NodeSettings, RevNat, Stat, reply
 
 use crate::{
     conntrack::{self, orig_key},
-    l3::{set_addr, set_port},
+    l3::{l4_addr, set_port},
     maps::{CONNTRACK, REVNAT},
-    parse::{Flow, ICMP_ECHO, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, off},
+    parse::{Flow, ICMP_ECHO, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP},
     stats::count,
 };
 
@@ -42,15 +42,16 @@ fn translatable(f: &Flow) -> Result<(), Stat> {
     }
 }
 
-/// Translates the source of `f` per `rule`: finds or creates its connection
-/// and rewrites address and port with their checksums.
+/// Translates the source of `f` per `rule`: finds or creates its connection,
+/// rewrites the port and the L4 checksum, and returns the new source address
+/// for [`crate::l3::rewrite_headers`] to write.
 #[inline(always)]
 pub fn snat(
     ctx: &TcContext,
     f: &Flow,
     rule: &MasqRule,
     settings: &NodeSettings,
-) -> Result<(), Stat> {
+) -> Result<[u8; 4], Stat> {
     translatable(f)?;
     let key = orig_key(f);
     let now = conntrack::now();
@@ -94,7 +95,8 @@ pub fn snat(
         }
     };
     set_port(ctx, f, f.l4 + port_field(f.proto), f.sport, nat_port)?;
-    set_addr(ctx, f, off::IP_SADDR, f.saddr, rule.nat_addr)
+    l4_addr(ctx, f, f.saddr, rule.nat_addr)?;
+    Ok(rule.nat_addr)
 }
 
 /// Offset of the translated "port" in the L4 header: the source/destination
@@ -204,8 +206,9 @@ fn node_uses(ctx: &TcContext, rkey: &CtKey) -> bool {
 }
 
 /// Reverse-translates a reply `f` arriving on an uplink, if it belongs to a
-/// translated connection: rewrites destination address and port back to
-/// the pod's and updates the connection. Returns the pod's address.
+/// translated connection: rewrites the destination port and the L4
+/// checksum back to the pod's and updates the connection. Returns the pod's
+/// address (the new destination, for [`crate::l3::rewrite_headers`]).
 #[inline(always)]
 pub fn rev_snat(ctx: &TcContext, f: &Flow) -> Result<Option<[u8; 4]>, Stat> {
     let rkey = conntrack::reply_key_of(f);
@@ -236,6 +239,6 @@ pub fn rev_snat(ctx: &TcContext, f: &Flow) -> Result<Option<[u8; 4]>, Stat> {
         f.dport
     };
     set_port(ctx, f, port_off, old_port, rev.port)?;
-    set_addr(ctx, f, off::IP_DADDR, f.daddr, rev.addr)?;
+    l4_addr(ctx, f, f.daddr, rev.addr)?;
     Ok(Some(rev.addr))
 }

@@ -117,16 +117,6 @@ pub const TCP_SYN: u8 = 0x02;
 pub const TCP_RST: u8 = 0x04;
 pub const TCP_ACK: u8 = 0x10;
 
-/// Byte offsets in the frame.
-pub mod off {
-    /// Start of the IPv4 header.
-    pub const IP: usize = 14;
-    pub const IP_TTL: usize = IP + 8;
-    pub const IP_CHECK: usize = IP + 10;
-    pub const IP_SADDR: usize = IP + 12;
-    pub const IP_DADDR: usize = IP + 16;
-}
-
 /// The addresses, protocol and L4 fields of an IPv4 packet, read with
 /// `bpf_skb_load_bytes` (no packet pointers survive the rewrites that
 /// follow, so nothing here points into the packet).
@@ -135,7 +125,6 @@ pub struct Flow {
     pub saddr: [u8; 4],
     pub daddr: [u8; 4],
     pub proto: u8,
-    pub ttl: u8,
     /// Offset of the L4 header (14 + IHL × 4).
     pub l4: usize,
     /// TCP/UDP ports, host order; for ICMP echo the identifier in `sport`.
@@ -156,13 +145,12 @@ pub struct Flow {
 pub fn flow(ctx: &TcContext, pkt: &Ipv4Packet) -> Result<Flow, Stat> {
     // SAFETY: `pkt.ip` was bounds-checked by `parse_ipv4` and no helper has
     // moved packet data since.
-    let (saddr, daddr, proto, ttl, frags) = unsafe {
+    let (saddr, daddr, proto, frags) = unsafe {
         let ip = pkt.ip;
         (
             (*ip).src_addr,
             (*ip).dst_addr,
             (*ip).proto,
-            (*ip).ttl,
             u16::from_be_bytes((*ip).frags),
         )
     };
@@ -171,7 +159,6 @@ pub fn flow(ctx: &TcContext, pkt: &Ipv4Packet) -> Result<Flow, Stat> {
         saddr,
         daddr,
         proto,
-        ttl,
         l4,
         sport: 0,
         dport: 0,
