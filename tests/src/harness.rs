@@ -5,6 +5,7 @@
 use std::{
     io::{Read as _, Write as _},
     net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket},
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
     sync::atomic::{AtomicU32, Ordering},
     thread,
     time::{Duration, Instant},
@@ -205,8 +206,11 @@ pub fn ping_with_ident(ns: &str, dst: Ipv4Addr, count: u16, ident: u16) -> u16 {
     })
 }
 
-fn icmp_echo(dst: Ipv4Addr, count: u16, timeout: Duration, ident: u16) -> u16 {
-    // SAFETY: plain socket syscalls on a descriptor owned by this function.
+/// A raw ICMP socket (as `ping` opens) with a receive timeout of
+/// `timeout_us` microseconds; closed when dropped.
+fn raw_icmp_socket(timeout_us: i64) -> OwnedFd {
+    // SAFETY: plain socket syscalls; the descriptor is owned by the returned
+    // OwnedFd from the moment it exists.
     unsafe {
         let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP);
         assert!(
@@ -214,9 +218,10 @@ fn icmp_echo(dst: Ipv4Addr, count: u16, timeout: Duration, ident: u16) -> u16 {
             "raw ICMP socket: {}",
             std::io::Error::last_os_error()
         );
+        let sock = OwnedFd::from_raw_fd(fd);
         let tv = libc::timeval {
             tv_sec: 0,
-            tv_usec: 200_000,
+            tv_usec: timeout_us,
         };
         libc::setsockopt(
             fd,
@@ -225,6 +230,15 @@ fn icmp_echo(dst: Ipv4Addr, count: u16, timeout: Duration, ident: u16) -> u16 {
             (&raw const tv).cast(),
             size_of::<libc::timeval>() as u32,
         );
+        sock
+    }
+}
+
+fn icmp_echo(dst: Ipv4Addr, count: u16, timeout: Duration, ident: u16) -> u16 {
+    let sock = raw_icmp_socket(200_000);
+    let fd = sock.as_raw_fd();
+    // SAFETY: plain socket syscalls on a descriptor `sock` owns.
+    unsafe {
         let addr = libc::sockaddr_in {
             sin_family: libc::AF_INET as u16,
             sin_port: 0,
@@ -268,7 +282,6 @@ fn icmp_echo(dst: Ipv4Addr, count: u16, timeout: Duration, ident: u16) -> u16 {
                 }
             }
         }
-        libc::close(fd);
         replies
     }
 }
@@ -532,25 +545,10 @@ impl IcmpWatch {
         let (tx, rx) = std::sync::mpsc::channel();
         let flag = stop.clone();
         let handle = spawn_in_ns(ns, move || {
-            // SAFETY: plain socket syscalls on a descriptor owned here.
+            let sock = raw_icmp_socket(100_000);
+            let fd = sock.as_raw_fd();
+            // SAFETY: plain socket syscalls on a descriptor `sock` owns.
             unsafe {
-                let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP);
-                assert!(
-                    fd >= 0,
-                    "raw ICMP socket: {}",
-                    std::io::Error::last_os_error()
-                );
-                let tv = libc::timeval {
-                    tv_sec: 0,
-                    tv_usec: 100_000,
-                };
-                libc::setsockopt(
-                    fd,
-                    libc::SOL_SOCKET,
-                    libc::SO_RCVTIMEO,
-                    (&raw const tv).cast(),
-                    size_of::<libc::timeval>() as u32,
-                );
                 tx.send(()).unwrap();
                 let mut sources = Vec::new();
                 while !flag.load(Ordering::Relaxed) {
@@ -564,7 +562,6 @@ impl IcmpWatch {
                         sources.push(Ipv4Addr::new(buf[12], buf[13], buf[14], buf[15]));
                     }
                 }
-                libc::close(fd);
                 sources
             }
         });
@@ -648,13 +645,9 @@ pub fn send_raw_frame(ns: &str, ifname: &str, frame: Vec<u8>) {
                 (&raw const addr).cast(),
                 size_of::<libc::sockaddr_ll>() as u32,
             );
-            assert_eq!(
-                n,
-                frame.len() as isize,
-                "{}",
-                std::io::Error::last_os_error()
-            );
+            let err = std::io::Error::last_os_error();
             libc::close(fd);
+            assert_eq!(n, frame.len() as isize, "{err}");
         }
     });
 }
