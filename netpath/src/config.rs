@@ -77,9 +77,12 @@ pub const MAX_POD_PREFIX_LEN: u8 = 30;
 pub const MAX_NETNS_LEN: usize = 255;
 /// What a pod's default host-side interface name starts with.
 pub const HOST_IFNAME_PREFIX: &str = "np-";
-/// The dummy device in the node namespace that holds the gateway address;
-/// no pod or uplink may use this name. (The controller creates it.)
+/// The device in the node namespace that holds the gateway address (a veth
+/// whose peer is `np0-peer`); no pod or uplink may use this name. (The
+/// controller creates it.)
 pub const GATEWAY_IFNAME: &str = "np0";
+/// The peer of [`GATEWAY_IFNAME`]; reserved as well.
+pub const GATEWAY_PEER_IFNAME: &str = "np0-peer";
 /// The smallest connection table `[conntrack] max_entries` allows.
 pub const MIN_CONNTRACK_ENTRIES: u32 = 1024;
 /// The largest connection table `[conntrack] max_entries` allows (16 Mi
@@ -1509,8 +1512,8 @@ fn check_ifname(owner: &IfnameOwner, name: &str) -> Result<(), ConfigError> {
         Some(format!("Linux does not allow {c:?} in interface names"))
     } else if name == "lo" {
         Some("it is the loopback device".to_owned())
-    } else if name == GATEWAY_IFNAME {
-        Some("netpath's gateway device has this name".to_owned())
+    } else if name == GATEWAY_IFNAME || name == GATEWAY_PEER_IFNAME {
+        Some("netpath's gateway device pair uses this name".to_owned())
     } else {
         None
     };
@@ -2298,6 +2301,11 @@ gc_interval = 2
         let err = fails(
             &with(route("192.168.2.0/24", None, Some("np0"))),
             &["route to 192.168.2.0/24", "'np0'"],
+        );
+        assert!(matches!(err, ConfigError::InvalidIfname { .. }));
+        let err = fails(
+            &with(route("192.168.2.0/24", None, Some("np0-peer"))),
+            &["'np0-peer'", "gateway device pair"],
         );
         assert!(matches!(err, ConfigError::InvalidIfname { .. }));
         let err = fails(

@@ -73,10 +73,10 @@ use crate::{
     state::{self, NodeState, PodState, StateDir, StateError},
 };
 
-/// The dummy device in the node namespace that holds the gateway address.
+/// The device in the node namespace that holds the gateway address (one
+/// end of the veth pair np0 / np0-peer).
 pub use crate::config::GATEWAY_IFNAME;
-/// The peer of [`GATEWAY_IFNAME`].
-pub const GATEWAY_PEER_IFNAME: &str = "np0-peer";
+pub use crate::config::GATEWAY_PEER_IFNAME;
 /// The pod-side interface name.
 pub const POD_IFNAME: &str = "eth0";
 /// The sysctl that lets `bpf_fib_lookup` answer for `np0` (see the module
