@@ -536,6 +536,12 @@ pub async fn apply(config: &Config) -> Result<ApplyReport, ControllerError> {
 
     // Diff desired pods against what was built.
     let pins = PinDir::for_instance(instance);
+    // The endpoints the datapath holds (none if it was never loaded), read
+    // once for every pod's health check.
+    let endpoints = match NodeMaps::open_pinned(&pins) {
+        Ok(maps) => maps.endpoints()?,
+        Err(_) => BTreeMap::new(),
+    };
     let mut report = ApplyReport::default();
     let mut to_create: Vec<(String, PodState)> = Vec::new();
     let mut to_delete: Vec<(String, PodState)> = Vec::new();
@@ -548,7 +554,7 @@ pub async fn apply(config: &Config) -> Result<ApplyReport, ControllerError> {
             address,
         };
         match state.pods.get(&pod.name) {
-            Some(have) if *have == want && pod_healthy(&nl, &pins, have).await? => {
+            Some(have) if *have == want && pod_healthy(&nl, &pins, &endpoints, have).await? => {
                 report.unchanged.push(pod.name.clone());
             }
             Some(have) => {
@@ -824,18 +830,19 @@ async fn ensure_gateway(
 }
 
 /// Whether every piece of a built pod is still there.
-async fn pod_healthy(nl: &Netlink, pins: &PinDir, pod: &PodState) -> Result<bool, ControllerError> {
+async fn pod_healthy(
+    nl: &Netlink,
+    pins: &PinDir,
+    endpoints: &BTreeMap<Ipv4Addr, Endpoint>,
+    pod: &PodState,
+) -> Result<bool, ControllerError> {
     if !Netns::exists(&pod.netns) || !pins.ingress_link(&pod.host_ifname).exists() {
         return Ok(false);
     }
     let Some(link) = nl.link_by_name(&pod.host_ifname).await? else {
         return Ok(false);
     };
-    let Ok(maps) = NodeMaps::open_pinned(pins) else {
-        return Ok(false);
-    };
-    Ok(maps
-        .endpoints()?
+    Ok(endpoints
         .get(&pod.address)
         .is_some_and(|ep| ep.ifindex == link.index))
 }

@@ -88,22 +88,8 @@ impl Lab {
         let node_nl = Netlink::connect(&node).await?;
         let lan_nl = Netlink::connect(&lan).await?;
         node_nl.add_veth(UPLINK, LAN_IFNAME, &lan).await?;
-        let up = node_nl
-            .link_by_name(UPLINK)
-            .await?
-            .ok_or_else(|| LabError::Vanished(UPLINK.into()))?;
-        node_nl
-            .add_address(up.index, self.node_addr.addr(), self.node_addr.prefix_len())
-            .await?;
-        node_nl.set_up(up.index).await?;
-        let eth0 = lan_nl
-            .link_by_name(LAN_IFNAME)
-            .await?
-            .ok_or_else(|| LabError::Vanished(LAN_IFNAME.into()))?;
-        lan_nl
-            .add_address(eth0.index, self.lan_addr.addr(), self.lan_addr.prefix_len())
-            .await?;
-        lan_nl.set_up(eth0.index).await?;
+        address_up(&node_nl, UPLINK, self.node_addr).await?;
+        address_up(&lan_nl, LAN_IFNAME, self.lan_addr).await?;
         Ok(())
     }
 
@@ -115,6 +101,18 @@ impl Lab {
             }
         }
     }
+}
+
+/// `ip addr add ADDR dev IFNAME; ip link set IFNAME up`; returns the ifindex.
+async fn address_up(nl: &Netlink, ifname: &str, addr: Ipv4Net) -> Result<u32, LabError> {
+    let link = nl
+        .link_by_name(ifname)
+        .await?
+        .ok_or_else(|| LabError::Vanished(ifname.into()))?;
+    nl.add_address(link.index, addr.addr(), addr.prefix_len())
+        .await?;
+    nl.set_up(link.index).await?;
+    Ok(link.index)
 }
 
 /// A second uplink of a lab node ([`UPLINK1`]) to a router namespace, and a
@@ -181,28 +179,18 @@ impl RoutedLab {
             (&node_nl, UPLINK1, self.node_addr),
             (&router_nl, "eth0", self.router_addr),
             (&router_nl, "eth1", self.router_far_addr),
-            (&far_nl, "eth0", self.far_addr),
         ] {
-            let link = nl
-                .link_by_name(ifname)
-                .await?
-                .ok_or_else(|| LabError::Vanished(ifname.into()))?;
-            nl.add_address(link.index, addr.addr(), addr.prefix_len())
-                .await?;
-            nl.set_up(link.index).await?;
+            address_up(nl, ifname, addr).await?;
         }
+        let far_eth0 = address_up(&far_nl, "eth0", self.far_addr).await?;
         // The router routes (in its own namespace only).
         netlink::write_sysctl(&router, "ipv4/ip_forward", "1")?;
         // ip -n FAR route add default via 192.168.70.1 dev eth0
-        let eth0 = far_nl
-            .link_by_name("eth0")
-            .await?
-            .ok_or_else(|| LabError::Vanished("eth0".into()))?;
         far_nl
             .replace_route(&Route {
                 dst: Ipv4Net::default(),
                 gateway: Some(self.router_far_addr.addr()),
-                oif: Some(eth0.index),
+                oif: Some(far_eth0),
                 src: None,
                 scope_link: false,
                 onlink: false,

@@ -180,9 +180,16 @@ async fn run(command: Command) -> Result<()> {
         Command::Stats { instance } => {
             let maps = NodeMaps::open_pinned(&PinDir::for_instance(&instance))?;
             println!("{:<24} {:>12} {:>14}", "COUNTER", "PACKETS", "BYTES");
-            for (stat, c) in maps.stats()? {
+            let stats = maps.stats()?;
+            for (stat, c) in &stats {
                 println!("{:<24} {:>12} {:>14}", stat.name(), c.packets, c.bytes);
             }
+            let dropped: u64 = stats
+                .iter()
+                .filter(|(stat, _)| stat.is_drop())
+                .map(|(_, c)| c.packets)
+                .sum();
+            println!("{:<24} {:>12}", "(all drops)", dropped);
         }
         Command::Endpoints { instance } => {
             let maps = NodeMaps::open_pinned(&PinDir::for_instance(&instance))?;

@@ -144,32 +144,24 @@ impl NodeMaps {
     pub fn stats(&self) -> Result<Vec<(Stat, Counter)>, MapsError> {
         Stat::ALL
             .iter()
-            .map(|&stat| {
-                let per_cpu =
-                    self.stats
-                        .get(&(stat as u32), 0)
-                        .map_err(|source| MapsError::Op {
-                            op: "read",
-                            name: maps::STATS,
-                            source,
-                        })?;
-                let total = per_cpu.iter().fold(Counter::default(), |acc, c| Counter {
-                    packets: acc.packets + c.packets,
-                    bytes: acc.bytes + c.bytes,
-                });
-                Ok((stat, total))
-            })
+            .map(|&stat| Ok((stat, self.stat(stat)?)))
             .collect()
     }
 
     /// One counter, summed over CPUs.
     pub fn stat(&self, stat: Stat) -> Result<Counter, MapsError> {
-        Ok(self
-            .stats()?
-            .into_iter()
-            .find(|(s, _)| *s == stat)
-            .map(|(_, c)| c)
-            .unwrap_or_default())
+        let per_cpu = self
+            .stats
+            .get(&(stat as u32), 0)
+            .map_err(|source| MapsError::Op {
+                op: "read",
+                name: maps::STATS,
+                source,
+            })?;
+        Ok(per_cpu.iter().fold(Counter::default(), |acc, c| Counter {
+            packets: acc.packets + c.packets,
+            bytes: acc.bytes + c.bytes,
+        }))
     }
 }
 

@@ -280,16 +280,6 @@ impl Netlink {
             })
     }
 
-    /// `ip link add NAME type dummy`
-    pub async fn add_dummy(&self, name: &str) -> Result<(), NetlinkError> {
-        self.handle
-            .link()
-            .add(rtnetlink::LinkDummy::new(name).build())
-            .execute()
-            .await
-            .map_err(|source| self.err(format!("add dummy interface {name}"), source))
-    }
-
     /// `ip link set dev IFINDEX netns NS`: moves the interface into `ns`
     /// (where it gets a new ifindex if its own is taken, and is down).
     pub async fn move_to_netns(&self, index: u32, ns: &Netns) -> Result<(), NetlinkError> {

@@ -133,6 +133,28 @@ impl TestNode {
         controller::pods(self.instance()).unwrap()[name].address
     }
 
+    /// The namespaces of this instance's pods that exist (the lab's node
+    /// and LAN host namespaces are not counted).
+    pub fn pod_namespaces(&self) -> Vec<String> {
+        let prefix = format!("{}-", self.instance());
+        Netns::list()
+            .unwrap()
+            .into_iter()
+            .filter(|n| n.starts_with(&prefix) && !n.ends_with("-node") && !n.ends_with("-lan"))
+            .collect()
+    }
+
+    /// Asserts that the instance built nothing: no pod namespace, no pod
+    /// in its state.
+    pub fn assert_nothing_built(&self) {
+        let left = self.pod_namespaces();
+        assert!(left.is_empty(), "namespaces left: {left:?}");
+        let state = netpath::state::StateDir::for_instance(self.instance())
+            .load()
+            .unwrap();
+        assert!(state.pods.is_empty(), "state has pods: {state:?}");
+    }
+
     pub fn gateway(&self) -> Ipv4Addr {
         self.config.gateway()
     }
@@ -286,6 +308,36 @@ fn icmp_echo(dst: Ipv4Addr, count: u16, timeout: Duration, ident: u16) -> u16 {
     }
 }
 
+/// Runs `serve` on a thread inside `ns` and returns once it has called
+/// `ready` (its socket is bound), so that clients can connect at once.
+fn start_in_ns<T: Send + 'static>(
+    ns: &str,
+    what: &str,
+    serve: impl FnOnce(&dyn Fn()) -> T + Send + 'static,
+) -> thread::JoinHandle<T> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let h = spawn_in_ns(ns, move || {
+        serve(&|| {
+            let _ = tx.send(());
+        })
+    });
+    rx.recv_timeout(Duration::from_secs(5))
+        .unwrap_or_else(|_| panic!("{what} did not start"));
+    h
+}
+
+/// Echoes what `s` reads back to it until EOF, an error or `idle` without
+/// data.
+fn echo(s: &mut TcpStream, idle: Duration) {
+    s.set_read_timeout(Some(idle)).unwrap();
+    let mut buf = [0u8; 65536];
+    while let Ok(n) = s.read(&mut buf) {
+        if n == 0 || s.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+}
+
 /// Starts a TCP echo server in `ns` on `addr:port` that serves `conns`
 /// connections one after the other, then exits and returns the peer
 /// address of each (what the server saw as the client). Returns once it is
@@ -296,32 +348,17 @@ pub fn tcp_echo_server(
     port: u16,
     conns: usize,
 ) -> thread::JoinHandle<Vec<SocketAddr>> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let h = spawn_in_ns(ns, move || {
+    start_in_ns(ns, "TCP server", move |ready| {
         let l = TcpListener::bind(SocketAddrV4::new(addr, port)).expect("bind TCP");
-        tx.send(()).unwrap();
+        ready();
         let mut peers = Vec::new();
         for _ in 0..conns {
             let (mut s, peer) = l.accept().expect("accept");
             peers.push(peer);
-            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            let mut buf = [0u8; 65536];
-            loop {
-                match s.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        if s.write_all(&buf[..n]).is_err() {
-                            break;
-                        }
-                    }
-                }
-            }
+            echo(&mut s, Duration::from_secs(5));
         }
         peers
-    });
-    rx.recv_timeout(Duration::from_secs(5))
-        .expect("TCP server did not start");
-    h
+    })
 }
 
 /// Starts a TCP server in `ns` on `addr:port` that accepts `conns`
@@ -333,33 +370,21 @@ pub fn tcp_echo_server_concurrent(
     port: u16,
     conns: usize,
 ) -> thread::JoinHandle<Vec<SocketAddr>> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let h = spawn_in_ns(ns, move || {
+    start_in_ns(ns, "TCP server", move |ready| {
         let l = TcpListener::bind(SocketAddrV4::new(addr, port)).expect("bind TCP");
-        tx.send(()).unwrap();
+        ready();
         let mut peers = Vec::new();
         let mut workers = Vec::new();
         for _ in 0..conns {
             let (mut s, peer) = l.accept().expect("accept");
             peers.push(peer);
-            workers.push(thread::spawn(move || {
-                s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = s.read(&mut buf) {
-                    if n == 0 || s.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                }
-            }));
+            workers.push(thread::spawn(move || echo(&mut s, Duration::from_secs(20))));
         }
         for w in workers {
             let _ = w.join();
         }
         peers
-    });
-    rx.recv_timeout(Duration::from_secs(5))
-        .expect("TCP server did not start");
-    h
+    })
 }
 
 /// Connects from `ns` to `dst:port` (from local port `sport`, if given) and
@@ -470,11 +495,10 @@ pub fn udp_echo_server(
     port: u16,
     datagrams: usize,
 ) -> thread::JoinHandle<Vec<SocketAddr>> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let h = spawn_in_ns(ns, move || {
+    start_in_ns(ns, "UDP server", move |ready| {
         let s = UdpSocket::bind(SocketAddrV4::new(addr, port)).expect("bind UDP");
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        tx.send(()).unwrap();
+        ready();
         let mut buf = [0u8; 65536];
         let mut peers = Vec::new();
         for _ in 0..datagrams {
@@ -485,10 +509,7 @@ pub fn udp_echo_server(
             let _ = s.send_to(&buf[..n], from);
         }
         peers
-    });
-    rx.recv_timeout(Duration::from_secs(5))
-        .expect("UDP server did not start");
-    h
+    })
 }
 
 /// Sends one datagram from `ns` to `dst:port` and returns the echo.
@@ -542,14 +563,13 @@ pub struct IcmpWatch {
 impl IcmpWatch {
     pub fn start(ns: &str) -> Self {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (tx, rx) = std::sync::mpsc::channel();
         let flag = stop.clone();
-        let handle = spawn_in_ns(ns, move || {
+        let handle = start_in_ns(ns, "ICMP watcher", move |ready| {
             let sock = raw_icmp_socket(100_000);
             let fd = sock.as_raw_fd();
+            ready();
             // SAFETY: plain socket syscalls on a descriptor `sock` owns.
             unsafe {
-                tx.send(()).unwrap();
                 let mut sources = Vec::new();
                 while !flag.load(Ordering::Relaxed) {
                     let mut buf = [0u8; 1500];
@@ -565,8 +585,6 @@ impl IcmpWatch {
                 sources
             }
         });
-        rx.recv_timeout(Duration::from_secs(5))
-            .expect("ICMP watcher did not start");
         Self { stop, handle }
     }
 

@@ -9,17 +9,9 @@ use netpath::{
 };
 use tests::harness::{TestNode, block_on, pod};
 
-/// Nothing of the instance exists: no pod namespace, no pins, no state.
+/// Nothing of the instance exists: no pod namespace, no pod in its state.
 fn assert_untouched(node: &TestNode) {
-    let prefix = format!("{}-", node.instance());
-    let left: Vec<String> = Netns::list()
-        .unwrap()
-        .into_iter()
-        .filter(|n| n.starts_with(&prefix) && !n.ends_with("-node") && !n.ends_with("-lan"))
-        .collect();
-    assert!(left.is_empty(), "namespaces left: {left:?}");
-    let state = StateDir::for_instance(node.instance()).load().unwrap();
-    assert!(state.pods.is_empty(), "state has pods: {state:?}");
+    node.assert_nothing_built();
 }
 
 fn apply_err(node: &TestNode) -> String {

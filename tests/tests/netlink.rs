@@ -234,28 +234,6 @@ async fn missing_links_and_failed_requests() -> Result<()> {
     Ok(())
 }
 
-/// The test kernel may lack `CONFIG_DUMMY` (this platform's does): then the
-/// error must say so; otherwise the link must be there.
-#[tokio::test]
-async fn add_dummy_or_explain_missing_kernel_support() -> Result<()> {
-    let mut nss = Namespaces::new();
-    let ns = nss.create().await?;
-    let nl = Netlink::connect(&ns).await?;
-    match nl.add_dummy("dm0").await {
-        Ok(()) => {
-            let dm = nl.link_by_name("dm0").await?.context("no dm0")?;
-            ensure!(dm.kind.as_deref() == Some("dummy"), "{dm:?}");
-        }
-        Err(err) => {
-            ensure!(err.errno() == Some(libc::EOPNOTSUPP), "{err}");
-            let msg = err.to_string();
-            ensure!(msg.contains("dm0") && msg.contains("kernel"), "{msg}");
-            ensure!(nl.link_by_name("dm0").await?.is_none());
-        }
-    }
-    Ok(())
-}
-
 #[tokio::test]
 async fn veth_addresses_routes_neighbours() -> Result<()> {
     let mut nss = Namespaces::new();
@@ -557,7 +535,6 @@ fn futures_are_send() {
         send(&nl.link_by_index(1));
         send(&nl.links());
         send(&nl.add_veth("x", "y", ns));
-        send(&nl.add_dummy("x"));
         send(&nl.move_to_netns(1, ns));
         send(&nl.set_up(1));
         send(&nl.delete_link(1));

@@ -769,19 +769,23 @@ fn a_failure_after_the_maps_are_written_restores_them() {
 
 /// The instance built nothing: no pod namespace, no pins, no state.
 fn assert_untouched(node: &TestNode) {
-    let prefix = format!("{}-", node.instance());
-    let left: Vec<String> = Netns::list()
-        .unwrap()
-        .into_iter()
-        .filter(|n| n.starts_with(&prefix) && !n.ends_with("-node") && !n.ends_with("-lan"))
-        .collect();
-    assert!(left.is_empty(), "namespaces left: {left:?}");
+    node.assert_nothing_built();
     assert!(
         !PinDir::for_instance(node.instance()).exists(),
         "pins exist"
     );
-    let state = StateDir::for_instance(node.instance()).load().unwrap();
-    assert!(state.pods.is_empty(), "state has pods: {state:?}");
+}
+
+/// A rejection: the message names everything in `mentions`, and the apply
+/// failed before it changed anything (no rollback was needed).
+fn assert_rejected(msg: &str, mentions: &[&str]) {
+    for m in mentions {
+        assert!(msg.contains(m), "{msg:?} does not mention {m:?}");
+    }
+    assert!(
+        !msg.contains("rolled back"),
+        "rejected only after changes: {msg}"
+    );
 }
 
 /// `break_it` makes the config bad: a fresh apply fails with a message
@@ -792,14 +796,7 @@ fn rejected(tag: &str, break_it: impl Fn(&mut TestNode), mentions: &[&str]) {
     let good = node.config.clone();
     break_it(&mut node);
     let err = node.apply().expect_err("bad config must be rejected");
-    let msg = err.to_string();
-    for m in mentions {
-        assert!(msg.contains(m), "{msg:?} does not mention {m:?}");
-    }
-    assert!(
-        !msg.contains("rolled back"),
-        "rejected only after changes: {msg}"
-    );
+    assert_rejected(&err.to_string(), mentions);
     assert_untouched(&node);
 
     let bad = std::mem::replace(&mut node.config, good);
@@ -807,14 +804,7 @@ fn rejected(tag: &str, break_it: impl Fn(&mut TestNode), mentions: &[&str]) {
     let before = datapath_snapshot(&node);
     node.config = bad;
     let err = node.apply().expect_err("bad config after a good one");
-    let msg = err.to_string();
-    for m in mentions {
-        assert!(msg.contains(m), "{msg:?} does not mention {m:?}");
-    }
-    assert!(
-        !msg.contains("rolled back"),
-        "rejected only after changes: {msg}"
-    );
+    assert_rejected(&err.to_string(), mentions);
     assert_eq!(datapath_snapshot(&node), before);
     assert_eq!(ping(&node.pod_ns("red"), LAN, 1), 1, "traffic still flows");
 }
