@@ -19,8 +19,9 @@
 pub mod maps {
     /// Local pods by IPv4 address: [`crate::EndpointKey`] → [`crate::Endpoint`].
     pub const ENDPOINTS: &str = "endpoints_v1";
-    /// Per-CPU packet/byte counters indexed by [`crate::Stat`].
-    pub const STATS: &str = "stats_v1";
+    /// Per-CPU packet/byte counters indexed by [`crate::Stat`]. v2: the
+    /// conntrack/NAT consistency counters.
+    pub const STATS: &str = "stats_v2";
     /// Maximum number of local pods one node can hold.
     pub const ENDPOINTS_MAX: u32 = 4096;
     /// Declared routes: LPM trie of [`crate::RouteKey`] → [`crate::RouteNextHop`].
@@ -34,11 +35,25 @@ pub mod maps {
     /// Datapath settings: a one-slot array of [`crate::NodeSettings`].
     pub const SETTINGS: &str = "settings_v1";
     /// Connection table (LRU): original tuple [`crate::CtKey`] → [`crate::CtEntry`].
-    pub const CONNTRACK: &str = "conntrack_v1";
-    /// Reverse NAT (LRU): reply tuple [`crate::CtKey`] → [`crate::RevNat`].
-    pub const REVNAT: &str = "revnat_v1";
-    /// Default size of the connection table (and of the reverse NAT map).
+    /// v2: per-direction TCP sequence tracking, netfilter's states.
+    pub const CONNTRACK: &str = "conntrack_v2";
+    /// Reverse NAT (plain hash, never evicted): reply tuple [`crate::CtKey`]
+    /// → [`crate::RevNat`]. v2: a hash instead of an LRU, owner flags and
+    /// a creation time in the value.
+    pub const REVNAT: &str = "revnat_v2";
+    /// Default size of the connection table.
     pub const CONNTRACK_DEFAULT_MAX: u32 = 262_144;
+
+    /// Size of the reverse NAT map for a connection table of
+    /// `conntrack_max` entries: one reverse entry per connection, plus half
+    /// as many again for reverse entries whose connection the LRU evicted
+    /// (they hold their port until a reply repairs the connection, the
+    /// datapath reclaims them, or GC collects them). The reverse map is a
+    /// plain hash: it never evicts, and a full one is a counted drop
+    /// (`drop_nat_table_full`), never a silent loss of a live mapping.
+    pub const fn revnat_max(conntrack_max: u32) -> u32 {
+        conntrack_max.saturating_add(conntrack_max / 2)
+    }
 }
 
 /// Names of the programs in the eBPF object.
@@ -47,6 +62,9 @@ pub mod progs {
     pub const FROM_POD: &str = "np_from_pod";
     /// TC ingress on an uplink: replies to translated flows (reverse NAT).
     pub const FROM_UPLINK: &str = "np_from_uplink";
+    /// TC egress on an uplink: the node's own connections, translated to
+    /// another port when a pod's translated flow holds theirs.
+    pub const TO_UPLINK: &str = "np_to_uplink";
 }
 
 /// Key of the route and masquerade LPM tries (the prefix length is carried
@@ -115,14 +133,28 @@ pub struct NodeSettings {
     /// The first and last port of the NAT port range (host order).
     pub nat_port_min: u16,
     pub nat_port_max: u16,
+    /// `SYN_SENT` (netfilter's `tcp_timeout_syn_sent`).
     pub tcp_syn_timeout: u32,
     pub tcp_established_timeout: u32,
+    /// `FIN_WAIT` and `TIME_WAIT` (netfilter's `tcp_timeout_fin_wait` and
+    /// `tcp_timeout_time_wait`, both 120 s).
     pub tcp_fin_timeout: u32,
     pub tcp_close_timeout: u32,
+    /// `UNREPLIED` and `REPLIED` (replies seen, but not over 2 s yet).
     pub udp_timeout: u32,
+    /// `STREAM`: traffic both ways spanning more than 2 s (`IPS_ASSURED`).
     pub udp_stream_timeout: u32,
     pub icmp_timeout: u32,
-    pub _pad: u32,
+    /// `SYN_RECV`.
+    pub tcp_syn_recv_timeout: u32,
+    /// `CLOSE_WAIT`.
+    pub tcp_close_wait_timeout: u32,
+    /// `LAST_ACK`.
+    pub tcp_last_ack_timeout: u32,
+    /// The ceiling of a connection picked up mid-stream (its first packet
+    /// was not a SYN) until both sides have been seen
+    /// (`tcp_timeout_unacknowledged`).
+    pub tcp_unack_timeout: u32,
 }
 
 impl NodeSettings {
@@ -139,7 +171,10 @@ impl NodeSettings {
         udp_timeout: 30,
         udp_stream_timeout: 120,
         icmp_timeout: 30,
-        _pad: 0,
+        tcp_syn_recv_timeout: 60,
+        tcp_close_wait_timeout: 60,
+        tcp_last_ack_timeout: 30,
+        tcp_unack_timeout: 300,
     };
 }
 
@@ -159,27 +194,41 @@ pub struct CtKey {
     pub _pad: [u8; 3],
 }
 
-/// Connection states ([`CtEntry::state`]).
+/// Connection states ([`CtEntry::state`]): netfilter's TCP states (its
+/// `SYN_SENT2` simultaneous open aside), UDP's unreplied / replied / stream,
+/// and ICMP echo.
 pub mod ct_state {
     pub const TCP_SYN_SENT: u8 = 1;
     pub const TCP_ESTABLISHED: u8 = 2;
     pub const TCP_FIN_WAIT: u8 = 3;
     pub const TCP_TIME_WAIT: u8 = 4;
     pub const TCP_CLOSE: u8 = 5;
+    pub const TCP_SYN_RECV: u8 = 6;
+    pub const TCP_CLOSE_WAIT: u8 = 7;
+    pub const TCP_LAST_ACK: u8 = 8;
+    /// No reply seen.
     pub const UDP_UNREPLIED: u8 = 10;
+    /// Replies seen, but the connection is not 2 s old yet.
     pub const UDP_REPLIED: u8 = 11;
+    /// Traffic both ways spanning more than 2 s: a stream (netfilter's
+    /// `IPS_ASSURED` UDP connection).
+    pub const UDP_STREAM: u8 = 12;
     pub const ICMP: u8 = 20;
 
     /// A readable name of a state.
     pub const fn name(state: u8) -> &'static str {
         match state {
             TCP_SYN_SENT => "SYN_SENT",
+            TCP_SYN_RECV => "SYN_RECV",
             TCP_ESTABLISHED => "ESTABLISHED",
             TCP_FIN_WAIT => "FIN_WAIT",
+            TCP_CLOSE_WAIT => "CLOSE_WAIT",
+            TCP_LAST_ACK => "LAST_ACK",
             TCP_TIME_WAIT => "TIME_WAIT",
             TCP_CLOSE => "CLOSE",
             UDP_UNREPLIED => "UNREPLIED",
             UDP_REPLIED => "REPLIED",
+            UDP_STREAM => "STREAM",
             ICMP => "ICMP",
             _ => "?",
         }
@@ -188,25 +237,41 @@ pub mod ct_state {
 
 impl NodeSettings {
     /// How long a connection in `state` lives without packets, in seconds.
-    /// The datapath treats an entry older than this as gone (and replaces
-    /// it); the controller's garbage collector deletes it.
     pub const fn ct_timeout_secs(&self, state: u8) -> u32 {
         match state {
             ct_state::TCP_SYN_SENT => self.tcp_syn_timeout,
+            ct_state::TCP_SYN_RECV => self.tcp_syn_recv_timeout,
             ct_state::TCP_ESTABLISHED => self.tcp_established_timeout,
             ct_state::TCP_FIN_WAIT | ct_state::TCP_TIME_WAIT => self.tcp_fin_timeout,
+            ct_state::TCP_CLOSE_WAIT => self.tcp_close_wait_timeout,
+            ct_state::TCP_LAST_ACK => self.tcp_last_ack_timeout,
             ct_state::TCP_CLOSE => self.tcp_close_timeout,
-            ct_state::UDP_REPLIED => self.udp_stream_timeout,
-            ct_state::UDP_UNREPLIED => self.udp_timeout,
+            ct_state::UDP_STREAM => self.udp_stream_timeout,
+            ct_state::UDP_UNREPLIED | ct_state::UDP_REPLIED => self.udp_timeout,
             _ => self.icmp_timeout,
         }
     }
 
-    /// Whether an entry last seen at `last_seen_ns` in `state` has expired
-    /// at `now_ns` (both CLOCK_MONOTONIC, as `bpf_ktime_get_ns`).
-    pub const fn ct_expired(&self, state: u8, last_seen_ns: u64, now_ns: u64) -> bool {
-        let timeout_ns = self.ct_timeout_secs(state) as u64 * 1_000_000_000;
-        now_ns > last_seen_ns && now_ns - last_seen_ns > timeout_ns
+    /// How long connection `e` lives without packets, in seconds: its
+    /// state's timeout, capped at `tcp_unack_timeout` for a TCP connection
+    /// picked up mid-stream until both sides have been seen.
+    pub const fn ct_timeout_of(&self, e: &CtEntry) -> u32 {
+        let t = self.ct_timeout_secs(e.state);
+        let both = ct_flags::SEEN_ORIG | ct_flags::SEEN_REPLY;
+        if e.flags & ct_flags::PICKUP != 0 && e.flags & both != both && t > self.tcp_unack_timeout {
+            self.tcp_unack_timeout
+        } else {
+            t
+        }
+    }
+
+    /// Whether connection `e` has expired at `now_ns` (CLOCK_MONOTONIC, as
+    /// `bpf_ktime_get_ns`). The one expiry rule: the datapath treats an
+    /// expired entry as gone (and replaces it), the garbage collector
+    /// deletes it, `netpath conntrack list` shows it as expired.
+    pub const fn ct_expired(&self, e: &CtEntry, now_ns: u64) -> bool {
+        let timeout_ns = self.ct_timeout_of(e) as u64 * 1_000_000_000;
+        now_ns > e.last_seen_ns && now_ns - e.last_seen_ns > timeout_ns
     }
 }
 
@@ -223,18 +288,39 @@ pub const fn reply_key(orig: &CtKey, nat_addr: [u8; 4], nat_port: u16) -> CtKey 
     }
 }
 
-/// [`CtEntry::flags`] bits.
+/// [`CtEntry::flags`] and [`RevNat::flags`] bits.
 pub mod ct_flags {
-    /// A FIN was seen from the original side.
-    pub const FIN_ORIG: u8 = 1;
-    /// A FIN was seen from the reply side.
-    pub const FIN_REPLY: u8 = 2;
-    /// A reply was seen.
-    pub const SEEN_REPLY: u8 = 4;
+    /// A packet was seen from the original side.
+    pub const SEEN_ORIG: u8 = 1;
+    /// A packet was seen from the reply side.
+    pub const SEEN_REPLY: u8 = 2;
+    /// TCP picked up mid-stream (the first packet seen was not a SYN): the
+    /// `tcp_unack_timeout` ceiling applies until both sides are seen.
+    pub const PICKUP: u8 = 4;
+    /// The node's own connection (translated by `np_to_uplink`), not a
+    /// pod's: its replies go to the node's stack.
+    pub const NODE: u8 = 8;
+    /// TCP: a FIN was seen from the original side.
+    pub const FIN_ORIG: u8 = 16;
+    /// TCP: a FIN was seen from the reply side.
+    pub const FIN_REPLY: u8 = 32;
+}
+
+/// Sequence tracking of one direction of a TCP connection (netfilter's
+/// `ip_ct_tcp_state`, simplified): enough to accept a RST only in-window.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TcpDir {
+    /// The end of the highest segment this side sent (seq + length, SYN
+    /// and FIN counted), host order; valid once the side was seen.
+    pub end: u32,
+    /// The largest window this side advertised (unscaled; at least 1 once
+    /// seen).
+    pub max_win: u32,
 }
 
 /// A tracked, translated connection, keyed by its original tuple (as the
-/// pod sent it).
+/// pod, or for a node connection the node, sent it).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CtEntry {
@@ -246,21 +332,62 @@ pub struct CtEntry {
     /// [`ct_flags`] bits.
     pub flags: u8,
     /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) of creation and of the last
-    /// packet (updated at most once a second per connection).
+    /// packet (updated at most once a second per connection, and on every
+    /// state change).
     pub created_ns: u64,
     pub last_seen_ns: u64,
     pub packets_orig: u64,
     pub packets_reply: u64,
+    /// TCP sequence tracking: `[original, reply]`.
+    pub tcp: [TcpDir; 2],
 }
 
-/// Reverse NAT: where a reply to `nat_addr:nat_port` goes back to.
+/// Reverse NAT: where a reply to `nat_addr:nat_port` goes back to. The
+/// entry is the claim of that external tuple: it exists from the moment a
+/// connection takes the tuple until that connection (or a proof that
+/// nothing owns it) releases it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RevNat {
-    /// The pod's address and port (the original source).
+    /// The original source: the pod's (or the node's) address and port.
     pub addr: [u8; 4],
     pub port: u16,
-    pub _pad: u16,
+    /// [`ct_flags::NODE`] for the node's own connections.
+    pub flags: u8,
+    pub _pad: u8,
+    /// When the tuple was claimed (CLOCK_MONOTONIC): a reverse entry whose
+    /// connection entry is missing is only treated as an orphan once older
+    /// than [`REVNAT_ORPHAN_GRACE_NS`] (its connection may be being created).
+    pub created_ns: u64,
+}
+
+/// How long a fresh reverse entry without its connection entry is left
+/// alone: the datapath claims the tuple first and inserts the connection
+/// right after, on the same CPU, within microseconds.
+pub const REVNAT_ORPHAN_GRACE_NS: u64 = 2_000_000_000;
+
+impl RevNat {
+    /// Whether this reverse entry was made for the connection whose
+    /// original tuple is `orig`.
+    pub const fn leads_back(&self, orig: &CtKey) -> bool {
+        self.addr[0] == orig.saddr[0]
+            && self.addr[1] == orig.saddr[1]
+            && self.addr[2] == orig.saddr[2]
+            && self.addr[3] == orig.saddr[3]
+            && self.port == orig.sport
+    }
+}
+
+/// The original tuple the reverse entry `rev` at `reply` was made for.
+pub const fn original_of(reply: &CtKey, rev: &RevNat) -> CtKey {
+    CtKey {
+        saddr: rev.addr,
+        daddr: reply.saddr,
+        sport: rev.port,
+        dport: reply.sport,
+        proto: reply.proto,
+        _pad: [0; 3],
+    }
 }
 
 /// Key of the endpoint map: a local pod's IPv4 address, network byte order.
@@ -381,6 +508,42 @@ stats! {
     PassUplink = "pass_uplink",
     /// Drop: a reverse-translated packet's pod no longer exists.
     DropRevNatNoPod = "drop_revnat_no_pod",
+    // Connection tracking and NAT consistency (conntrack.rs, nat.rs,
+    // to_uplink.rs).
+    /// Drop: a TCP packet that opens nothing (RST, SYN-ACK, or no ACK) and
+    /// belongs to no tracked connection (netfilter: INVALID).
+    DropCtInvalid = "drop_ct_invalid",
+    /// Drop: the reverse NAT map is full (no entry can be claimed).
+    DropNatTableFull = "drop_nat_table_full",
+    /// Drop: the NAT path's per-CPU scratch slot was missing (never
+    /// expected: the slot always exists).
+    DropNatScratch = "drop_nat_scratch",
+    /// Info: a missing reverse entry of a live connection was re-inserted.
+    NatRepairReverse = "nat_repair_reverse",
+    /// Info: a missing connection entry was re-created from its reverse
+    /// entry by a reply.
+    NatRepairForward = "nat_repair_forward",
+    /// Info: a connection's external tuple was found held by another
+    /// connection; the connection was given a new mapping.
+    NatConflict = "nat_conflict",
+    /// Info: a reverse entry proved not to belong to its connection (a
+    /// stale mapping) was deleted; its packet went to the node's stack.
+    NatStaleReverse = "nat_stale_reverse",
+    /// Info: two CPUs created one connection; the loser took the winner's
+    /// mapping and released its own claim.
+    NatRaceLost = "nat_race_lost",
+    /// Info: a TCP RST outside the tracked window was forwarded without
+    /// closing its connection.
+    CtRstOutOfWindow = "ct_rst_out_of_window",
+    /// Info: a node connection whose port a pod's translated flow holds was
+    /// translated to another port (`np_to_uplink`).
+    NodeNatNew = "node_nat_new",
+    /// Verdict: a node packet left through `np_to_uplink` (translated or
+    /// not).
+    NodePass = "node_pass",
+    /// Drop: no free port for a node connection that collides with a pod's
+    /// translated flow.
+    DropNodeNatNoPort = "drop_node_nat_no_port",
 }
 
 /// Number of counters in the stats map.
@@ -410,6 +573,8 @@ mod user {
     unsafe impl aya::Pod for super::CtEntry {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::RevNat {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::TcpDir {}
 }
 
 #[cfg(test)]
@@ -423,9 +588,9 @@ mod tests {
         assert_eq!(core::mem::size_of::<Endpoint>(), 4 + 4 + 6 + 6);
         assert_eq!(core::mem::size_of::<Counter>(), 16);
         assert_eq!(core::mem::size_of::<CtKey>(), 16);
-        assert_eq!(core::mem::size_of::<CtEntry>(), 8 + 4 * 8);
-        assert_eq!(core::mem::size_of::<RevNat>(), 8);
-        assert_eq!(core::mem::size_of::<NodeSettings>(), 4 + 4 + 8 * 4);
+        assert_eq!(core::mem::size_of::<CtEntry>(), 8 + 4 * 8 + 16);
+        assert_eq!(core::mem::size_of::<RevNat>(), 16);
+        assert_eq!(core::mem::size_of::<NodeSettings>(), 4 + 4 + 11 * 4);
         assert_eq!(core::mem::size_of::<RouteNextHop>(), 8);
     }
 
@@ -440,5 +605,102 @@ mod tests {
         assert_eq!(names.len(), Stat::ALL.len());
         assert!(Stat::DropTruncated.is_drop());
         assert!(!Stat::FwdLocalPod.is_drop());
+    }
+
+    fn tcp_entry(state: u8, flags: u8, last_seen_s: u64) -> CtEntry {
+        CtEntry {
+            nat_addr: [192, 168, 50, 2],
+            nat_port: 40000,
+            state,
+            flags,
+            created_ns: 0,
+            last_seen_ns: last_seen_s * 1_000_000_000,
+            packets_orig: 1,
+            packets_reply: 0,
+            tcp: [TcpDir::default(); 2],
+        }
+    }
+
+    #[test]
+    fn timeouts_are_netfilters() {
+        let s = NodeSettings::DEFAULT;
+        for (state, secs) in [
+            (ct_state::TCP_SYN_SENT, 120),
+            (ct_state::TCP_SYN_RECV, 60),
+            (ct_state::TCP_ESTABLISHED, 432_000),
+            (ct_state::TCP_FIN_WAIT, 120),
+            (ct_state::TCP_CLOSE_WAIT, 60),
+            (ct_state::TCP_LAST_ACK, 30),
+            (ct_state::TCP_TIME_WAIT, 120),
+            (ct_state::TCP_CLOSE, 10),
+            (ct_state::UDP_UNREPLIED, 30),
+            (ct_state::UDP_REPLIED, 30),
+            (ct_state::UDP_STREAM, 120),
+            (ct_state::ICMP, 30),
+        ] {
+            assert_eq!(s.ct_timeout_secs(state), secs, "{}", ct_state::name(state));
+            assert_ne!(ct_state::name(state), "?");
+        }
+    }
+
+    #[test]
+    fn a_mid_stream_pickup_is_capped_until_both_sides_are_seen() {
+        let s = NodeSettings::DEFAULT;
+        let e = tcp_entry(
+            ct_state::TCP_ESTABLISHED,
+            ct_flags::PICKUP | ct_flags::SEEN_ORIG,
+            0,
+        );
+        assert_eq!(s.ct_timeout_of(&e), 300);
+        assert!(!s.ct_expired(&e, 300_000_000_000));
+        assert!(s.ct_expired(&e, 300_000_000_001));
+        let answered = CtEntry {
+            flags: e.flags | ct_flags::SEEN_REPLY,
+            ..e
+        };
+        assert_eq!(s.ct_timeout_of(&answered), 432_000);
+        // The cap never lengthens a shorter timeout.
+        let closing = CtEntry {
+            state: ct_state::TCP_CLOSE,
+            ..e
+        };
+        assert_eq!(s.ct_timeout_of(&closing), 10);
+        // A connection opened with a SYN is not capped.
+        let syn = tcp_entry(ct_state::TCP_ESTABLISHED, ct_flags::SEEN_ORIG, 0);
+        assert_eq!(s.ct_timeout_of(&syn), 432_000);
+    }
+
+    #[test]
+    fn expiry_needs_time_past_the_timeout_and_tolerates_a_future_stamp() {
+        let s = NodeSettings::DEFAULT;
+        let e = tcp_entry(ct_state::TCP_CLOSE, 0, 100);
+        assert!(!s.ct_expired(&e, 110_000_000_000));
+        assert!(s.ct_expired(&e, 110_000_000_001));
+        // Another CPU may have stamped the entry after our `now`.
+        assert!(!s.ct_expired(&e, 50_000_000_000));
+    }
+
+    #[test]
+    fn a_reverse_entry_leads_back_to_its_original() {
+        let orig = CtKey {
+            saddr: [10, 200, 0, 2],
+            daddr: [192, 168, 50, 1],
+            sport: 41000,
+            dport: 80,
+            proto: 6,
+            _pad: [0; 3],
+        };
+        let reply = reply_key(&orig, [192, 168, 50, 2], 40001);
+        let rev = RevNat {
+            addr: orig.saddr,
+            port: orig.sport,
+            flags: 0,
+            _pad: 0,
+            created_ns: 0,
+        };
+        assert!(rev.leads_back(&orig));
+        assert_eq!(original_of(&reply, &rev), orig);
+        assert!(!RevNat { port: 41001, ..rev }.leads_back(&orig));
+        assert!(maps::revnat_max(maps::CONNTRACK_DEFAULT_MAX) > maps::CONNTRACK_DEFAULT_MAX);
     }
 }

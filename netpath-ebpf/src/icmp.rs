@@ -90,7 +90,10 @@ pub fn rev_snat_error(ctx: &TcContext, f: &Flow) -> Result<Option<[u8; 4]>, Stat
     };
     // SAFETY: the value is copied out at once.
     let Some(RevNat {
-        addr: pod, port, ..
+        addr: pod,
+        port,
+        flags,
+        ..
     }) = (unsafe { REVNAT.get(&rkey) }).copied()
     else {
         return Ok(None);
@@ -147,5 +150,9 @@ pub fn rev_snat_error(ctx: &TcContext, f: &Flow) -> Result<Option<[u8; 4]>, Stat
     // The outer destination (the node's NAT address becomes the pod's) is
     // left to `rewrite_headers`: ICMP's checksum has no pseudo-header.
     count(Stat::IcmpErrorRevNat, ctx.len());
+    // A node connection's error goes to the node's stack (np_to_uplink).
+    if flags & netpath_common::ct_flags::NODE != 0 {
+        return Ok(None);
+    }
     Ok(Some(pod))
 }

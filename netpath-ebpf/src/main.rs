@@ -6,7 +6,9 @@
 //!   [`fib`] (route map, then the node's FIB) → [`nat`] (masquerade, with
 //!   [`conntrack`]) → [`l3`] (TTL, MACs) → redirect;
 //! - [`from_uplink`] (`np_from_uplink`): [`parse`] → [`nat`] / [`icmp`]
-//!   (reverse NAT of replies and errors) → [`l3`] → `bpf_redirect_peer`.
+//!   (reverse NAT of replies and errors) → [`l3`] → `bpf_redirect_peer`;
+//! - [`to_uplink`] (`np_to_uplink`, egress): the node's own packets →
+//!   [`nat::node_snat`] when a pod's flow holds their tuple.
 //!
 //! Every verdict and drop reason is counted in [`stats`]; a walk that drops
 //! returns its reason, and [`stats::drop`] counts (and, when the loader
@@ -26,6 +28,7 @@ mod maps;
 mod nat;
 mod parse;
 mod stats;
+mod to_uplink;
 
 use aya_ebpf::{macros::classifier, programs::TcContext};
 
@@ -42,6 +45,16 @@ pub fn np_from_pod(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn np_from_uplink(ctx: TcContext) -> i32 {
     match from_uplink::try_from_uplink(&ctx) {
+        Ok(action) => action,
+        Err(reason) => stats::drop(&ctx, reason),
+    }
+}
+
+/// TC egress on an uplink: the node's own connections (translated to
+/// another port when a pod's translated flow holds theirs).
+#[classifier]
+pub fn np_to_uplink(ctx: TcContext) -> i32 {
+    match to_uplink::try_to_uplink(&ctx) {
         Ok(action) => action,
         Err(reason) => stats::drop(&ctx, reason),
     }

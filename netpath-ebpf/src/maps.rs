@@ -20,7 +20,7 @@ pub static ENDPOINTS: HashMap<EndpointKey, Endpoint, { maps::ENDPOINTS_MAX as us
     HashMap::new();
 
 /// A counter per verdict and drop reason, per CPU.
-#[btf_map(name = "stats_v1")]
+#[btf_map(name = "stats_v2")]
 pub static STATS: PerCpuArray<Counter, { STAT_COUNT as usize }> = PerCpuArray::new();
 
 /// Declared routes (longest prefix match on the destination).
@@ -36,12 +36,27 @@ pub static MASQ: LpmTrie<MasqKey, MasqRule, { maps::MASQ_MAX as usize }> = LpmTr
 #[btf_map(name = "settings_v1")]
 pub static SETTINGS: Array<NodeSettings, 1> = Array::new();
 
-/// Translated connections by original tuple. The size is set at load time.
-#[btf_map(name = "conntrack_v1")]
+/// Translated connections by original tuple (LRU: a full table evicts the
+/// least recently used connection). The size is set at load time. See
+/// `nat.rs` for the invariants this map and [`REVNAT`] keep together.
+#[btf_map(name = "conntrack_v2")]
 pub static CONNTRACK: LruHashMap<CtKey, CtEntry, { maps::CONNTRACK_DEFAULT_MAX as usize }> =
     LruHashMap::new();
 
-/// Reverse NAT by reply tuple. The size is set at load time.
-#[btf_map(name = "revnat_v1")]
-pub static REVNAT: LruHashMap<CtKey, RevNat, { maps::CONNTRACK_DEFAULT_MAX as usize }> =
-    LruHashMap::new();
+/// Reverse NAT by reply tuple: the claims of external tuples. A plain hash,
+/// never evicted (see `nat.rs` for why); `maps::revnat_max` of the
+/// connection table's size, set at load time.
+#[btf_map(name = "revnat_v2")]
+pub static REVNAT: HashMap<
+    CtKey,
+    RevNat,
+    { maps::revnat_max(maps::CONNTRACK_DEFAULT_MAX) as usize },
+> = HashMap::new();
+
+/// Per-CPU scratch space of the NAT path (`nat.rs`): a new connection
+/// entry and the port allocation request, too large for the 512-byte BPF
+/// stack next to the rest of the walk. A program runs to completion on its
+/// CPU with bottom halves off (TC ingress in softirq, TC egress under
+/// `rcu_read_lock_bh`), so no other user of the slot interleaves.
+#[btf_map(name = "nat_scratch")]
+pub static NAT_SCRATCH: PerCpuArray<crate::nat::NatScratch, 1> = PerCpuArray::new();

@@ -1275,7 +1275,9 @@ impl Config {
             udp_timeout: ct.udp_timeout,
             udp_stream_timeout: ct.udp_stream_timeout,
             icmp_timeout: ct.icmp_timeout,
-            _pad: 0,
+            // SYN_RECV, CLOSE_WAIT, LAST_ACK and the mid-stream pickup
+            // ceiling keep netfilter's defaults (no config keys yet).
+            ..NodeSettings::DEFAULT
         }
     }
 

@@ -1,26 +1,40 @@
 //! The connection table from userspace: listing it (what `conntrack -L`
-//! shows for netfilter) and collecting expired entries.
+//! shows for netfilter), collecting expired and orphaned entries, and
+//! checking the NAT invariants over a dump.
 //!
-//! The datapath keeps two LRU maps: `conntrack_v1`, keyed by the tuple the
-//! pod sent (original direction), and `revnat_v1`, keyed by the tuple the
-//! replies carry (remote → NAT address and port), which says which pod a
-//! reply belongs to. The datapath treats an entry idle for longer than its
-//! state's timeout as gone and replaces it when the flow comes back; the
-//! LRU evicts entries when a table is full. [`gc`] deletes expired entries
-//! (with their reverse entries) and reverse entries whose connection is
-//! gone, so that idle flows do not hold NAT ports until eviction.
+//! The datapath keeps two maps: `conntrack_v2` (LRU), keyed by the tuple
+//! the pod (or the node) sent (original direction), and `revnat_v2` (plain
+//! hash), keyed by the tuple the replies carry (remote → NAT address and
+//! port), which says where a reply belongs and is the claim of that
+//! external tuple. Their invariants (I1 pairing, I2 one tuple per
+//! connection, I3 race-free creation, I4 ownership-checked deletes, I5 the
+//! node's own connections) are written in `netpath-ebpf/src/nat.rs`;
+//! [`check_nat_invariants`] checks the ones a dump can show.
+//!
+//! [`gc`] deletes expired connections with their reverse entries and
+//! reverse entries nothing owns, and repairs a live connection whose
+//! reverse entry is missing (or, when its tuple belongs to another
+//! connection, deletes it so that its next packet gets a new mapping). The
+//! datapath changes the maps while GC runs, so every delete is decided on a
+//! fresh read of the entries involved, not on the snapshot: an entry is
+//! deleted only if it is still there, unchanged, and still expired or
+//! unowned. The maps are read with batched lookups (one pass, bucket by
+//! bucket), which neither restarts nor repeats on a churning LRU map.
 //!
 //! Times are `CLOCK_MONOTONIC` nanoseconds, the clock of
 //! `bpf_ktime_get_ns()` ([`now_ns`]).
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     fmt::Write as _,
     net::{Ipv4Addr, SocketAddrV4},
     time::Duration,
 };
 
-use netpath_common::{CtEntry, CtKey, NodeSettings, RevNat, ct_state, reply_key};
+use netpath_common::{
+    CtEntry, CtKey, NodeSettings, REVNAT_ORPHAN_GRACE_NS, RevNat, ct_flags, ct_state, original_of,
+    reply_key,
+};
 
 use crate::maps::{MapsError, NodeMaps};
 
@@ -76,7 +90,7 @@ pub struct Connection {
 
 impl Connection {
     fn new(orig: CtKey, entry: CtEntry, settings: &NodeSettings, now_ns: u64) -> Self {
-        let timeout_ns = u64::from(settings.ct_timeout_secs(entry.state)) * 1_000_000_000;
+        let timeout_ns = u64::from(settings.ct_timeout_of(&entry)) * 1_000_000_000;
         let deadline = entry.last_seen_ns.saturating_add(timeout_ns);
         Self {
             orig,
@@ -85,7 +99,7 @@ impl Connection {
             revnat: None,
             age: Duration::from_nanos(now_ns.saturating_sub(entry.created_ns)),
             expires_in: Duration::from_nanos(deadline.saturating_sub(now_ns)),
-            expired: settings.ct_expired(entry.state, entry.last_seen_ns, now_ns),
+            expired: settings.ct_expired(&entry, now_ns),
         }
     }
 
@@ -124,7 +138,7 @@ pub fn list_at(maps: &NodeMaps, now_ns: u64) -> Result<Vec<Connection>, MapsErro
         .into_iter()
         .map(|(k, e)| {
             let mut c = Connection::new(k, e, &settings, now_ns);
-            c.revnat = revnat.get(&c.reply).filter(|r| leads_back(r, &k)).copied();
+            c.revnat = revnat.get(&c.reply).filter(|r| r.leads_back(&k)).copied();
             c
         })
         .collect();
@@ -142,72 +156,216 @@ pub fn list(maps: &NodeMaps) -> Result<Vec<Connection>, MapsError> {
 pub struct GcReport {
     /// Expired connections deleted (each with its reverse entry).
     pub removed: usize,
-    /// Reverse entries deleted because their connection was gone.
+    /// Reverse entries deleted because nothing owns them (their connection
+    /// is gone, or maps to another tuple), and live connections deleted
+    /// because another connection holds their tuple.
     pub orphans: usize,
+    /// Live connections whose missing reverse entry was re-inserted.
+    pub repaired: usize,
     /// Connections left in the table.
     pub remaining: usize,
 }
 
-/// Deletes the connections that expired at `now_ns` and their reverse
-/// entries, and reverse entries whose connection is gone (evicted by the
-/// LRU, or replaced with another mapping).
+/// Collects the connection table at `now_ns`:
 ///
-/// The reverse map is read before the connection table: the datapath
-/// creates a connection's entry before its reverse entry, so a reverse
-/// entry seen first whose connection is missing afterwards is an orphan,
-/// not a connection being born.
+/// - an expired connection is deleted, then its reverse entry if that
+///   still leads back to it and the connection was not re-created
+///   meanwhile;
+/// - a live connection whose reverse entry is missing gets it back
+///   (`BPF_NOEXIST`, as the datapath claims); if its tuple belongs to
+///   another connection, it is deleted (its next packet gets a new mapping);
+/// - a reverse entry is deleted when the connection it leads back to maps
+///   to another tuple, or is missing and the entry is older than
+///   `REVNAT_ORPHAN_GRACE_NS` (younger ones are being created).
+///
+/// Every decision is re-checked on a fresh read just before its delete:
+/// the datapath may have refreshed, re-created or replaced the entries
+/// since the dump. What remains is a race of microseconds between that read
+/// and the delete, which the datapath's own checks repair (a connection
+/// whose reverse entry vanished re-inserts it on its next packet).
 pub fn gc(maps: &mut NodeMaps, now_ns: u64) -> Result<GcReport, MapsError> {
     let settings = maps.settings()?;
-    let revnat: HashMap<CtKey, RevNat> = maps.revnat()?.into_iter().collect();
-    let conntrack: HashMap<CtKey, CtEntry> = maps.conntrack()?.into_iter().collect();
+    let conntrack = maps.conntrack()?;
+    let revnat = maps.revnat()?;
     let mut report = GcReport::default();
-    // Reply tuples of the connections that stay.
-    let mut live: HashSet<CtKey> = HashSet::new();
+    let mut deleted = 0;
     for (key, entry) in &conntrack {
         let reply = reply_key(key, entry.nat_addr, entry.nat_port);
-        if settings.ct_expired(entry.state, entry.last_seen_ns, now_ns) {
+        // Re-read: act only on the entry as it is now.
+        if maps.conntrack_entry(key)? != Some(*entry) {
+            continue;
+        }
+        if settings.ct_expired(entry, now_ns) {
             maps.remove_conntrack(key)?;
-            if revnat.get(&reply).is_some_and(|r| leads_back(r, key)) {
+            deleted += 1;
+            report.removed += 1;
+            // Its claim, if still its own and not re-adopted by a
+            // re-created connection.
+            let owned = maps
+                .revnat_entry(&reply)?
+                .is_some_and(|r| r.leads_back(key));
+            if owned && maps.conntrack_entry(key)?.is_none() {
                 maps.remove_revnat(&reply)?;
             }
-            report.removed += 1;
-        } else {
-            live.insert(reply);
+            continue;
+        }
+        match maps.revnat_entry(&reply)? {
+            Some(r) if r.leads_back(key) => {}
+            Some(_) => {
+                // Another connection holds the tuple (I2): this one must
+                // not use it. Re-checked: the entry is unchanged.
+                if maps.conntrack_entry(key)? == Some(*entry) {
+                    maps.remove_conntrack(key)?;
+                    deleted += 1;
+                    report.orphans += 1;
+                }
+            }
+            None => {
+                let rev = RevNat {
+                    addr: key.saddr,
+                    port: key.sport,
+                    flags: entry.flags & ct_flags::NODE,
+                    _pad: 0,
+                    created_ns: now_ns,
+                };
+                if maps.claim_revnat(reply, rev)? {
+                    report.repaired += 1;
+                }
+            }
         }
     }
     for (reply, rev) in &revnat {
-        if live.contains(reply) {
+        if !orphaned(maps, reply, rev, now_ns)? {
             continue;
         }
-        let orig = original_of(reply, rev);
-        let expired_and_removed = conntrack.get(&orig).is_some_and(|e| {
-            reply_key(&orig, e.nat_addr, e.nat_port) == *reply
-                && settings.ct_expired(e.state, e.last_seen_ns, now_ns)
-        });
-        if !expired_and_removed {
-            maps.remove_revnat(reply)?;
-            report.orphans += 1;
+        // Re-read both entries now.
+        if maps.revnat_entry(reply)? != Some(*rev) || !orphaned(maps, reply, rev, now_ns)? {
+            continue;
         }
+        maps.remove_revnat(reply)?;
+        report.orphans += 1;
     }
-    report.remaining = conntrack.len() - report.removed;
+    report.remaining = conntrack.len() - deleted;
     Ok(report)
 }
 
-/// Whether a reverse entry leads back to the pod side of `orig`.
-fn leads_back(rev: &RevNat, orig: &CtKey) -> bool {
-    rev.addr == orig.saddr && rev.port == orig.sport
+/// Whether the reverse entry `rev` at `reply` is owned by nothing, from a
+/// fresh read of the connection it leads back to. (A connection that maps
+/// here but expired owns it until the first loop deletes both.)
+fn orphaned(maps: &NodeMaps, reply: &CtKey, rev: &RevNat, now_ns: u64) -> Result<bool, MapsError> {
+    let orig = original_of(reply, rev);
+    Ok(match maps.conntrack_entry(&orig)? {
+        Some(e) => {
+            reply_key(&orig, e.nat_addr, e.nat_port) != *reply
+                || e.flags & ct_flags::NODE != rev.flags & ct_flags::NODE
+        }
+        None => now_ns.saturating_sub(rev.created_ns) > REVNAT_ORPHAN_GRACE_NS,
+    })
 }
 
-/// The original tuple a reverse entry was made for.
-fn original_of(reply: &CtKey, rev: &RevNat) -> CtKey {
-    CtKey {
-        saddr: rev.addr,
-        daddr: reply.saddr,
-        sport: rev.port,
-        dport: reply.sport,
-        proto: reply.proto,
-        _pad: [0; 3],
+/// A broken NAT invariant (see `netpath-ebpf/src/nat.rs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Violation {
+    /// I1: a live connection has no reverse entry.
+    MissingReverse { orig: CtKey, reply: CtKey },
+    /// I1: a live connection's reverse entry leads to another original
+    /// source, or has another NODE flag.
+    ReverseElsewhere {
+        orig: CtKey,
+        reply: CtKey,
+        rev: RevNat,
+    },
+    /// I2: two live connections have the same external tuple.
+    SharedTuple { reply: CtKey, a: CtKey, b: CtKey },
+    /// A connection translated to a port outside the NAT range that is not
+    /// its own source port.
+    PortOutOfRange { orig: CtKey, nat_port: u16 },
+    /// A node connection translated to another address than its own.
+    NodeAddress { orig: CtKey },
+}
+
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Violation::MissingReverse { orig, reply } => {
+                write!(f, "I1: live {orig:?} has no reverse entry at {reply:?}")
+            }
+            Violation::ReverseElsewhere { orig, reply, rev } => write!(
+                f,
+                "I1: the reverse entry {rev:?} at {reply:?} does not lead back to live {orig:?}"
+            ),
+            Violation::SharedTuple { reply, a, b } => {
+                write!(f, "I2: {a:?} and {b:?} share the external tuple {reply:?}")
+            }
+            Violation::PortOutOfRange { orig, nat_port } => write!(
+                f,
+                "{orig:?} is translated to port {nat_port}, outside the NAT range and not its own"
+            ),
+            Violation::NodeAddress { orig } => {
+                write!(
+                    f,
+                    "node connection {orig:?} is translated to another address"
+                )
+            }
+        }
     }
+}
+
+/// Checks the NAT invariants a dump of both maps can show at `now_ns`
+/// (I1 pairing, I2 one tuple per connection, ports inside the range or the
+/// connection's own, node connections keeping their address). Reverse
+/// entries without a live connection are not violations (an LRU eviction
+/// leaves them; replies repair them, claims and GC reclaim them).
+///
+/// The dump must be quiescent (no program running meanwhile), as in
+/// `BPF_PROG_TEST_RUN` tests and the fuzzer: a concurrent creation is
+/// briefly a connection without its reverse entry.
+pub fn check_nat_invariants(
+    conntrack: &[(CtKey, CtEntry)],
+    revnat: &[(CtKey, RevNat)],
+    settings: &NodeSettings,
+    now_ns: u64,
+) -> Vec<Violation> {
+    let revnat: HashMap<CtKey, RevNat> = revnat.iter().copied().collect();
+    let mut owners: HashMap<CtKey, CtKey> = HashMap::new();
+    let mut out = Vec::new();
+    for (orig, e) in conntrack {
+        if settings.ct_expired(e, now_ns) {
+            continue;
+        }
+        let reply = reply_key(orig, e.nat_addr, e.nat_port);
+        match revnat.get(&reply) {
+            None => out.push(Violation::MissingReverse { orig: *orig, reply }),
+            Some(r)
+                if !r.leads_back(orig) || r.flags & ct_flags::NODE != e.flags & ct_flags::NODE =>
+            {
+                out.push(Violation::ReverseElsewhere {
+                    orig: *orig,
+                    reply,
+                    rev: *r,
+                })
+            }
+            Some(_) => {}
+        }
+        if let Some(other) = owners.insert(reply, *orig) {
+            out.push(Violation::SharedTuple {
+                reply,
+                a: other,
+                b: *orig,
+            });
+        }
+        let in_range = (settings.nat_port_min..=settings.nat_port_max).contains(&e.nat_port);
+        if !in_range && e.nat_port != orig.sport {
+            out.push(Violation::PortOutOfRange {
+                orig: *orig,
+                nat_port: e.nat_port,
+            });
+        }
+        if e.flags & ct_flags::NODE != 0 && e.nat_addr != orig.saddr {
+            out.push(Violation::NodeAddress { orig: *orig });
+        }
+    }
+    out
 }
 
 /// `5s`, `2m05s`, `3h07m`, `4d02h`.
@@ -291,6 +449,17 @@ mod tests {
             last_seen_ns: last_seen_s * 1_000_000_000,
             packets_orig: 3,
             packets_reply: 2,
+            tcp: Default::default(),
+        }
+    }
+
+    fn rev_of(k: &CtKey) -> RevNat {
+        RevNat {
+            addr: k.saddr,
+            port: k.sport,
+            flags: 0,
+            _pad: 0,
+            created_ns: 0,
         }
     }
 
@@ -298,13 +467,9 @@ mod tests {
     fn a_reverse_entry_maps_back_to_its_original() {
         for k in [key(41000, 8080, proto::TCP), key(777, 0, proto::ICMP)] {
             let reply = reply_key(&k, [192, 168, 50, 2], 40000);
-            let rev = RevNat {
-                addr: k.saddr,
-                port: k.sport,
-                _pad: 0,
-            };
+            let rev = rev_of(&k);
             assert_eq!(original_of(&reply, &rev), k);
-            assert!(leads_back(&rev, &k));
+            assert!(rev.leads_back(&k));
         }
     }
 
@@ -349,11 +514,7 @@ mod tests {
             &s,
             now,
         );
-        tcp.revnat = Some(RevNat {
-            addr: tcp.orig.saddr,
-            port: tcp.orig.sport,
-            _pad: 0,
-        });
+        tcp.revnat = Some(rev_of(&tcp.orig));
         let icmp = Connection::new(key(777, 0, proto::ICMP), entry(ct_state::ICMP, 10), &s, now);
         let text = format_table(&[tcp, icmp]);
         let lines: Vec<&str> = text.lines().collect();
@@ -405,5 +566,63 @@ mod tests {
         let a = now_ns();
         let b = now_ns();
         assert!(a > 0 && b >= a);
+    }
+
+    #[test]
+    fn the_invariant_checker_finds_each_broken_invariant() {
+        let s = NodeSettings {
+            nat_port_min: 40000,
+            nat_port_max: 40009,
+            ..NodeSettings::DEFAULT
+        };
+        let now = 100 * 1_000_000_000;
+        let nat = [192, 168, 50, 2];
+        let a = key(5555, 80, proto::TCP);
+        let mut ea = entry(ct_state::TCP_ESTABLISHED, 99);
+        ea.nat_port = 5555;
+        let ra = reply_key(&a, nat, 5555);
+        let ok_ct = vec![(a, ea)];
+        let ok_rev = vec![(ra, rev_of(&a))];
+        assert_eq!(check_nat_invariants(&ok_ct, &ok_rev, &s, now), vec![]);
+        // An orphan reverse entry is fine.
+        let orphan = reply_key(&key(6000, 80, proto::TCP), nat, 40001);
+        let mut revs = ok_rev.clone();
+        revs.push((orphan, rev_of(&key(6000, 80, proto::TCP))));
+        assert_eq!(check_nat_invariants(&ok_ct, &revs, &s, now), vec![]);
+        // I1: missing, or leading elsewhere.
+        assert!(matches!(
+            check_nat_invariants(&ok_ct, &[], &s, now)[..],
+            [Violation::MissingReverse { .. }]
+        ));
+        let b = CtKey {
+            saddr: [10, 200, 0, 3],
+            ..a
+        };
+        assert!(matches!(
+            check_nat_invariants(&ok_ct, &[(ra, rev_of(&b))], &s, now)[..],
+            [Violation::ReverseElsewhere { .. }]
+        ));
+        // I2: b shares a's tuple.
+        let mut two = ok_ct.clone();
+        two.push((b, ea));
+        let v = check_nat_invariants(&two, &ok_rev, &s, now);
+        assert!(
+            v.iter().any(|v| matches!(v, Violation::SharedTuple { .. })),
+            "{v:?}"
+        );
+        // A port neither own nor in range.
+        let mut bad = ea;
+        bad.nat_port = 7777;
+        let v = check_nat_invariants(
+            &[(a, bad)],
+            &[(reply_key(&a, nat, 7777), rev_of(&a))],
+            &s,
+            now,
+        );
+        assert!(matches!(v[..], [Violation::PortOutOfRange { .. }]), "{v:?}");
+        assert!(v[0].to_string().contains("7777"));
+        // Expired connections are not checked.
+        let old = entry(ct_state::TCP_CLOSE, 1);
+        assert_eq!(check_nat_invariants(&[(a, old)], &[], &s, now), vec![]);
     }
 }

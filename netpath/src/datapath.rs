@@ -5,14 +5,15 @@
 //!
 //! ```text
 //! maps/endpoints_v1   local pods          (bpftool map dump pinned ...)
-//! maps/stats_v1       per-CPU counters
+//! maps/stats_v2       per-CPU counters
 //! maps/routes_v1      declared routes (LPM)
 //! maps/masq_v1        masquerade rules (LPM on the source)
 //! maps/settings_v1    node settings (NAT port range, timeouts, ...)
-//! maps/conntrack_v1   translated connections (LRU)
-//! maps/revnat_v1      reverse NAT (LRU)
+//! maps/conntrack_v2   translated connections (LRU)
+//! maps/revnat_v2      reverse NAT (hash, 1.5 × the connection table)
 //! progs/np_from_pod   TC program on each pod's host-side veth
-//! progs/np_from_uplink  TC program on each uplink
+//! progs/np_from_uplink  TC program on each uplink (ingress)
+//! progs/np_to_uplink  TC program on each uplink (egress): node connections
 //! links/<ifname>_ingress  tcx link of a program on <ifname>
 //! ```
 //!
@@ -250,7 +251,7 @@ const ALL_MAPS: [&str; 7] = [
 ];
 
 /// Every program.
-const ALL_PROGS: [&str; 2] = [progs::FROM_POD, progs::FROM_UPLINK];
+const ALL_PROGS: [&str; 3] = [progs::FROM_POD, progs::FROM_UPLINK, progs::TO_UPLINK];
 
 /// The loaded datapath of one node.
 pub struct Datapath {
@@ -267,7 +268,7 @@ impl Datapath {
         let mut loader = EbpfLoader::new();
         loader.override_global("AYA_LOG_LEVEL", &opts.log_level, false);
         loader.map_max_entries(maps::CONNTRACK, opts.conntrack_max);
-        loader.map_max_entries(maps::REVNAT, opts.conntrack_max);
+        loader.map_max_entries(maps::REVNAT, maps::revnat_max(opts.conntrack_max));
         let map_pins: Vec<(&'static str, PathBuf)> = match &opts.pins {
             Some(pins) => {
                 pins.create()?;
@@ -276,8 +277,10 @@ impl Datapath {
             None => Vec::new(),
         };
         for (name, path) in &map_pins {
-            if [maps::CONNTRACK, maps::REVNAT].contains(name) {
+            if *name == maps::CONNTRACK {
                 drop_resized_pin(path, opts.conntrack_max)?;
+            } else if *name == maps::REVNAT {
+                drop_resized_pin(path, maps::revnat_max(opts.conntrack_max))?;
             }
             loader.map_pin_path(name, path.as_path());
         }
@@ -329,6 +332,12 @@ impl Datapath {
     /// The uplink-ingress program, for `BPF_PROG_TEST_RUN`.
     pub fn from_uplink_program(&self) -> &SchedClassifier {
         self.program(progs::FROM_UPLINK)
+    }
+
+    /// The uplink-egress program (the node's own connections), for
+    /// `BPF_PROG_TEST_RUN`.
+    pub fn to_uplink_program(&self) -> &SchedClassifier {
+        self.program(progs::TO_UPLINK)
     }
 
     fn program(&self, name: &str) -> &SchedClassifier {

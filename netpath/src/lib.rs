@@ -18,6 +18,7 @@ pub mod demo;
 pub mod ebpf;
 pub mod ipam;
 pub mod lab;
+mod map_batch;
 pub mod maps;
 pub mod netlink;
 pub mod netns;

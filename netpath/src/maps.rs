@@ -15,6 +15,9 @@ use netpath_common::{
 
 use crate::datapath::PinDir;
 
+/// `BPF_NOEXIST`: insert only if the key is absent.
+const BPF_NOEXIST: u64 = 1;
+
 /// Errors of opening or using a map.
 #[derive(Debug, thiserror::Error)]
 pub enum MapsError {
@@ -89,7 +92,7 @@ impl NodeMaps {
             masq: Map::LpmTrie(open(maps::MASQ)?),
             settings: Map::Array(open(maps::SETTINGS)?),
             conntrack: Map::LruHashMap(open(maps::CONNTRACK)?),
-            revnat: Map::LruHashMap(open(maps::REVNAT)?),
+            revnat: Map::HashMap(open(maps::REVNAT)?),
         })
     }
 
@@ -243,14 +246,40 @@ impl NodeMaps {
         })
     }
 
-    /// Every tracked connection.
+    /// Every tracked connection (one batched pass: see `map_batch`).
     pub fn conntrack(&self) -> Result<Vec<(CtKey, CtEntry)>, MapsError> {
-        collect(self.conntrack.iter(), maps::CONNTRACK)
+        batch(&self.conntrack, maps::CONNTRACK)
     }
 
-    /// Every reverse NAT entry.
+    /// Every reverse NAT entry (one batched pass).
     pub fn revnat(&self) -> Result<Vec<(CtKey, RevNat)>, MapsError> {
-        collect(self.revnat.iter(), maps::REVNAT)
+        batch(&self.revnat, maps::REVNAT)
+    }
+
+    /// One connection, if present.
+    pub fn conntrack_entry(&self, key: &CtKey) -> Result<Option<CtEntry>, MapsError> {
+        lookup(self.conntrack.get(key, 0), maps::CONNTRACK)
+    }
+
+    /// One reverse NAT entry, if present.
+    pub fn revnat_entry(&self, key: &CtKey) -> Result<Option<RevNat>, MapsError> {
+        lookup(self.revnat.get(key, 0), maps::REVNAT)
+    }
+
+    /// Inserts a reverse NAT entry only if its key is free (`BPF_NOEXIST`,
+    /// the datapath's claim); `false` when it exists.
+    pub fn claim_revnat(&mut self, key: CtKey, entry: RevNat) -> Result<bool, MapsError> {
+        match self.revnat.insert(key, entry, BPF_NOEXIST) {
+            Ok(()) => Ok(true),
+            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => {
+                Ok(false)
+            }
+            Err(source) => Err(MapsError::Op {
+                op: "insert",
+                name: maps::REVNAT,
+                source,
+            }),
+        }
     }
 
     /// Adds a connection (tests and benchmarks fill the table with it).
@@ -295,6 +324,33 @@ fn ignore_absent(
         Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
         Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
         Err(source) => Err(MapsError::Op { op, name, source }),
+    }
+}
+
+fn batch<K: aya::Pod, V: aya::Pod>(
+    map: &HashMap<MapData, K, V>,
+    name: &'static str,
+) -> Result<Vec<(K, V)>, MapsError> {
+    use aya::maps::IterableMap as _;
+    crate::map_batch::dump(map.map()).map_err(|source| MapsError::Op {
+        op: "dump",
+        name,
+        source,
+    })
+}
+
+fn lookup<V>(res: Result<V, MapError>, name: &'static str) -> Result<Option<V>, MapsError> {
+    match res {
+        Ok(v) => Ok(Some(v)),
+        Err(MapError::KeyNotFound) => Ok(None),
+        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
+            Ok(None)
+        }
+        Err(source) => Err(MapsError::Op {
+            op: "read",
+            name,
+            source,
+        }),
     }
 }
 

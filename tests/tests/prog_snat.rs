@@ -112,10 +112,26 @@ fn conntrack(dp: &mut Datapath) -> Vec<(CtKey, netpath_common::CtEntry)> {
     dp.maps().conntrack().unwrap()
 }
 
+/// A TCP segment with explicit sequence and acknowledgement numbers.
+fn tcp(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), flags: u8, seq: u32, ack: u32) -> Ipv4Builder {
+    let mut b = Ipv4Builder::tcp(src, dst, flags);
+    b.l4 = L4::Tcp {
+        sport: src.1,
+        dport: dst.1,
+        flags,
+        seq,
+        ack,
+    };
+    b
+}
+
+// The SYN_RECV step (netfilter's states) and the sequence numbers below
+// came with issue 8: a SYN-ACK must acknowledge the SYN, and ESTABLISHED
+// follows the original side's ACK, as in netfilter.
 #[test]
 fn tcp_syn_is_masqueraded_and_its_syn_ack_translated_back() {
     let mut dp = datapath(10, |_| {});
-    let syn = Ipv4Builder::tcp((POD_A, 5555), (LAN, 80), TCP_SYN);
+    let syn = tcp((POD_A, 5555), (LAN, 80), TCP_SYN, 1000, 0);
     let (verdict, out) = from_pod(&dp, &syn);
     assert_eq!(verdict, TC_ACT_REDIRECT);
     let want = translated(&syn, (NODE, 5555));
@@ -130,14 +146,21 @@ fn tcp_syn_is_masqueraded_and_its_syn_ack_translated_back() {
     assert_eq!(ct[0].1.state, ct_state::TCP_SYN_SENT);
     assert_eq!((ct[0].1.nat_addr, ct[0].1.nat_port), (NODE.octets(), 5555));
 
-    let syn_ack = Ipv4Builder::tcp((LAN, 80), (NODE, 5555), TCP_SYN | TCP_ACK);
+    let syn_ack = tcp((LAN, 80), (NODE, 5555), TCP_SYN | TCP_ACK, 5000, 1001);
     let (verdict, out) = from_uplink(&dp, &syn_ack);
     assert_eq!(verdict, TC_ACT_REDIRECT);
     assert_eq!(out, delivered(&syn_ack, (POD_A, 5555)), "whole frame");
     assert!(packet::l4_checksum_ok(&out));
     let ct = conntrack(&mut dp);
-    assert_eq!(ct[0].1.state, ct_state::TCP_ESTABLISHED);
+    assert_eq!(ct[0].1.state, ct_state::TCP_SYN_RECV);
     assert_eq!((ct[0].1.packets_orig, ct[0].1.packets_reply), (1, 1));
+    let ack = tcp((POD_A, 5555), (LAN, 80), TCP_ACK, 1001, 5001);
+    let (verdict, out) = from_pod(&dp, &ack);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_eq!(&out[14..], &translated(&ack, (NODE, 5555))[14..]);
+    let ct = conntrack(&mut dp);
+    assert_eq!(ct[0].1.state, ct_state::TCP_ESTABLISHED);
+    assert_eq!((ct[0].1.packets_orig, ct[0].1.packets_reply), (2, 1));
     assert_eq!(packets(&mut dp, Stat::SnatNew), 1);
     assert_eq!(packets(&mut dp, Stat::FwdRouted), 1);
     assert_eq!(packets(&mut dp, Stat::FwdRevNat), 1);
@@ -147,19 +170,19 @@ fn tcp_syn_is_masqueraded_and_its_syn_ack_translated_back() {
 fn tcp_fin_and_rst_move_the_connection_state() {
     let mut dp = datapath(10, |_| {});
     let a = (POD_A, 6000);
-    from_pod(&dp, &Ipv4Builder::tcp(a, (LAN, 80), TCP_SYN));
-    from_uplink(
-        &dp,
-        &Ipv4Builder::tcp((LAN, 80), (NODE, 6000), TCP_SYN | TCP_ACK),
-    );
-    from_pod(&dp, &Ipv4Builder::tcp(a, (LAN, 80), TCP_FIN | TCP_ACK));
+    let (lan, nat) = ((LAN, 80), (NODE, 6000));
+    from_pod(&dp, &tcp(a, lan, TCP_SYN, 100, 0));
+    from_uplink(&dp, &tcp(lan, nat, TCP_SYN | TCP_ACK, 900, 101));
+    from_pod(&dp, &tcp(a, lan, TCP_ACK, 101, 901));
+    assert_eq!(conntrack(&mut dp)[0].1.state, ct_state::TCP_ESTABLISHED);
+    from_pod(&dp, &tcp(a, lan, TCP_FIN | TCP_ACK, 101, 901));
     assert_eq!(conntrack(&mut dp)[0].1.state, ct_state::TCP_FIN_WAIT);
-    from_uplink(
-        &dp,
-        &Ipv4Builder::tcp((LAN, 80), (NODE, 6000), TCP_FIN | TCP_ACK),
-    );
+    // netfilter: the other side's FIN → LAST_ACK, the ACK of it → TIME_WAIT.
+    from_uplink(&dp, &tcp(lan, nat, TCP_FIN | TCP_ACK, 901, 102));
+    assert_eq!(conntrack(&mut dp)[0].1.state, ct_state::TCP_LAST_ACK);
+    from_pod(&dp, &tcp(a, lan, TCP_ACK, 102, 902));
     assert_eq!(conntrack(&mut dp)[0].1.state, ct_state::TCP_TIME_WAIT);
-    from_uplink(&dp, &Ipv4Builder::tcp((LAN, 80), (NODE, 6000), TCP_RST));
+    from_uplink(&dp, &tcp(lan, nat, TCP_RST, 902, 0));
     assert_eq!(conntrack(&mut dp)[0].1.state, ct_state::TCP_CLOSE);
 }
 

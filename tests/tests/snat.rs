@@ -534,11 +534,16 @@ fn conntrack_gc_removes_expired_entries_and_orphans_and_nothing_else() {
         last_seen_ns: last_seen,
         packets_orig: 1,
         packets_reply: 1,
+        tcp: Default::default(),
     };
+    // Claimed a minute ago: past the grace period of a claim whose
+    // connection is being created.
     let rev = |k: &CtKey| RevNat {
         addr: k.saddr,
         port: k.sport,
+        flags: 0,
         _pad: 0,
+        created_ns: s(60),
     };
     let mut add = |k: CtKey, e: CtEntry, with_rev: bool| {
         maps.insert_conntrack(k, e).unwrap();
@@ -562,7 +567,7 @@ fn conntrack_gc_removes_expired_entries_and_orphans_and_nothing_else() {
     // Live, but its reverse entry is missing; and a stale reverse entry
     // that leads to it under another NAT port (an old mapping).
     let f = key(4, 42000, 443, 6);
-    add(f, entry(ct_state::TCP_ESTABLISHED, s(1), 42000), false);
+    let f_reply = add(f, entry(ct_state::TCP_ESTABLISHED, s(1), 42000), false);
     let stale = reply_key(&f, NODE.octets(), 42001);
     maps.insert_revnat(stale, rev(&f)).unwrap();
     // An orphan: no connection at all.
@@ -583,6 +588,7 @@ fn conntrack_gc_removes_expired_entries_and_orphans_and_nothing_else() {
         conntrack::GcReport {
             removed: 2,
             orphans: 2,
+            repaired: 1,
             remaining: 3
         }
     );
@@ -600,17 +606,31 @@ fn conntrack_gc_removes_expired_entries_and_orphans_and_nothing_else() {
         .iter()
         .map(|(k, _)| format!("{k:?}"))
         .collect();
-    let want: BTreeSet<String> = [a_reply, g_reply]
+    // Issue 8: a live connection without its reverse entry is a broken
+    // invariant (I1), not a state to keep: GC re-inserts it (it was
+    // asserted missing here before).
+    let want: BTreeSet<String> = [a_reply, g_reply, f_reply]
         .iter()
         .map(|k| format!("{k:?}"))
         .collect();
     assert_eq!(
         revs, want,
-        "b's {b_reply:?}, the stale and the orphan entries are gone"
+        "b's {b_reply:?}, the stale and the orphan entries are gone; f's is back"
     );
+    let (ct, rv) = (maps.conntrack().unwrap(), maps.revnat().unwrap());
+    let broken = conntrack::check_nat_invariants(&ct, &rv, &NodeSettings::DEFAULT, now);
+    assert!(broken.is_empty(), "{broken:?}");
     // A second pass finds nothing more.
     let again = conntrack::gc(maps, now).unwrap();
-    assert_eq!((again.removed, again.orphans, again.remaining), (0, 0, 3));
+    assert_eq!(
+        (
+            again.removed,
+            again.orphans,
+            again.repaired,
+            again.remaining
+        ),
+        (0, 0, 0, 3)
+    );
 }
 
 /// What an apply leaves in the datapath and its pins.
