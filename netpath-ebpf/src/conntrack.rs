@@ -168,9 +168,10 @@ pub fn open(
             }
             if !reply && fl & (TCP_SYN | TCP_ACK) == TCP_SYN {
                 (ct_state::TCP_SYN_SENT, 0)
-            } else if fl & TCP_SYN == 0 && (fl & TCP_ACK != 0 || fl & TCP_RST != 0) {
+            } else if reply || (fl & TCP_SYN == 0 && fl & TCP_ACK != 0) {
                 // Mid-stream: the original side's ACK (netfilter's loose
-                // pickup), or any reply to a connection whose entry was lost.
+                // pickup), or any reply to a connection whose entry was
+                // evicted (its reverse entry proves the mapping).
                 (ct_state::TCP_ESTABLISHED, ct_flags::PICKUP)
             } else {
                 return Err(Stat::DropCtInvalid);
