@@ -738,6 +738,7 @@ async fn execute(
         if !plan.uplinks.contains_key(name) {
             info!("np_from_uplink: detaching from {name}");
             dp.detach_ingress(name)?;
+            dp.detach_egress(name)?;
         }
     }
     Ok(())
@@ -783,10 +784,12 @@ async fn configure_datapath(
             // New, or the interface was recreated: a pinned link of the old
             // one would only get the new program, so start afresh.
             crate::datapath::remove_pin(&pins.ingress_link(name))?;
+            crate::datapath::remove_pin(&pins.egress_link(name))?;
             undo.push(Undo::Unpin(name.clone()));
             info!("np_from_uplink: attaching to {name}");
         }
         dp.attach_from_uplink(node_ns, name)?;
+        dp.attach_to_uplink(node_ns, name)?;
     }
     failpoint(&format!("configure-datapath:{}", config.node.name))
 }
@@ -982,7 +985,10 @@ async fn rollback(node_ns: &Netns, pins: &PinDir, undo: Vec<Undo>) {
                         maps.remove_endpoint(addr)?;
                     }
                 }
-                Undo::Unpin(ifname) => crate::datapath::remove_pin(&pins.ingress_link(&ifname))?,
+                Undo::Unpin(ifname) => {
+                    crate::datapath::remove_pin(&pins.ingress_link(&ifname))?;
+                    crate::datapath::remove_pin(&pins.egress_link(&ifname))?;
+                }
                 Undo::RestoreMaps {
                     routes,
                     masq,

@@ -15,6 +15,7 @@
 //! progs/np_from_uplink  TC program on each uplink (ingress)
 //! progs/np_to_uplink  TC program on each uplink (egress): node connections
 //! links/<ifname>_ingress  tcx link of a program on <ifname>
+//! links/<ifname>_egress   tcx egress link of np_to_uplink on an uplink
 //! ```
 //!
 //! Maps are reused from their pins when they exist, so a restarted
@@ -155,6 +156,12 @@ impl PinDir {
     pub fn ingress_link(&self, ifname: &str) -> PathBuf {
         let name = ifname.replace('.', "_");
         self.root.join("links").join(format!("{name}_ingress"))
+    }
+
+    /// The pin of the tcx egress link on `ifname`: `links/<ifname>_egress`.
+    pub fn egress_link(&self, ifname: &str) -> PathBuf {
+        let name = ifname.replace('.', "_");
+        self.root.join("links").join(format!("{name}_egress"))
     }
 
     /// Creates `maps/`, `progs/` and `links/` (mounting bpffs first if
@@ -371,13 +378,41 @@ impl Datapath {
         netns: &Netns,
         ifname: &str,
     ) -> Result<(), DatapathError> {
+        self.attach_tcx(name, netns, ifname, TcAttachType::Ingress)
+    }
+
+    /// Attaches the uplink-egress program (`np_to_uplink`: the node's own
+    /// connections that collide with a pod's translated flow) to `ifname`
+    /// as a tcx egress link pinned at `links/<ifname>_egress`.
+    pub fn attach_to_uplink(&mut self, netns: &Netns, ifname: &str) -> Result<(), DatapathError> {
+        self.attach_tcx(progs::TO_UPLINK, netns, ifname, TcAttachType::Egress)
+    }
+
+    /// Unpins the egress link on `ifname`.
+    pub fn detach_egress(&self, ifname: &str) -> Result<(), DatapathError> {
+        match &self.pins {
+            Some(pins) => remove_pin(&pins.egress_link(ifname)),
+            None => Ok(()),
+        }
+    }
+
+    fn attach_tcx(
+        &mut self,
+        name: &'static str,
+        netns: &Netns,
+        ifname: &str,
+        attach_type: TcAttachType,
+    ) -> Result<(), DatapathError> {
         let prog: &mut SchedClassifier = self
             .ebpf
             .program_mut(name)
             .ok_or(DatapathError::MissingProgram { name })?
             .try_into()
             .map_err(|source| DatapathError::LoadProgram { name, source })?;
-        let pin = self.pins.as_ref().map(|p| p.ingress_link(ifname));
+        let pin = self.pins.as_ref().map(|p| match attach_type {
+            TcAttachType::Egress => p.egress_link(ifname),
+            _ => p.ingress_link(ifname),
+        });
         let existing = match &pin {
             Some(path) => match PinnedLink::from_pin(path) {
                 Ok(link) => Some(link),
@@ -412,7 +447,7 @@ impl Datapath {
                 .run(|| {
                     prog.attach_with_options(
                         ifname,
-                        TcAttachType::Ingress,
+                        attach_type,
                         TcAttachOptions::TcxOrder(LinkOrder::default()),
                     )
                 })?

@@ -477,6 +477,39 @@ fn a_pod_never_takes_the_port_of_the_nodes_own_connection() {
 }
 
 #[test]
+fn a_node_connection_after_a_pods_on_the_same_port_keeps_its_replies() {
+    let node = snat_node("nodeafter", &["red"]);
+    node.apply().expect("apply");
+    let server = tcp_echo_server_concurrent(&node.lab.lan_netns, LAN, 9201, 2);
+    // The pod's connection first: it keeps 45679 on the node's address...
+    let mut pods = tcp_connect(&node.pod_ns("red"), LAN, 9201, Some(45679)).expect("pod -> LAN");
+    assert_eq!(tcp_exchange(&mut pods, b"pod").unwrap(), b"pod");
+    // ...then the node's own connection from the same port to the same
+    // peer: np_to_uplink moves it to a free port, and its replies reach
+    // the node, not the pod.
+    let mut own = tcp_connect(&node.lab.node_netns, LAN, 9201, Some(45679)).expect("node -> LAN");
+    assert_eq!(tcp_exchange(&mut own, b"node").unwrap(), b"node");
+    assert_eq!(tcp_exchange(&mut pods, b"pod again").unwrap(), b"pod again");
+    drop((own, pods));
+    let peers = server.join().unwrap();
+    assert_eq!(peers.len(), 2);
+    assert!(peers.iter().all(|p| p.ip() == IpAddr::V4(NODE)));
+    assert!(
+        peers.iter().any(|p| p.port() == 45679) && peers.iter().any(|p| p.port() != 45679),
+        "the node's connection was moved: {peers:?}"
+    );
+    assert!(stat(&node, Stat::NodeNatNew) >= 1);
+    let maps = node.maps();
+    let broken = conntrack::check_nat_invariants(
+        &maps.conntrack().unwrap(),
+        &maps.revnat().unwrap(),
+        &maps.settings().unwrap(),
+        conntrack::now_ns(),
+    );
+    assert!(broken.is_empty(), "{broken:?}");
+}
+
+#[test]
 fn pods_reach_the_nodes_own_addresses() {
     // With a default route in the route map, which covers them.
     let mut node = snat_node("podnode", &["red"]);
