@@ -740,3 +740,43 @@ fn an_icmp_error_about_a_moved_node_connection_goes_to_the_node_translated_back(
     );
     assert_invariants(&mut dp, 10);
 }
+
+#[test]
+fn gc_leaves_a_claim_being_created_and_collects_an_old_orphan() {
+    let mut dp = datapath(10, 1024);
+    let now = now_ns();
+    let fresh_key = key((POD_A, 8000), (LAN, 53), 17);
+    let old_key = key((POD_A, 8001), (LAN, 53), 17);
+    let claim = |k: &CtKey, created_ns| RevNat {
+        addr: k.saddr,
+        port: k.sport,
+        flags: 0,
+        _pad: 0,
+        created_ns,
+    };
+    let fresh = reply_key(&fresh_key, NODE.octets(), 8000);
+    let old = reply_key(&old_key, NODE.octets(), 8001);
+    dp.maps()
+        .insert_revnat(fresh, claim(&fresh_key, now))
+        .unwrap();
+    dp.maps()
+        .insert_revnat(old, claim(&old_key, now - 10_000_000_000))
+        .unwrap();
+    // A live connection too, which GC must keep with its claim.
+    let q = Ipv4Builder::udp((POD_A, 8002), (LAN, 53));
+    from_pod(&dp, &q);
+    let report = netpath::conntrack::gc(dp.maps(), now_ns()).unwrap();
+    assert_eq!(
+        (
+            report.removed,
+            report.orphans,
+            report.repaired,
+            report.remaining
+        ),
+        (0, 1, 0, 1)
+    );
+    assert!(dp.maps().revnat_entry(&fresh).unwrap().is_some());
+    assert!(dp.maps().revnat_entry(&old).unwrap().is_none());
+    assert_eq!(dp.maps().revnat().unwrap().len(), 2);
+    assert_invariants(&mut dp, 10);
+}
