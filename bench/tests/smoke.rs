@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use netpath::netns::Netns;
+use netpath::sys::netns::Netns;
 use netpath_bench::{
     Options,
     figures::Condition,

@@ -11,6 +11,9 @@
 //! value sizes, so an old pin must never be opened with a new layout.
 #![no_std]
 
+pub mod mac;
+pub mod proto;
+
 /// Names of the maps and programs in the eBPF object, and of their pins.
 ///
 /// The pin of a map is `/sys/fs/bpf/netpath/<instance>/maps/<name>`, of a

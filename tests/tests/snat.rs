@@ -14,11 +14,11 @@ use std::{
 
 use netpath::{
     config::{MasqueradeConfig, PortRange, RouteConfig},
-    conntrack, controller, daemon,
+    conntrack, daemon,
     datapath::{Datapath, LoadOptions, PinDir},
-    netlink,
-    netns::Netns,
+    reconcile,
     state::StateDir,
+    sys::{netns::Netns, sysctl},
 };
 use netpath_common::{CtEntry, CtKey, NodeSettings, RevNat, Stat, ct_state, progs, reply_key};
 use tests::harness::{
@@ -77,13 +77,13 @@ fn assert_no_netfilter_rules(ns: &str) {
 /// forwarding on, for `bpf_fib_lookup`).
 fn assert_kernel_does_not_forward(node: &TestNode) {
     let ns = Netns::open(&node.lab.node_netns).unwrap();
-    assert_eq!(netlink::read_sysctl(&ns, "ipv4/ip_forward").unwrap(), "0");
+    assert_eq!(sysctl::read_sysctl(&ns, "ipv4/ip_forward").unwrap(), "0");
     assert_eq!(
-        netlink::read_sysctl(&ns, "ipv4/conf/np0/forwarding").unwrap(),
+        sysctl::read_sysctl(&ns, "ipv4/conf/np0/forwarding").unwrap(),
         "1"
     );
     assert_eq!(
-        netlink::read_sysctl(&ns, "ipv4/conf/uplink0/forwarding").unwrap(),
+        sysctl::read_sysctl(&ns, "ipv4/conf/uplink0/forwarding").unwrap(),
         "0"
     );
 }
@@ -717,7 +717,7 @@ fn a_second_apply_with_routes_and_masquerade_changes_nothing() {
             .ingress_link("uplink0")
             .exists()
     );
-    assert!(controller::uplinks(node.instance()).unwrap().is_empty());
+    assert!(reconcile::uplinks(node.instance()).unwrap().is_empty());
 }
 
 #[test]
@@ -894,7 +894,7 @@ fn the_daemon_collects_expired_connections_and_reapplies_on_reload() {
         }
     };
     wait_for("the first apply", &|| {
-        controller::pods(node.instance()).is_ok_and(|p| p.contains_key("red"))
+        reconcile::pods(node.instance()).is_ok_and(|p| p.contains_key("red"))
             && PinDir::for_instance(node.instance())
                 .ingress_link("uplink0")
                 .exists()
@@ -914,7 +914,7 @@ fn the_daemon_collects_expired_connections_and_reapplies_on_reload() {
     std::fs::write(&path, node.config.to_toml_string()).unwrap();
     tx.blocking_send(daemon::Event::Reload).unwrap();
     wait_for("blue after the reload", &|| {
-        controller::pods(node.instance()).is_ok_and(|p| p.contains_key("blue"))
+        reconcile::pods(node.instance()).is_ok_and(|p| p.contains_key("blue"))
     });
     assert_eq!(ping(&node.pod_ns("blue"), LAN, 1), 1);
 

@@ -13,7 +13,7 @@ use netpath_common::{
     RouteKey, RouteNextHop, Stat, maps,
 };
 
-use crate::datapath::PinDir;
+use super::pins::PinDir;
 
 /// Errors of opening or using a map.
 #[derive(Debug, thiserror::Error)]

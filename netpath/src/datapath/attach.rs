@@ -1,0 +1,112 @@
+//! Attaching programs to interfaces as pinned tcx links.
+
+use std::io;
+
+use aya::programs::{
+    LinkOrder, SchedClassifier, TcAttachType,
+    links::{FdLink, LinkError, PinnedLink},
+    tc::{SchedClassifierLink, TcAttachOptions},
+};
+use netpath_common::progs;
+
+use super::{DatapathError, load::Datapath, pins::remove_pin};
+use crate::sys::netns::Netns;
+
+impl Datapath {
+    /// Attaches the pod-ingress program to `ifname` (a pod's host-side veth
+    /// in `netns`). See [`Datapath::attach_ingress`].
+    pub fn attach_from_pod(&mut self, netns: &Netns, ifname: &str) -> Result<(), DatapathError> {
+        self.attach_ingress(progs::FROM_POD, netns, ifname)
+    }
+
+    /// Attaches the uplink-ingress program to `ifname` (an uplink in
+    /// `netns`). See [`Datapath::attach_ingress`].
+    pub fn attach_from_uplink(&mut self, netns: &Netns, ifname: &str) -> Result<(), DatapathError> {
+        self.attach_ingress(progs::FROM_UPLINK, netns, ifname)
+    }
+
+    /// Attaches program `name` to `ifname` in `netns` as a tcx ingress
+    /// link, and pins the link. An existing pinned link on that interface
+    /// gets the new program atomically.
+    ///
+    /// Matches `tc filter add dev IFNAME ingress bpf obj ... sec NAME`, but
+    /// with a tcx link instead of a clsact qdisc.
+    pub fn attach_ingress(
+        &mut self,
+        name: &'static str,
+        netns: &Netns,
+        ifname: &str,
+    ) -> Result<(), DatapathError> {
+        let prog: &mut SchedClassifier = self
+            .ebpf
+            .program_mut(name)
+            .ok_or(DatapathError::MissingProgram { name })?
+            .try_into()
+            .map_err(|source| DatapathError::LoadProgram { name, source })?;
+        let pin = self.pins.as_ref().map(|p| p.ingress_link(ifname));
+        let existing = match &pin {
+            Some(path) => match PinnedLink::from_pin(path) {
+                Ok(link) => Some(link),
+                Err(LinkError::SyscallError(e)) if e.io_error.kind() == io::ErrorKind::NotFound => {
+                    None
+                }
+                Err(source) => {
+                    return Err(DatapathError::Link {
+                        path: path.clone(),
+                        source,
+                    });
+                }
+            },
+            None => None,
+        };
+        let attach_err = |source| DatapathError::Attach {
+            prog: name,
+            ifname: ifname.to_owned(),
+            source,
+        };
+        let link_id = match existing {
+            Some(old) => {
+                let link = SchedClassifierLink::try_from(FdLink::from(old)).map_err(|source| {
+                    DatapathError::Link {
+                        path: pin.clone().unwrap_or_default(),
+                        source,
+                    }
+                })?;
+                prog.attach_to_link(link).map_err(attach_err)?
+            }
+            None => netns
+                .run(|| {
+                    prog.attach_with_options(
+                        ifname,
+                        TcAttachType::Ingress,
+                        TcAttachOptions::TcxOrder(LinkOrder::default()),
+                    )
+                })?
+                .map_err(attach_err)?,
+        };
+        if let Some(path) = pin {
+            let link = prog.take_link(link_id).map_err(attach_err)?;
+            let fd_link = FdLink::try_from(link).map_err(|source| DatapathError::Link {
+                path: path.clone(),
+                source,
+            })?;
+            remove_pin(&path)?;
+            // Pinning consumes the link: from here on the pin holds it.
+            fd_link.pin(&path).map_err(|source| DatapathError::Pin {
+                what: format!("tcx link on {ifname}"),
+                path,
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Unpins the ingress link on `ifname` (the link detaches when its pin
+    /// and every fd are gone; deleting the interface detaches it as well).
+    pub fn detach_ingress(&self, ifname: &str) -> Result<(), DatapathError> {
+        match &self.pins {
+            Some(pins) => remove_pin(&pins.ingress_link(ifname)),
+            None => Ok(()),
+        }
+    }
+}
