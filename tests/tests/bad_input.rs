@@ -181,6 +181,7 @@ fn a_failure_midway_rolls_back_every_step_of_the_apply() {
     // tests that read it concurrently are unaffected.
     unsafe { std::env::set_var("NETPATH_FAILPOINT", &failpoint) };
     let err = node.apply().expect_err("failpoint");
+    // SAFETY: as for set_var above.
     unsafe { std::env::remove_var("NETPATH_FAILPOINT") };
     let msg = err.to_string();
     assert!(msg.contains("rolled back"), "{msg}");

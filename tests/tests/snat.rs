@@ -58,7 +58,7 @@ fn stat(node: &TestNode, stat: Stat) -> u64 {
 }
 
 fn peer_ips(peers: &[SocketAddr]) -> BTreeSet<IpAddr> {
-    peers.iter().map(|p| p.ip()).collect()
+    peers.iter().map(SocketAddr::ip).collect()
 }
 
 /// Neither iptables nor nftables has a rule (or a table) in `ns`.
@@ -170,7 +170,7 @@ fn two_pods_on_the_same_source_port_get_distinct_nat_ports() {
     drop((a, b));
     let peers = server.join().unwrap();
     assert_eq!(peer_ips(&peers), BTreeSet::from([IpAddr::V4(NODE)]));
-    let ports: BTreeSet<u16> = peers.iter().map(|p| p.port()).collect();
+    let ports: BTreeSet<u16> = peers.iter().map(SocketAddr::port).collect();
     assert_eq!(
         ports.len(),
         2,
@@ -336,13 +336,13 @@ fn a_declared_route_via_a_router_reaches_the_far_host() {
 
 #[test]
 fn a_thousand_short_connections_succeed_and_are_collected_once_idle() {
+    const N: usize = 1000;
     let mut node = snat_node("thousand", &["red"]);
     node.config.conntrack.tcp_fin_timeout = 1;
     node.config.conntrack.tcp_close_timeout = 1;
     node.config.conntrack.tcp_syn_timeout = 1;
     node.apply().expect("apply");
     let red = node.pod_ns("red");
-    const N: usize = 1000;
     let new_before = stat(&node, Stat::SnatNew);
     let server = tcp_echo_server(&node.lab.lan_netns, LAN, 8083, N);
     let failures: Vec<String> = tests::harness::in_ns(&red, move || {
@@ -743,6 +743,7 @@ fn a_failure_after_the_maps_are_written_restores_them() {
     // that read the variable are unaffected.
     unsafe { std::env::set_var("NETPATH_FAILPOINT", &failpoint) };
     let err = node.apply().expect_err("failpoint");
+    // SAFETY: as for set_var above.
     unsafe { std::env::remove_var("NETPATH_FAILPOINT") };
     assert!(err.to_string().contains("rolled back"), "{err}");
 
@@ -818,7 +819,7 @@ fn a_route_via_an_address_off_the_devs_network_is_rejected() {
                 dst: "192.168.2.0/24".parse().unwrap(),
                 via: Some("192.168.99.1".parse().unwrap()),
                 dev: Some("uplink0".into()),
-            })
+            });
         },
         &[
             "192.168.2.0/24",
@@ -838,7 +839,7 @@ fn a_route_over_a_missing_interface_is_rejected() {
                 dst: "192.168.2.0/24".parse().unwrap(),
                 via: None,
                 dev: Some("nosuchdev0".into()),
-            })
+            });
         },
         &["route to 192.168.2.0/24", "nosuchdev0", "does not exist"],
     );

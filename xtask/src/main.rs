@@ -6,6 +6,7 @@
 //! cached bpf-linker first on PATH.
 
 mod cmd;
+mod lint;
 mod syspkgs;
 mod toolchain;
 
@@ -36,9 +37,9 @@ enum Task {
         #[arg(long)]
         release: bool,
     },
-    /// Bootstrap, then `cargo test --no-fail-fast` the default members (unit
-    /// and integration tests). Test binaries run as root (through `sudo -E`
-    /// when not root).
+    /// Bootstrap, run the lint gate (`cargo xtask lint`), then `cargo test
+    /// --no-fail-fast` the default members (unit and integration tests).
+    /// Test binaries run as root (through `sudo -E` when not root).
     ///
     /// Arguments after `--` go to `cargo test`, e.g.
     /// `cargo xtask test -- -p netpath-common -- --nocapture`.
@@ -47,6 +48,10 @@ enum Task {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Bootstrap, then check formatting (`cargo fmt --all --check`) and run
+    /// clippy with `-D warnings` on every host crate (the lints are
+    /// `[workspace.lints]` in Cargo.toml).
+    Lint,
     /// Bootstrap, build and run `netpath demo` as root (through `sudo -E` when
     /// not root). Ctrl-C reaches netpath, which cleans up before exiting.
     ///
@@ -81,6 +86,7 @@ fn main() {
     let result = match cli.command {
         Task::Build { release } => build(release),
         Task::Test { args } => test(&args),
+        Task::Lint => lint(),
         Task::Run { release, args } => run(release, &args),
         Task::Bench { args } => bench(&args),
     };
@@ -117,7 +123,24 @@ fn build(release: bool) -> Result<i32> {
     // builds for bpfel-unknown-none (netpath/build.rs builds it).
     let mut cargo = tc.cargo();
     cargo.arg("build").args(profile_args(release));
-    cargo_status(&mut cargo)
+    let code = cargo_status(&mut cargo)?;
+    if code != 0 {
+        return Ok(code);
+    }
+    // The tests and the bench enable netpath's `testing` feature, and cargo
+    // unifies features across the packages of one build: build the shipped
+    // binary again on its own, so that target/*/netpath has no test code.
+    let mut shipped = tc.cargo();
+    shipped
+        .args(["build", "--package", "netpath", "--bin", "netpath"])
+        .args(profile_args(release));
+    cargo_status(&mut shipped)
+}
+
+fn lint() -> Result<i32> {
+    let tc = toolchain::bootstrap(Missing::Warn)?;
+    lint::run(&tc)?;
+    Ok(0)
 }
 
 /// Linux 6.6 added tcx, which netpath attaches its TC programs with.
@@ -165,6 +188,8 @@ fn require_sudo(what: &str) -> Result<()> {
 fn test(args: &[String]) -> Result<i32> {
     let tc = toolchain::bootstrap(Missing::Fail)?;
     check_kernel()?;
+    // Fail fast: formatting and clippy before minutes of tests.
+    lint::run(&tc)?;
 
     let mut cargo = tc.cargo();
     cargo.arg("test");

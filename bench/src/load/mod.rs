@@ -146,7 +146,7 @@ pub fn pin_to_cpu(cpu: usize) {
 
 /// `cpu` modulo the CPUs this process may use.
 pub fn cpu_index(cpu: usize) -> usize {
-    cpu % std::thread::available_parallelism().map_or(1, |n| n.get())
+    cpu % std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
 }
 
 /// The CPU the client of a load runs on.

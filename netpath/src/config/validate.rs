@@ -259,7 +259,7 @@ impl Config {
 
     fn check_masquerade(&self, ifnames: &BTreeMap<String, IfnameOwner>) -> Result<(), ConfigError> {
         let cidr = self.node.pod_cidr;
-        let mut seen: std::collections::BTreeSet<(Ipv4Net, String)> = Default::default();
+        let mut seen: BTreeSet<(Ipv4Net, String)> = Default::default();
         for rule in &self.masquerade {
             let source = rule.source.unwrap_or(cidr);
             if source.trunc() != source {

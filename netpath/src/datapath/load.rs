@@ -33,9 +33,7 @@ impl Default for LoadOptions {
         Self {
             pins: None,
             conntrack_max: maps::CONNTRACK_DEFAULT_MAX,
-            log_level: std::env::var("NETPATH_EBPF_LOG")
-                .map(|v| log_level(&v))
-                .unwrap_or(0),
+            log_level: std::env::var("NETPATH_EBPF_LOG").map_or(0, |v| log_level(&v)),
         }
     }
 }
@@ -174,7 +172,7 @@ fn drop_resized_pin(path: &Path, max_entries: u32) -> Result<(), DatapathError> 
     let Ok(map) = aya::maps::MapData::from_pin(path) else {
         return Ok(());
     };
-    let size = map.info().map(|i| i.max_entries()).unwrap_or(max_entries);
+    let size = map.info().map_or(max_entries, |i| i.max_entries());
     if size != max_entries {
         log::warn!(
             "{}: size changes from {size} to {max_entries}; the table is recreated and \

@@ -98,7 +98,7 @@ pub enum PlanError {
     },
     /// The pod CIDR overlaps a network the node has.
     #[error(transparent)]
-    Overlap(#[from] ConfigError),
+    Overlap(Box<ConfigError>),
     #[error(transparent)]
     Netns(#[from] NetnsError),
     #[error(transparent)]
@@ -122,6 +122,12 @@ pub enum StepError {
     Sysctl(#[from] SysctlError),
     #[error("injected failure at {at} (NETPATH_FAILPOINT is set)")]
     Failpoint { at: String },
+}
+
+impl From<ConfigError> for PlanError {
+    fn from(e: ConfigError) -> Self {
+        Self::Overlap(Box::new(e))
+    }
 }
 
 impl From<NetlinkError> for ReconcileError {

@@ -108,7 +108,7 @@ pub async fn plan_datapath(desired: &DesiredNode, nl: &Netlink) -> Result<Datapa
             Some(a) => a,
             None => nets
                 .first()
-                .map(|n| n.addr())
+                .map(Ipv4Net::addr)
                 .ok_or_else(|| PlanError::NoNatAddress {
                     source_prefix: source,
                     out: out.clone(),
@@ -135,7 +135,7 @@ pub async fn plan_datapath(desired: &DesiredNode, nl: &Netlink) -> Result<Datapa
             .any(|d| d.prefix_len() < net.prefix_len() && d.contains(net))
     };
     for (ifindex, nets) in ifaces.values() {
-        for net in nets.iter().map(|n| n.trunc()) {
+        for net in nets.iter().map(Ipv4Net::trunc) {
             if shadows(&net) && !routes.contains_key(&net) {
                 routes.insert(
                     net,
@@ -158,7 +158,7 @@ pub async fn plan_datapath(desired: &DesiredNode, nl: &Netlink) -> Result<Datapa
         local.extend(
             ifaces
                 .values()
-                .flat_map(|(_, nets)| nets.iter().map(|n| n.addr())),
+                .flat_map(|(_, nets)| nets.iter().map(Ipv4Net::addr)),
         );
         // The pod CIDR too: an address no pod holds must not follow a
         // default route out of the node (the pods themselves are found in

@@ -43,7 +43,7 @@ pub fn demo(lab: &Lab, config: &Config, report: &ApplyReport) -> String {
     let mut pods = desired.pods.iter();
     if let (Some(a), Some(b)) = (pods.next(), pods.next()) {
         let (a_ns, b_addr) = (&a.netns, report.addresses.get(&b.name));
-        let b_addr = b_addr.map(|a| a.to_string()).unwrap_or_default();
+        let b_addr = b_addr.map(ToString::to_string).unwrap_or_default();
         let _ = writeln!(s, "\nTry (in another terminal, as root):\n");
         let _ = writeln!(
             s,
@@ -63,9 +63,8 @@ pub fn demo(lab: &Lab, config: &Config, report: &ApplyReport) -> String {
             "  ip netns exec {a_ns} ping -c 3 {}        # pod -> LAN host, masqueraded by the datapath",
             lab.lan_addr.addr()
         );
-        let exe = std::env::current_exe()
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|_| "netpath".into());
+        let exe =
+            std::env::current_exe().map_or_else(|_| "netpath".into(), |p| p.display().to_string());
         let _ = writeln!(
             s,
             "  {exe} conntrack list --instance {}   # translated connections",

@@ -233,7 +233,7 @@ impl Netlink {
         match req.execute().try_next().await {
             Ok(msg) => Ok(msg.map(|m| link_info(&m))),
             Err(e) if rtnetlink_errno(&e) == Some(libc::ENODEV) => Ok(None),
-            Err(source) => Err(self.err(what(), source)),
+            Err(source) => Err(self.err(&what(), source)),
         }
     }
 
@@ -246,7 +246,7 @@ impl Netlink {
             .map_ok(|m| link_info(&m))
             .try_collect()
             .await
-            .map_err(|source| self.err("list interfaces".to_owned(), source))
+            .map_err(|source| self.err("list interfaces", source))
     }
 
     /// `ip link add NAME type veth peer name PEER netns PEER_NS`: a veth
@@ -276,7 +276,7 @@ impl Netlink {
             .await
             .map_err(|source| {
                 self.err(
-                    format!("add veth {name} <-> {peer} (peer in network namespace {peer_ns})"),
+                    &format!("add veth {name} <-> {peer} (peer in network namespace {peer_ns})"),
                     source,
                 )
             })
@@ -368,7 +368,7 @@ impl Netlink {
             Ok(msgs) => msgs,
             Err(source) => {
                 return Err(self.err(
-                    format!("list addresses of {}", self.dev(index).await),
+                    &format!("list addresses of {}", self.dev(index).await),
                     source,
                 ));
             }
@@ -403,7 +403,7 @@ impl Netlink {
             .replace()
             .execute()
             .await
-            .map_err(|source| self.err(format!("replace route {}", describe_route(route)), source))
+            .map_err(|source| self.err(&format!("replace route {}", describe_route(route)), source))
     }
 
     /// `ip route del DST [via GW] [dev OIF] [src SRC] [scope link]` in the
@@ -426,7 +426,9 @@ impl Netlink {
             {
                 Ok(())
             }
-            Err(source) => Err(self.err(format!("delete route {}", describe_route(route)), source)),
+            Err(source) => {
+                Err(self.err(&format!("delete route {}", describe_route(route)), source))
+            }
         }
     }
 
@@ -439,7 +441,7 @@ impl Netlink {
             .execute()
             .try_collect()
             .await
-            .map_err(|source| self.err("list IPv4 routes".to_owned(), source))?;
+            .map_err(|source| self.err("list IPv4 routes", source))?;
         Ok(msgs.iter().filter_map(parse_route).collect())
     }
 
@@ -495,7 +497,7 @@ impl Netlink {
             Ok(msgs) => msgs,
             Err(source) => {
                 return Err(self.err(
-                    format!("list neighbours of {}", self.dev(index).await),
+                    &format!("list neighbours of {}", self.dev(index).await),
                     source,
                 ));
             }
@@ -521,7 +523,7 @@ impl Netlink {
             .collect())
     }
 
-    fn err(&self, what: String, source: rtnetlink::Error) -> NetlinkError {
+    fn err(&self, what: &str, source: rtnetlink::Error) -> NetlinkError {
         NetlinkError::Request {
             what: format!("{what} in network namespace {}", self.ns),
             source,
@@ -538,7 +540,7 @@ impl Netlink {
     ) -> Result<T, NetlinkError> {
         match res {
             Ok(v) => Ok(v),
-            Err(source) => Err(self.err(what(&self.dev(index).await), source)),
+            Err(source) => Err(self.err(&what(&self.dev(index).await), source)),
         }
     }
 

@@ -241,8 +241,8 @@ impl Netns {
     /// returned as [`NetnsError::ThreadPanicked`] with its message.
     pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T, NetnsError> {
         let ns = self.to_string();
-        std::thread::scope(|scope| {
-            let handle = std::thread::Builder::new()
+        thread::scope(|scope| {
+            let handle = thread::Builder::new()
                 .name(format!("netns-{}", self.name().unwrap_or("?")))
                 .spawn_scoped(scope, || {
                     nix::sched::setns(self.file.as_fd(), CloneFlags::CLONE_NEWNET).map_err(
