@@ -5,8 +5,11 @@ use std::{fmt, io, net::Ipv4Addr, path::PathBuf};
 use ipnet::Ipv4Net;
 
 use super::{
-    HOST_IFNAME_PREFIX, MAX_CONNTRACK_ENTRIES, MAX_IFNAME_LEN, MAX_NAME_LEN, MAX_POD_PREFIX_LEN,
-    MIN_CONNTRACK_ENTRIES, PodConfig, PortRange,
+    limits::{
+        HOST_IFNAME_PREFIX, MAX_CONNTRACK_ENTRIES, MAX_IFNAME_LEN, MAX_NAME_LEN,
+        MAX_POD_PREFIX_LEN, MIN_CONNTRACK_ENTRIES,
+    },
+    schema::{PodConfig, PortRange},
 };
 use crate::ipam::AddressError;
 

@@ -7,7 +7,7 @@ use ipnet::Ipv4Net;
 use netpath_common::NodeSettings;
 use serde::{Deserialize, Serialize};
 
-use super::HOST_IFNAME_PREFIX;
+use super::limits::HOST_IFNAME_PREFIX;
 
 /// The desired state of one node: the node itself and its pods.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -9,9 +9,13 @@ use std::{
 use ipnet::Ipv4Net;
 
 use super::{
-    Config, ConfigError, GATEWAY_IFNAME, GATEWAY_PEER_IFNAME, IfnameOwner, MAX_CONNTRACK_ENTRIES,
-    MAX_IFNAME_LEN, MAX_MASQUERADE, MAX_NAME_LEN, MAX_NETNS_LEN, MAX_POD_PREFIX_LEN, MAX_ROUTES,
-    MIN_CONNTRACK_ENTRIES, SPECIAL_RANGES, UplinkConfig,
+    error::{ConfigError, IfnameOwner},
+    limits::{
+        GATEWAY_IFNAME, GATEWAY_PEER_IFNAME, MAX_CONNTRACK_ENTRIES, MAX_IFNAME_LEN, MAX_MASQUERADE,
+        MAX_NAME_LEN, MAX_NETNS_LEN, MAX_POD_PREFIX_LEN, MAX_ROUTES, MIN_CONNTRACK_ENTRIES,
+        SPECIAL_RANGES,
+    },
+    schema::{Config, UplinkConfig},
 };
 use crate::ipam::Ipam;
 

@@ -9,7 +9,7 @@ use aya::programs::{
 };
 use netpath_common::progs;
 
-use super::{DatapathError, load::Datapath, pins::remove_pin};
+use super::{error::DatapathError, load::Datapath, pins::remove_pin};
 use crate::sys::netns::Netns;
 
 impl Datapath {
@@ -105,7 +105,7 @@ impl Datapath {
     /// and every fd are gone; deleting the interface detaches it as well).
     pub fn detach_ingress(&self, ifname: &str) -> Result<(), DatapathError> {
         match &self.pins {
-            Some(pins) => remove_pin(&pins.ingress_link(ifname)),
+            Some(pins) => Ok(remove_pin(&pins.ingress_link(ifname))?),
             None => Ok(()),
         }
     }

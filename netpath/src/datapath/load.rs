@@ -7,7 +7,7 @@ use aya::{Ebpf, EbpfLoader, programs::SchedClassifier};
 use netpath_common::{maps, progs};
 
 use super::{
-    DatapathError,
+    error::DatapathError,
     maps::NodeMaps,
     pins::{PinDir, remove_pin},
 };

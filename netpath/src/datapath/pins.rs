@@ -1,20 +1,35 @@
 //! The pin directory of one instance, `/sys/fs/bpf/netpath/<instance>/`,
-//! and the paths inside it; mounting bpffs; removing pins.
+//! and the paths inside it; mounting bpffs; removing pins. A leaf: it
+//! depends on no other module of netpath.
 
 use std::{
     fs, io,
     path::{Path, PathBuf},
 };
 
-use super::DatapathError;
-
 /// Where bpffs is mounted.
 pub const BPFFS: &str = "/sys/fs/bpf";
 /// The parent of every instance's pin directory.
 pub const PIN_ROOT: &str = "/sys/fs/bpf/netpath";
 
+/// Errors of the pin directory: mounting bpffs, creating and removing pins.
+#[derive(Debug, thiserror::Error)]
+pub enum PinError {
+    #[error(
+        "bpffs is not mounted at {BPFFS} and mounting it failed: {source}; \
+         mount it with `mount -t bpf bpf {BPFFS}` (needs CAP_SYS_ADMIN)"
+    )]
+    MountBpffs { source: nix::Error },
+    #[error("{path} is not a bpffs mount; mount one with `mount -t bpf bpf {BPFFS}`")]
+    NotBpffs { path: PathBuf },
+    #[error("cannot create pin directory {path}: {source}")]
+    PinDir { path: PathBuf, source: io::Error },
+    #[error("cannot remove pin {path}: {source}")]
+    Unpin { path: PathBuf, source: io::Error },
+}
+
 /// Makes sure bpffs is mounted at [`BPFFS`] (`mount -t bpf bpf /sys/fs/bpf`).
-pub fn ensure_bpffs() -> Result<(), DatapathError> {
+pub fn ensure_bpffs() -> Result<(), PinError> {
     if is_bpffs(Path::new(BPFFS)) {
         return Ok(());
     }
@@ -25,9 +40,9 @@ pub fn ensure_bpffs() -> Result<(), DatapathError> {
         nix::mount::MsFlags::empty(),
         None::<&str>,
     )
-    .map_err(|source| DatapathError::MountBpffs { source })?;
+    .map_err(|source| PinError::MountBpffs { source })?;
     if !is_bpffs(Path::new(BPFFS)) {
-        return Err(DatapathError::NotBpffs { path: BPFFS.into() });
+        return Err(PinError::NotBpffs { path: BPFFS.into() });
     }
     Ok(())
 }
@@ -73,11 +88,11 @@ impl PinDir {
 
     /// Creates `maps/`, `progs/` and `links/` (mounting bpffs first if
     /// needed).
-    pub fn create(&self) -> Result<(), DatapathError> {
+    pub fn create(&self) -> Result<(), PinError> {
         ensure_bpffs()?;
         for sub in ["maps", "progs", "links"] {
             let path = self.root.join(sub);
-            fs::create_dir_all(&path).map_err(|source| DatapathError::PinDir { path, source })?;
+            fs::create_dir_all(&path).map_err(|source| PinError::PinDir { path, source })?;
         }
         Ok(())
     }
@@ -101,11 +116,11 @@ impl PinDir {
 
     /// Removes every pin and the directory (unpinning a link detaches it
     /// once no process holds it).
-    pub fn remove(&self) -> Result<(), DatapathError> {
+    pub fn remove(&self) -> Result<(), PinError> {
         match fs::remove_dir_all(&self.root) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(source) => Err(DatapathError::Unpin {
+            Err(source) => Err(PinError::Unpin {
                 path: self.root.clone(),
                 source,
             }),
@@ -114,11 +129,11 @@ impl PinDir {
 }
 
 /// Removes a pin file; a missing one is fine.
-pub fn remove_pin(path: &Path) -> Result<(), DatapathError> {
+pub fn remove_pin(path: &Path) -> Result<(), PinError> {
     match fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(DatapathError::Unpin {
+        Err(source) => Err(PinError::Unpin {
             path: path.to_owned(),
             source,
         }),

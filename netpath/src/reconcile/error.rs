@@ -7,7 +7,7 @@ use ipnet::Ipv4Net;
 
 use crate::{
     config::ConfigError,
-    datapath::{DatapathError, MapsError},
+    datapath::{DatapathError, MapsError, PinError},
     ipam::IpamError,
     state::StateError,
     sys::{
@@ -119,7 +119,11 @@ pub enum StepError {
     #[error(transparent)]
     Maps(#[from] MapsError),
     #[error(transparent)]
+    Pins(#[from] PinError),
+    #[error(transparent)]
     Sysctl(#[from] SysctlError),
+    /// Only with the `testing` feature (see `reconcile::failpoint`).
+    #[cfg(feature = "testing")]
     #[error("injected failure at {at} (NETPATH_FAILPOINT is set)")]
     Failpoint { at: String },
 }
@@ -144,6 +148,12 @@ impl From<NetnsError> for ReconcileError {
 
 impl From<MapsError> for ReconcileError {
     fn from(e: MapsError) -> Self {
+        Self::Step(e.into())
+    }
+}
+
+impl From<PinError> for ReconcileError {
+    fn from(e: PinError) -> Self {
         Self::Step(e.into())
     }
 }

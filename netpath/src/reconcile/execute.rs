@@ -5,11 +5,13 @@
 use log::{info, warn};
 
 use super::{
-    ApplyReport, NP0_FORWARDING, Node, ReconcileError, StepError,
+    error::{ReconcileError, StepError},
     failpoint::failpoint,
     gateway::ensure_gateway,
+    node::{GATEWAY_IFNAME, NP0_FORWARDING, Node},
     plan::Plan,
     pod::{create_pod, delete_pod},
+    report::ApplyReport,
     undo::{Undo, rollback},
 };
 use crate::{
@@ -148,13 +150,13 @@ impl Apply<'_> {
         undo: &mut Vec<Undo>,
     ) -> Result<(), StepError> {
         let (node, desired, plan) = (self.node, self.desired, &self.plan.datapath);
-        let np0 = node
-            .nl
-            .link_by_name(super::GATEWAY_IFNAME)
-            .await?
-            .ok_or_else(|| NetlinkError::NotFound {
-                what: format!("{} after setting up the gateway", super::GATEWAY_IFNAME),
-            })?;
+        let np0 =
+            node.nl
+                .link_by_name(GATEWAY_IFNAME)
+                .await?
+                .ok_or_else(|| NetlinkError::NotFound {
+                    what: format!("{GATEWAY_IFNAME} after setting up the gateway"),
+                })?;
         // sysctl -w net.ipv4.conf.np0.forwarding=1 (np0 only; see the module docs)
         sysctl::write_sysctl(&node.netns, NP0_FORWARDING, "1")?;
 

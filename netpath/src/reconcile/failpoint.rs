@@ -3,7 +3,7 @@
 //! can check that an apply rolls back. Without the feature (the shipped
 //! binary) a failpoint does nothing and reads no environment.
 
-use super::StepError;
+use super::error::StepError;
 
 /// Fails when `NETPATH_FAILPOINT` names `at` (with the `testing` feature).
 #[cfg(feature = "testing")]

@@ -8,7 +8,11 @@
 
 use std::net::Ipv4Addr;
 
-use super::{GATEWAY_IFNAME, GATEWAY_PEER_IFNAME, Node, StepError, undo::Undo};
+use super::{
+    error::StepError,
+    node::{GATEWAY_IFNAME, GATEWAY_PEER_IFNAME, Node},
+    undo::Undo,
+};
 use crate::sys::netlink::{Netlink, NetlinkError};
 
 /// Whether the gateway device `np0` exists, is up and holds the gateway.

@@ -8,9 +8,11 @@ use ipnet::Ipv4Net;
 use netpath_common::{Endpoint, progs};
 
 use super::{
-    ApplyReport, Node, PlanError, ReconcileError,
+    error::{PlanError, ReconcileError},
     gateway::gateway_ok,
+    node::Node,
     pod::pod_healthy,
+    report::ApplyReport,
     routes::{DatapathPlan, datapath_ok},
 };
 use crate::{

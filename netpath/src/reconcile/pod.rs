@@ -23,7 +23,7 @@ use std::{collections::BTreeMap, net::Ipv4Addr};
 use ipnet::Ipv4Net;
 use netpath_common::Endpoint;
 
-use super::{Node, StepError, failpoint::failpoint, undo::Undo};
+use super::{error::StepError, failpoint::failpoint, node::Node, undo::Undo};
 use crate::{
     datapath::{Datapath, NodeMaps, PinDir, remove_pin},
     resolve::PodNetns,

@@ -11,7 +11,10 @@ use std::{
 use ipnet::Ipv4Net;
 use netpath_common::{MasqRule, RouteNextHop};
 
-use super::{GATEWAY_IFNAME, NP0_FORWARDING, Node, PlanError};
+use super::{
+    error::PlanError,
+    node::{GATEWAY_IFNAME, NP0_FORWARDING, Node},
+};
 use crate::{
     datapath::NodeMaps,
     resolve::{DesiredNode, DesiredRoute},

@@ -7,7 +7,7 @@ use ipnet::Ipv4Net;
 use log::warn;
 use netpath_common::{MasqRule, NodeSettings, RouteNextHop};
 
-use super::StepError;
+use super::error::StepError;
 use crate::{
     datapath::{NodeMaps, PinDir, remove_pin},
     sys::{netlink::Netlink, netns::Netns},

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::resolve::DesiredNode;
+use ipnet::Ipv4Net;
 use netpath_common::NodeSettings;
 
 mod validate;
