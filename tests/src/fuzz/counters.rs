@@ -1,0 +1,135 @@
+//! Counter accounting: every frame a program runs on ends in exactly one
+//! terminal counter, and the verdict matches the counter's class.
+//!
+//! Terminal counters are recognised by name (`netpath_common::Stat`):
+//! `fwd_*` (the program returned TC_ACT_REDIRECT), `pass_*` (TC_ACT_OK),
+//! `drop_*` (TC_ACT_SHOT). Every other counter (`snat_new`,
+//! `route_map_hit`, `ipv4_options`, ...) records a property and may count
+//! a frame any number of times. A new counter that ends a walk must follow
+//! the naming, or this check reports it as a frame counted nowhere.
+
+use std::collections::BTreeMap;
+
+use netpath::{datapath::Datapath, maps::MapsError};
+use netpath_common::Stat;
+
+use super::oracle::Violation;
+use crate::packet::{TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT};
+
+/// A counter's class.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Class {
+    Redirect,
+    Pass,
+    Drop,
+    Info,
+}
+
+pub fn class(stat: Stat) -> Class {
+    let name = stat.name();
+    if name.starts_with("fwd_") {
+        Class::Redirect
+    } else if name.starts_with("pass_") {
+        Class::Pass
+    } else if name.starts_with("drop_") {
+        Class::Drop
+    } else {
+        Class::Info
+    }
+}
+
+/// Packets and bytes of every counter.
+pub type Counts = BTreeMap<&'static str, (u64, u64)>;
+
+pub fn read(dp: &mut Datapath) -> Result<Counts, MapsError> {
+    Ok(dp
+        .maps()
+        .stats()?
+        .into_iter()
+        .map(|(s, c)| (s.name(), (c.packets, c.bytes)))
+        .collect())
+}
+
+/// What a batch did, as the fuzzer saw it.
+#[derive(Clone, Debug, Default)]
+pub struct Ran {
+    pub frames: u64,
+    pub bytes: u64,
+    pub redirect: u64,
+    pub pass: u64,
+    pub drop: u64,
+}
+
+impl Ran {
+    pub fn add(&mut self, verdict: u32, len: usize) {
+        self.frames += 1;
+        self.bytes += len as u64;
+        match verdict {
+            TC_ACT_REDIRECT => self.redirect += 1,
+            TC_ACT_OK => self.pass += 1,
+            TC_ACT_SHOT => self.drop += 1,
+            _ => {}
+        }
+    }
+}
+
+/// Compares the counters' movement between `before` and `after` with what
+/// ran.
+pub fn check(before: &Counts, after: &Counts, ran: &Ran) -> Vec<Violation> {
+    let mut sums = BTreeMap::<&str, (u64, u64)>::new();
+    for stat in Stat::ALL {
+        let c = class(*stat);
+        if c == Class::Info {
+            continue;
+        }
+        let name = stat.name();
+        let (p0, b0) = before.get(name).copied().unwrap_or_default();
+        let (p1, b1) = after.get(name).copied().unwrap_or_default();
+        let key = match c {
+            Class::Redirect => "redirect",
+            Class::Pass => "pass",
+            _ => "drop",
+        };
+        let e = sums.entry(key).or_default();
+        e.0 += p1 - p0;
+        e.1 += b1 - b0;
+    }
+    let get = |k: &str| sums.get(k).copied().unwrap_or_default();
+    let mut out = Vec::new();
+    let packets = get("redirect").0 + get("pass").0 + get("drop").0;
+    let bytes = get("redirect").1 + get("pass").1 + get("drop").1;
+    if packets != ran.frames {
+        out.push(Violation {
+            check: "counters-total",
+            detail: format!(
+                "{} frames ran, the terminal counters (fwd_*, pass_*, drop_*) moved by {packets}",
+                ran.frames
+            ),
+        });
+    }
+    if bytes != ran.bytes {
+        out.push(Violation {
+            check: "counters-bytes",
+            detail: format!(
+                "{} bytes ran, the terminal counters moved by {bytes}",
+                ran.bytes
+            ),
+        });
+    }
+    for (key, n) in [
+        ("redirect", ran.redirect),
+        ("pass", ran.pass),
+        ("drop", ran.drop),
+    ] {
+        if get(key).0 != n {
+            out.push(Violation {
+                check: "counters-verdict",
+                detail: format!(
+                    "{n} frames got verdict {key}, its counters moved by {}",
+                    get(key).0
+                ),
+            });
+        }
+    }
+    out
+}

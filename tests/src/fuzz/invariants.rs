@@ -1,0 +1,344 @@
+//! The connection-table invariants (issue 8, item 1), checked on a dump of
+//! the maps after every batch, and per delivered reply.
+//!
+//! Forward map `conntrack` (original tuple → NAT address and port) and
+//! reverse map `revnat` (reply tuple → pod address and port) must be one
+//! bijection:
+//! - `forward-without-reverse`: every forward entry's external tuple
+//!   (NAT address/port + peer) has a reverse entry...
+//! - `reverse-mismatch`: ...that points back to the forward entry's pod
+//!   address and port;
+//! - `reverse-without-forward`: every reverse entry has the forward entry
+//!   it names, with the same NAT address and port;
+//! - `shared-external-tuple`: no two forward entries share an external
+//!   tuple;
+//! - `nat-port`, `nat-address`: a NAT port is the pod's own source port or
+//!   one of the range, the NAT address one of a rule's;
+//! - `delivered-without-forward`: a reply `np_from_uplink` delivered to a
+//!   pod belongs to a forward entry with that NAT address and port.
+//!
+//! ADAPTING (when the conntrack rework lands): this module is the only one
+//! that knows the layouts. Change the map names (taken from
+//! `netpath_common::maps`), the key/value types and [`reply_tuple`] /
+//! [`orig_of_reply`] (how one side's key is made from the other's), and
+//! add checks for new maps (fragment tracking) here.
+
+use std::{collections::HashMap as StdHashMap, fmt, net::Ipv4Addr};
+
+use aya::maps::{HashMap, Map, MapData, MapError};
+use netpath::datapath::Datapath;
+use netpath_common::{CtEntry, CtKey, RevNat, ct_state, maps, reply_key};
+
+use super::{
+    oracle::{Delivered, Violation},
+    seed::Node,
+};
+use crate::packet::{IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
+
+/// The external (reply) tuple of a forward entry.
+pub fn reply_tuple(orig: &CtKey, e: &CtEntry) -> CtKey {
+    reply_key(orig, e.nat_addr, e.nat_port)
+}
+
+/// The forward key a reverse entry names.
+pub fn orig_of_reply(rkey: &CtKey, r: &RevNat) -> CtKey {
+    CtKey {
+        saddr: r.addr,
+        daddr: rkey.saddr,
+        sport: r.port,
+        dport: rkey.sport,
+        proto: rkey.proto,
+        _pad: [0; 3],
+    }
+}
+
+/// Our own handles on the loaded object's connection maps, found through
+/// the maps the program uses (names are not unique system-wide: other
+/// tests load the same object at the same time).
+pub struct Tables {
+    pub conntrack: HashMap<MapData, CtKey, CtEntry>,
+    pub revnat: HashMap<MapData, CtKey, RevNat>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TablesError {
+    #[error("cannot list the maps of {prog}: {source}")]
+    Info {
+        prog: &'static str,
+        source: aya::programs::ProgramError,
+    },
+    #[error("map {name} is not used by the loaded programs")]
+    Missing { name: &'static str },
+    #[error("cannot open map {name}: {source}")]
+    Open {
+        name: &'static str,
+        source: MapError,
+    },
+    #[error("cannot read map {name}: {source}")]
+    Read {
+        name: &'static str,
+        source: MapError,
+    },
+}
+
+impl Tables {
+    pub fn open(dp: &Datapath) -> Result<Self, TablesError> {
+        let mut found: StdHashMap<String, MapData> = StdHashMap::new();
+        for (prog, p) in [
+            ("np_from_pod", dp.from_pod_program()),
+            ("np_from_uplink", dp.from_uplink_program()),
+        ] {
+            let ids = p
+                .info()
+                .and_then(|i| i.map_ids())
+                .map_err(|source| TablesError::Info { prog, source })?
+                .unwrap_or_default();
+            for id in ids {
+                let Ok(data) = MapData::from_id(id) else {
+                    continue;
+                };
+                let name = data
+                    .info()
+                    .ok()
+                    .and_then(|i| i.name_as_str().map(str::to_owned));
+                if let Some(name) = name {
+                    found.insert(name, data);
+                }
+            }
+        }
+        let mut take = |name: &'static str| {
+            found
+                .remove(name)
+                .map(Map::LruHashMap)
+                .ok_or(TablesError::Missing { name })
+        };
+        let (ct, rev) = (take(maps::CONNTRACK)?, take(maps::REVNAT)?);
+        Ok(Self {
+            conntrack: HashMap::try_from(ct).map_err(|source| TablesError::Open {
+                name: maps::CONNTRACK,
+                source,
+            })?,
+            revnat: HashMap::try_from(rev).map_err(|source| TablesError::Open {
+                name: maps::REVNAT,
+                source,
+            })?,
+        })
+    }
+
+    /// Both tables.
+    pub fn dump(&self) -> Result<Snapshot, TablesError> {
+        let conntrack = self
+            .conntrack
+            .iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|source| TablesError::Read {
+                name: maps::CONNTRACK,
+                source,
+            })?;
+        let revnat = self
+            .revnat
+            .iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|source| TablesError::Read {
+                name: maps::REVNAT,
+                source,
+            })?;
+        Ok(Snapshot { conntrack, revnat })
+    }
+
+    /// Empties both tables (the harness's garbage collection between
+    /// epochs of a run that must not evict); pairs are removed together.
+    pub fn flush(&mut self, snap: &Snapshot) {
+        for (k, _) in &snap.conntrack {
+            let _ = self.conntrack.remove(k);
+        }
+        for (k, _) in &snap.revnat {
+            let _ = self.revnat.remove(k);
+        }
+    }
+
+    /// `delivered-without-forward`, for one delivered reply.
+    pub fn check_delivered(&self, d: &Delivered) -> Option<Violation> {
+        let orig = CtKey {
+            saddr: d.pod.0.octets(),
+            daddr: d.peer.0.octets(),
+            sport: d.pod.1,
+            dport: if d.proto == IPPROTO_ICMP { 0 } else { d.peer.1 },
+            proto: d.proto,
+            _pad: [0; 3],
+        };
+        match self.conntrack.get(&orig, 0) {
+            Ok(e) if Ipv4Addr::from(e.nat_addr) == d.nat.0 && e.nat_port == d.nat.1 => None,
+            Ok(e) => Some(Violation {
+                check: "delivered-without-forward",
+                detail: format!(
+                    "reply {}:{} → {}:{} delivered to {} whose connection is translated to \
+                     {}:{}",
+                    d.peer.0,
+                    d.peer.1,
+                    d.nat.0,
+                    d.nat.1,
+                    Tuple(&orig),
+                    Ipv4Addr::from(e.nat_addr),
+                    e.nat_port
+                ),
+            }),
+            Err(_) => Some(Violation {
+                check: "delivered-without-forward",
+                detail: format!(
+                    "reply {}:{} → {}:{} (proto {}) delivered to {}:{}, which has no connection {}",
+                    d.peer.0,
+                    d.peer.1,
+                    d.nat.0,
+                    d.nat.1,
+                    d.proto,
+                    d.pod.0,
+                    d.pod.1,
+                    Tuple(&orig)
+                ),
+            }),
+        }
+    }
+}
+
+/// A dump of both tables.
+pub struct Snapshot {
+    pub conntrack: Vec<(CtKey, CtEntry)>,
+    pub revnat: Vec<(CtKey, RevNat)>,
+}
+
+/// The forward ↔ reverse pairing checks (the ones the current design is
+/// known to break under LRU eviction).
+pub const PAIRING: [&str; 5] = [
+    "forward-without-reverse",
+    "reverse-mismatch",
+    "reverse-without-forward",
+    "shared-external-tuple",
+    "delivered-without-forward",
+];
+
+/// Checks every invariant on `snap`.
+pub fn check(node: &Node, snap: &Snapshot) -> Vec<Violation> {
+    let mut out = Vec::new();
+    let rev: StdHashMap<CtKey, RevNat> = snap.revnat.iter().copied().collect();
+    let fwd: StdHashMap<CtKey, CtEntry> = snap.conntrack.iter().copied().collect();
+    let mut external: StdHashMap<CtKey, CtKey> = StdHashMap::new();
+    for (k, e) in &snap.conntrack {
+        let rk = reply_tuple(k, e);
+        match rev.get(&rk) {
+            None => out.push(Violation {
+                check: "forward-without-reverse",
+                detail: format!(
+                    "{} [{}] → NAT {}:{} has no reverse entry {}",
+                    Tuple(k),
+                    ct_state::name(e.state),
+                    Ipv4Addr::from(e.nat_addr),
+                    e.nat_port,
+                    Tuple(&rk)
+                ),
+            }),
+            Some(r) if r.addr != k.saddr || r.port != k.sport => out.push(Violation {
+                check: "reverse-mismatch",
+                detail: format!(
+                    "{} → NAT {}:{}: its reverse entry {} points to {}:{}",
+                    Tuple(k),
+                    Ipv4Addr::from(e.nat_addr),
+                    e.nat_port,
+                    Tuple(&rk),
+                    Ipv4Addr::from(r.addr),
+                    r.port
+                ),
+            }),
+            Some(_) => {}
+        }
+        if let Some(other) = external.insert(rk, *k) {
+            out.push(Violation {
+                check: "shared-external-tuple",
+                detail: format!(
+                    "{} and {} both leave as {}",
+                    Tuple(&other),
+                    Tuple(k),
+                    Tuple(&rk)
+                ),
+            });
+        }
+        if e.nat_port != k.sport && !node.in_port_range(e.nat_port) {
+            out.push(Violation {
+                check: "nat-port",
+                detail: format!(
+                    "{} got NAT port {}: neither its own nor in the range",
+                    Tuple(k),
+                    e.nat_port
+                ),
+            });
+        }
+        if !node.is_nat_addr(Ipv4Addr::from(e.nat_addr)) {
+            out.push(Violation {
+                check: "nat-address",
+                detail: format!(
+                    "{} got NAT address {}",
+                    Tuple(k),
+                    Ipv4Addr::from(e.nat_addr)
+                ),
+            });
+        }
+        if !matches!(k.proto, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_ICMP) {
+            out.push(Violation {
+                check: "nat-address",
+                detail: format!("{} has a protocol netpath does not translate", Tuple(k)),
+            });
+        }
+    }
+    for (rk, r) in &snap.revnat {
+        let orig = orig_of_reply(rk, r);
+        match fwd.get(&orig) {
+            Some(e) if e.nat_addr == rk.daddr && e.nat_port == rk.dport => {}
+            Some(e) => out.push(Violation {
+                check: "reverse-without-forward",
+                detail: format!(
+                    "reverse {} → {}:{}: its connection {} is translated to {}:{} instead",
+                    Tuple(rk),
+                    Ipv4Addr::from(r.addr),
+                    r.port,
+                    Tuple(&orig),
+                    Ipv4Addr::from(e.nat_addr),
+                    e.nat_port
+                ),
+            }),
+            None => out.push(Violation {
+                check: "reverse-without-forward",
+                detail: format!(
+                    "reverse {} → {}:{} has no connection {}",
+                    Tuple(rk),
+                    Ipv4Addr::from(r.addr),
+                    r.port,
+                    Tuple(&orig)
+                ),
+            }),
+        }
+    }
+    out
+}
+
+/// `proto src:sport → dst:dport`.
+pub struct Tuple<'a>(pub &'a CtKey);
+
+impl fmt::Display for Tuple<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let k = self.0;
+        let proto = match k.proto {
+            IPPROTO_TCP => "tcp",
+            IPPROTO_UDP => "udp",
+            IPPROTO_ICMP => "icmp",
+            _ => "?",
+        };
+        write!(
+            f,
+            "{proto} {}:{} → {}:{}",
+            Ipv4Addr::from(k.saddr),
+            k.sport,
+            Ipv4Addr::from(k.daddr),
+            k.dport
+        )
+    }
+}
