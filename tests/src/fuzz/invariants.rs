@@ -15,7 +15,9 @@
 //! - `nat-port`, `nat-address`: a NAT port is the pod's own source port or
 //!   one of the range, the NAT address one of a rule's;
 //! - `delivered-without-forward`: a reply `np_from_uplink` delivered to a
-//!   pod belongs to a forward entry with that NAT address and port.
+//!   pod belongs to a forward entry with that NAT address and port;
+//! - `dropped-but-tracked`: a pod's frame that was dropped neither created
+//!   nor advanced its connection.
 //!
 //! ADAPTING (when the conntrack rework lands): this module is the only one
 //! that knows the layouts. Change the map names (taken from
@@ -198,6 +200,63 @@ impl Tables {
                 ),
             }),
         }
+    }
+}
+
+/// The connection a pod's frame belongs to, and its packet count before
+/// the frame ran (see [`Tables::check_dropped`]).
+pub struct Probe {
+    key: CtKey,
+    packets_before: Option<u64>,
+}
+
+impl Tables {
+    /// Notes the connection of `frame` (a pod's TCP/UDP/ICMP echo frame)
+    /// before it runs.
+    pub fn probe(&self, frame: &[u8]) -> Option<Probe> {
+        let v = super::frame::Ipv4View::parse(frame)?;
+        let (sport, dport) = v.ports(frame)?;
+        if v.proto == IPPROTO_ICMP && v.segment(frame)[0] != 8 {
+            return None;
+        }
+        let key = CtKey {
+            saddr: v.src.octets(),
+            daddr: v.dst.octets(),
+            sport,
+            dport,
+            proto: v.proto,
+            _pad: [0; 3],
+        };
+        let packets_before = self.conntrack.get(&key, 0).ok().map(|e| e.packets_orig);
+        Some(Probe {
+            key,
+            packets_before,
+        })
+    }
+
+    /// `dropped-but-tracked`: a frame the program dropped must not have
+    /// created or advanced its connection (netfilter only confirms a
+    /// connection when its packet leaves).
+    pub fn check_dropped(&self, p: &Probe) -> Option<Violation> {
+        let after = self.conntrack.get(&p.key, 0).ok()?;
+        if p.packets_before == Some(after.packets_orig) {
+            return None;
+        }
+        Some(Violation {
+            check: "dropped-but-tracked",
+            detail: format!(
+                "{} was dropped but its connection was {} (NAT {}:{}, {})",
+                Tuple(&p.key),
+                if p.packets_before.is_none() {
+                    "created"
+                } else {
+                    "advanced"
+                },
+                Ipv4Addr::from(after.nat_addr),
+                after.nat_port,
+                ct_state::name(after.state)
+            ),
+        })
     }
 }
 
