@@ -208,3 +208,130 @@ fn a_traceroute_udp_probe_shows_the_gateway_as_the_first_hop() {
     assert_eq!(stat(&node, Stat::ReplyTimeExceeded), 1);
     assert!(node.maps().conntrack().unwrap().is_empty());
 }
+
+#[test]
+fn traceroute_from_a_pod_shows_the_gateway_then_the_lan_host() {
+    let node = snat_node("traceroute");
+    node.apply().expect("apply");
+    // UDP probes (traceroute's default): hop 1 answers time exceeded, the
+    // LAN host answers port unreachable, translated back by the datapath.
+    let out = harness::run_in_ns(
+        &node.pod_ns("red"),
+        "traceroute",
+        &["-n", "-q", "1", "-w", "2", "-m", "4", &LAN.to_string()],
+    );
+    let hops: Vec<Vec<&str>> = out
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    let gateway = node.gateway().to_string();
+    assert_eq!(hops.len(), 2, "two hops to the LAN host:\n{out}");
+    assert_eq!(hops[0].get(1), Some(&gateway.as_str()), "hop 1:\n{out}");
+    assert_eq!(hops[1].get(1), Some(&"192.168.50.1"), "hop 2:\n{out}");
+}
+
+/// `n` bytes of a recognisable pattern.
+fn pattern(n: u32, modulo: u32) -> Vec<u8> {
+    (0..n).map(|i| (i % modulo) as u8).collect()
+}
+
+#[test]
+fn a_fragmented_udp_answer_reaches_the_pod_whole_in_both_directions() {
+    use std::net::{SocketAddrV4, UdpSocket};
+    use std::time::Duration;
+
+    let node = snat_node("fragudp");
+    node.apply().expect("apply");
+    let red = node.pod_ns("red");
+    let followed = stat(&node, Stat::FragFollowed);
+
+    // A small query and a 3,000-byte answer (two fragments at MTU 1500), as
+    // a DNS answer with EDNS can be.
+    let server = harness::spawn_in_ns(&node.lab.lan_netns, move || {
+        let s = UdpSocket::bind(SocketAddrV4::new(LAN, 5300)).expect("bind");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = [0u8; 512];
+        let (_, from) = s.recv_from(&mut buf).expect("query");
+        s.send_to(&pattern(3000, 251), from).expect("answer");
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let got = harness::in_ns(&red, || {
+        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        s.send_to(b"query", SocketAddrV4::new(LAN, 5300)).unwrap();
+        let mut buf = vec![0u8; 65536];
+        let (n, _) = s.recv_from(&mut buf).expect("the fragmented answer");
+        buf.truncate(n);
+        buf
+    });
+    server.join().unwrap();
+    assert_eq!(got, pattern(3000, 251));
+
+    // The other way: a 3,000-byte datagram from the pod (fragmented by the
+    // pod's kernel) is translated fragment by fragment, and its echo comes
+    // back the same way.
+    let server = harness::udp_echo_server(&node.lab.lan_netns, LAN, 5301, 1);
+    let got =
+        harness::udp_roundtrip(&red, LAN, 5301, pattern(3000, 247)).expect("echo of 3,000 bytes");
+    assert_eq!(got, pattern(3000, 247));
+    let peers = server.join().unwrap();
+    assert!(
+        peers
+            .iter()
+            .all(|p| p.ip() == std::net::IpAddr::V4(Ipv4Addr::new(192, 168, 50, 2))),
+        "the LAN host saw {peers:?}"
+    );
+    // One later fragment each way, at least, followed its first.
+    assert!(stat(&node, Stat::FragFollowed) >= followed + 2);
+}
+
+#[test]
+fn tcp_learns_the_path_mtu_from_frag_needed_and_completes_an_upload() {
+    use std::io::{Read as _, Write as _};
+    use std::net::{SocketAddrV4, TcpListener, TcpStream};
+    use std::time::Duration;
+
+    let node = snat_node("pmtutcp");
+    node.apply().expect("apply");
+    // Only the node's side shrinks: the LAN host still advertises an MSS
+    // for 1500, so the pod's first full segments are too big for the
+    // uplink and must come back as frag-needed, not vanish.
+    harness::run_in_ns(
+        &node.lab.node_netns,
+        "ip",
+        &["link", "set", "uplink0", "mtu", "1400"],
+    );
+    const SIZE: u64 = 400_000;
+    let sink = harness::spawn_in_ns(&node.lab.lan_netns, || {
+        let l = TcpListener::bind(SocketAddrV4::new(LAN, 9400)).unwrap();
+        let (mut s, _) = l.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut total = 0u64;
+        let mut buf = [0u8; 65536];
+        while total < SIZE {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n as u64,
+            }
+        }
+        s.write_all(&total.to_be_bytes()).unwrap();
+        total
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let acked = harness::in_ns(&node.pod_ns("red"), || {
+        let mut s = TcpStream::connect_timeout(
+            &SocketAddrV4::new(LAN, 9400).into(),
+            Duration::from_secs(3),
+        )
+        .expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        s.write_all(&vec![7u8; SIZE as usize]).expect("upload");
+        let mut n = [0u8; 8];
+        s.read_exact(&mut n).expect("the sink's count");
+        u64::from_be_bytes(n)
+    });
+    assert_eq!(acked, SIZE);
+    assert_eq!(sink.join().unwrap(), SIZE);
+    assert!(stat(&node, Stat::ReplyFragNeeded) >= 1);
+}
