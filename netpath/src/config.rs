@@ -1275,7 +1275,7 @@ impl Config {
             udp_timeout: ct.udp_timeout,
             udp_stream_timeout: ct.udp_stream_timeout,
             icmp_timeout: ct.icmp_timeout,
-            _pad: 0,
+            gateway: self.gateway().octets(),
         }
     }
 
@@ -2079,6 +2079,7 @@ gc_interval = 2
         let c = Config::from_toml_str(FULL).unwrap();
         let mut want = NodeSettings::DEFAULT;
         want.fib_ifindex = 3;
+        want.gateway = c.gateway().octets();
         assert_eq!(c.node_settings(3), want);
         assert_eq!(
             c.conntrack.max_entries,
