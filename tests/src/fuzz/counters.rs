@@ -1,12 +1,16 @@
 //! Counter accounting: every frame a program runs on ends in exactly one
 //! terminal counter, and the verdict matches the counter's class.
 //!
-//! Terminal counters are recognised by name (`netpath_common::Stat`):
-//! `fwd_*` (the program returned TC_ACT_REDIRECT), `pass_*` (TC_ACT_OK),
-//! `drop_*` (TC_ACT_SHOT). Every other counter (`snat_new`,
-//! `route_map_hit`, `ipv4_options`, ...) records a property and may count
-//! a frame any number of times. A new counter that ends a walk must follow
-//! the naming, or this check reports it as a frame counted nowhere.
+//! Which counter is terminal, and for which verdict, is [`class`]: one
+//! table, an exhaustive `match` over `netpath_common::Stat`, so that a new
+//! counter does not compile until it is classified here. Names mostly
+//! follow `fwd_*` (TC_ACT_REDIRECT), `pass_*` (TC_ACT_OK), `drop_*`
+//! (TC_ACT_SHOT); the exceptions are the router's answers
+//! (`reply_time_exceeded`, `reply_frag_needed`: the packet is turned into
+//! an ICMP error and redirected back into the pod, so they end the walk
+//! with TC_ACT_REDIRECT). Every other counter (`snat_new`, `frag_tracked`,
+//! `mtu_unchecked`, ...) records a property and may count a frame any
+//! number of times.
 
 use std::collections::BTreeMap;
 
@@ -19,22 +23,60 @@ use crate::packet::{TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT};
 /// A counter's class.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Class {
+    /// Terminal, the walk ended with TC_ACT_REDIRECT.
     Redirect,
+    /// Terminal, TC_ACT_OK (handed to the node's stack).
     Pass,
+    /// Terminal, TC_ACT_SHOT.
     Drop,
+    /// A side counter: a property of a frame, not its verdict.
     Info,
 }
 
+/// The class of every counter (the one table).
 pub fn class(stat: Stat) -> Class {
-    let name = stat.name();
-    if name.starts_with("fwd_") {
-        Class::Redirect
-    } else if name.starts_with("pass_") {
-        Class::Pass
-    } else if name.starts_with("drop_") {
-        Class::Drop
-    } else {
-        Class::Info
+    use Class::*;
+    match stat {
+        Stat::FwdLocalPod | Stat::FwdRouted | Stat::FwdRevNat => Redirect,
+        // The router's answers: the frame becomes an ICMP error redirected
+        // back into the pod.
+        Stat::ReplyTimeExceeded | Stat::ReplyFragNeeded => Redirect,
+        Stat::PassToHost
+        | Stat::PassNotIpv4
+        | Stat::PassFibLocal
+        | Stat::PassUplink
+        | Stat::PassUplinkVlan => Pass,
+        Stat::DropTruncated
+        | Stat::DropBadIpHeader
+        | Stat::DropTtlExceeded
+        | Stat::DropRewriteFailed
+        | Stat::DropFibUnreachable
+        | Stat::DropSnatNoPort
+        | Stat::DropNatFragment
+        | Stat::DropNatProto
+        | Stat::DropRevNatNoPod
+        | Stat::DropTooBig
+        | Stat::DropTooBigNoDf
+        | Stat::DropFragNoFirst
+        | Stat::DropFragTrackFailed
+        | Stat::DropSpoofedIp
+        | Stat::DropSpoofedMac
+        | Stat::DropSpoofedArp
+        | Stat::DropPodIpv6
+        | Stat::DropPodEthertype
+        | Stat::DropPodVlan => Drop,
+        Stat::Ipv4Options
+        | Stat::Ipv4Fragment
+        | Stat::Ipv4BigTcp
+        | Stat::RouteMapHit
+        | Stat::RouteFibHit
+        | Stat::RouteNeighResolve
+        | Stat::SnatNew
+        | Stat::SnatPortChanged
+        | Stat::IcmpErrorRevNat
+        | Stat::MtuUnchecked
+        | Stat::FragTracked
+        | Stat::FragFollowed => Info,
     }
 }
 
@@ -102,7 +144,7 @@ pub fn check(before: &Counts, after: &Counts, ran: &Ran) -> Vec<Violation> {
         out.push(Violation {
             check: "counters-total",
             detail: format!(
-                "{} frames ran, the terminal counters (fwd_*, pass_*, drop_*) moved by {packets}",
+                "{} frames ran, the terminal counters (counters::class) moved by {packets}",
                 ran.frames
             ),
         });
@@ -132,4 +174,25 @@ pub fn check(before: &Counts, after: &Counts, ran: &Ran) -> Vec<Violation> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The table agrees with the datapath's own notion of a drop, and the
+    /// prefixes mean what they say.
+    #[test]
+    fn the_table_agrees_with_the_names() {
+        for s in Stat::ALL {
+            assert_eq!(class(*s) == Class::Drop, s.is_drop(), "{}", s.name());
+            let name = s.name();
+            if name.starts_with("fwd_") || name.starts_with("reply_") {
+                assert_eq!(class(*s), Class::Redirect, "{name}");
+            }
+            if name.starts_with("pass_") {
+                assert_eq!(class(*s), Class::Pass, "{name}");
+            }
+        }
+    }
 }

@@ -55,12 +55,19 @@ pub enum Kind {
     Options,
     NotIpv4,
     Random,
+    /// The fragments of one datagram (from a pod, or a reply on the
+    /// uplink), the later ones queued and run after it, now and then out of
+    /// order, duplicated or lost.
+    FragTrain,
 }
 
 /// One frame to run.
 #[derive(Clone, Debug)]
 pub struct Case {
     pub prog: Prog,
+    /// The ingress ifindex (`np_from_pod`: the host-side veth the frame
+    /// came in on; source verification checks it).
+    pub ingress: u32,
     pub kind: Kind,
     /// Whether a mutator changed the generated frame.
     pub mutated: bool,
@@ -98,6 +105,10 @@ pub struct Generator {
     node: Node,
     pool: Vec<Translated>,
     pool_next: usize,
+    /// The ingress ifindex of the frame being generated.
+    ingress: u32,
+    /// Later fragments of a [`Kind::FragTrain`], still to run.
+    pending: std::collections::VecDeque<Case>,
     /// Per mille of structured frames that get mutated.
     pub mutate_per_mille: u32,
 }
@@ -109,6 +120,8 @@ impl Generator {
             node,
             pool: Vec::with_capacity(POOL),
             pool_next: 0,
+            ingress: 0,
+            pending: std::collections::VecDeque::new(),
             mutate_per_mille: 250,
         }
     }
@@ -124,8 +137,21 @@ impl Generator {
     }
 
     pub fn next_case(&mut self) -> Case {
+        if !self.pending.is_empty() && self.rng.chance(1, 2) {
+            let i = if self.rng.chance(1, 8) {
+                self.rng.below(self.pending.len())
+            } else {
+                0
+            };
+            let case = self.pending.remove(i).expect("in range");
+            if self.rng.chance(1, 16) {
+                // Duplicated.
+                self.pending.push_back(case.clone());
+            }
+            return case;
+        }
         // Weights of the kinds, in `Kind` order.
-        const W: [u32; 15] = [14, 10, 6, 2, 2, 4, 3, 3, 16, 6, 3, 5, 3, 3, 4];
+        const W: [u32; 16] = [14, 10, 6, 2, 2, 4, 3, 3, 16, 6, 3, 5, 3, 3, 4, 4];
         let kind = match self.rng.weighted(&W) {
             0 => Kind::PodTcp,
             1 => Kind::PodUdp,
@@ -141,8 +167,12 @@ impl Generator {
             11 => Kind::Fragment,
             12 => Kind::Options,
             13 => Kind::NotIpv4,
-            _ => Kind::Random,
+            14 => Kind::Random,
+            _ => Kind::FragTrain,
         };
+        // A frame from a pod comes in on some pod's veth; the generators
+        // that make a pod's frame set the sender's.
+        self.ingress = self.rng.pick(&self.node.pods).1.ifindex;
         let (prog, mut frame) = self.generate(kind);
         let mut mutated = false;
         if !matches!(kind, Kind::Random) && self.rng.chance(self.mutate_per_mille, 1000) {
@@ -163,6 +193,7 @@ impl Generator {
         }
         Case {
             prog,
+            ingress: self.ingress,
             kind,
             mutated,
             frame,
@@ -272,6 +303,7 @@ impl Generator {
         let ep = *self.node.pod(src).expect("a pod");
         b.src_mac = ep.pod_mac;
         b.dst_mac = ep.gw_mac;
+        self.ingress = ep.ifindex;
         b
     }
 
@@ -333,12 +365,29 @@ impl Generator {
                 let proto = *self.rng.pick(&[IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP]);
                 let dst = self.remote();
                 let mut b = self.from_pod(proto, dst);
-                b.src = match self.rng.below(4) {
-                    0 => Ipv4Addr::new(192, 168, 50, 77),
-                    1 => NODE,
-                    2 => Ipv4Addr::new(10, 200, 0, 200),
-                    _ => Ipv4Addr::from(self.rng.u32()),
-                };
+                match self.rng.below(3) {
+                    // A source address that is not the pod's.
+                    0 => {
+                        b.src = match self.rng.below(6) {
+                            0 => Ipv4Addr::new(192, 168, 50, 77),
+                            1 => NODE,
+                            2 => Ipv4Addr::new(10, 200, 0, 200),
+                            3 => Ipv4Addr::UNSPECIFIED,
+                            4 => self.pod(),
+                            _ => Ipv4Addr::from(self.rng.u32()),
+                        }
+                    }
+                    // The pod's address from another MAC.
+                    1 => {
+                        b.src_mac = if self.rng.chance(1, 2) {
+                            self.rng.pick(&self.node.pods).1.pod_mac
+                        } else {
+                            [0x02, 0x66, 0, 0, 0, self.rng.u8()]
+                        }
+                    }
+                    // The pod's own frame, on another pod's veth.
+                    _ => self.ingress = self.rng.pick(&self.node.pods).1.ifindex,
+                }
                 (pod, b.build())
             }
             Kind::Reply => (Prog::FromUplink, self.reply()),
@@ -407,7 +456,14 @@ impl Generator {
                     Prog::FromUplink
                 };
                 let f = match self.rng.below(4) {
-                    0 => arp_request([0x02, 0xaa, 0, 0, 0, 2], self.pod(), POD_GW),
+                    0 => {
+                        // Mostly the pod's own ARP, sometimes another's.
+                        let (addr, ep) = *self.rng.pick(&self.node.pods);
+                        if self.rng.chance(3, 4) {
+                            self.ingress = ep.ifindex;
+                        }
+                        arp_request(ep.pod_mac, addr, POD_GW)
+                    }
                     1 => {
                         // IPv6 with a random payload.
                         let mut f = ethernet([0x33; 6], [0x02; 6], 0x86dd);
@@ -436,6 +492,7 @@ impl Generator {
                 };
                 (prog, f)
             }
+            Kind::FragTrain => self.frag_train(),
             Kind::Random => {
                 let prog = if self.rng.chance(1, 2) {
                     pod
@@ -452,12 +509,92 @@ impl Generator {
                             let tot = (f.len() - 14) as u16;
                             f[16..18].copy_from_slice(&tot.to_be_bytes());
                         }
+                        // From a pod, mostly as the pod behind the veth
+                        // (past source verification, into the parser).
+                        if prog == pod && f.len() >= 34 && self.rng.chance(3, 4) {
+                            let ingress = self.ingress;
+                            let (addr, ep) = self
+                                .node
+                                .pods
+                                .iter()
+                                .find(|(_, e)| e.ifindex == ingress)
+                                .copied()
+                                .expect("the ingress is a pod's");
+                            f[6..12].copy_from_slice(&ep.pod_mac);
+                            f[26..30].copy_from_slice(&addr.octets());
+                        }
                         fix_ip_csum(&mut f);
                     }
                 }
                 (prog, f)
             }
         }
+    }
+
+    /// A datagram of 16 to 1,500 bytes of payload, split at 1 to 3 offsets
+    /// (multiples of 8): the first fragment is returned, the later ones are
+    /// queued (one now and then lost).
+    fn frag_train(&mut self) -> (Prog, Vec<u8>) {
+        let (prog, mut b, src_mac, dst_mac) = if self.rng.chance(1, 2) {
+            let proto = *self.rng.pick(&[IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP]);
+            let dst = self.remote();
+            let b = self.from_pod(proto, dst);
+            let (s, d) = (b.src_mac, b.dst_mac);
+            (Prog::FromPod, b, s, d)
+        } else {
+            let Some(t) =
+                (!self.pool.is_empty()).then(|| self.pool[self.rng.below(self.pool.len())].clone())
+            else {
+                return (Prog::FromUplink, self.reply());
+            };
+            let l4 = match t.proto {
+                IPPROTO_ICMP => icmp_echo(0, t.nat.1, self.rng.u16()),
+                p => self.l4(p, t.peer.1, t.nat.1),
+            };
+            let mut b = self.packet(t.peer.0, t.nat.0, l4);
+            b.ttl = b.ttl.max(2);
+            (
+                Prog::FromUplink,
+                b,
+                [0x02, 0x50, 0, 0, 0, 1],
+                [0x02, 0x50, 0, 0, 0, 2],
+            )
+        };
+        b.src_mac = src_mac;
+        b.dst_mac = dst_mac;
+        b.frags = 0;
+        let mut payload = vec![0; self.rng.range(16, 1500)];
+        self.rng.fill(&mut payload);
+        b.payload = payload;
+        let frame = b.build();
+        let Some(v) = Ipv4View::parse(&frame) else {
+            return (prog, frame);
+        };
+        let seg = v.tot_len - v.ihl;
+        let mut at: Vec<usize> = (0..self.rng.range(1, 3))
+            .map(|_| 8 * self.rng.range(1, (seg - 1) / 8))
+            .filter(|&a| a < seg)
+            .collect();
+        at.sort_unstable();
+        at.dedup();
+        if at.is_empty() {
+            return (prog, frame);
+        }
+        let mut frags = crate::packet::fragment(&frame, &at).into_iter();
+        let first = frags.next().expect("a first fragment");
+        for f in frags {
+            if self.rng.chance(1, 16) {
+                continue; // lost
+            }
+            self.pending.push_back(Case {
+                prog,
+                ingress: self.ingress,
+                kind: Kind::FragTrain,
+                mutated: false,
+                frame: f,
+            });
+        }
+        (prog, first)
     }
 
     /// A reply to a translated flow (or, when none is known yet or now and

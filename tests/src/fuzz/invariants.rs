@@ -19,6 +19,15 @@
 //! - `dropped-but-tracked`: a pod's frame that was dropped neither created
 //!   nor advanced its connection.
 //!
+//! Fragment map `frags` (a datagram → the translation its first fragment
+//! got):
+//! - `frag-entry`: an entry of a pod's datagram (`frag_dir::FROM_POD`) is
+//!   keyed by a pod's address and holds a NAT address; one of a datagram
+//!   arriving on the uplink (`FROM_UPLINK`) is keyed by a NAT address and
+//!   holds a pod's;
+//! - `frag-follow`: a later fragment that was translated got exactly the
+//!   translation its datagram's entry holds.
+//!
 //! ADAPTING (when the conntrack rework lands): this module is the only one
 //! that knows the layouts. Change the map names (taken from
 //! `netpath_common::maps`), the key/value types and [`reply_tuple`] /
@@ -29,7 +38,9 @@ use std::{collections::HashMap as StdHashMap, fmt, net::Ipv4Addr};
 
 use aya::maps::{HashMap, Map, MapData, MapError};
 use netpath::datapath::Datapath;
-use netpath_common::{CtEntry, CtKey, RevNat, ct_state, maps, reply_key};
+use netpath_common::{
+    CtEntry, CtKey, FragEntry, FragKey, RevNat, ct_state, frag_dir, maps, reply_key,
+};
 
 use super::{
     oracle::{Delivered, Violation},
@@ -60,6 +71,7 @@ pub fn orig_of_reply(rkey: &CtKey, r: &RevNat) -> CtKey {
 pub struct Tables {
     pub conntrack: HashMap<MapData, CtKey, CtEntry>,
     pub revnat: HashMap<MapData, CtKey, RevNat>,
+    pub frags: HashMap<MapData, FragKey, FragEntry>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -114,8 +126,16 @@ impl Tables {
                 .map(Map::LruHashMap)
                 .ok_or(TablesError::Missing { name })
         };
-        let (ct, rev) = (take(maps::CONNTRACK)?, take(maps::REVNAT)?);
+        let (ct, rev, frags) = (
+            take(maps::CONNTRACK)?,
+            take(maps::REVNAT)?,
+            take(maps::FRAGS)?,
+        );
         Ok(Self {
+            frags: HashMap::try_from(frags).map_err(|source| TablesError::Open {
+                name: maps::FRAGS,
+                source,
+            })?,
             conntrack: HashMap::try_from(ct).map_err(|source| TablesError::Open {
                 name: maps::CONNTRACK,
                 source,
@@ -145,7 +165,43 @@ impl Tables {
                 name: maps::REVNAT,
                 source,
             })?;
-        Ok(Snapshot { conntrack, revnat })
+        let frags = self
+            .frags
+            .iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|source| TablesError::Read {
+                name: maps::FRAGS,
+                source,
+            })?;
+        Ok(Snapshot {
+            conntrack,
+            revnat,
+            frags,
+        })
+    }
+
+    /// `frag-follow`: later fragment `input` (dir `dir`) was translated to
+    /// `addr` (the new source from a pod, the pod on the uplink); its
+    /// datagram's entry must say so.
+    pub fn check_followed(&self, input: &[u8], dir: u8, addr: Ipv4Addr) -> Option<Violation> {
+        let v = super::frame::Ipv4View::parse(input)?;
+        let id = u16::from_be_bytes([input[18], input[19]]);
+        let key = FragKey {
+            saddr: v.src.octets(),
+            daddr: v.dst.octets(),
+            id,
+            proto: v.proto,
+            dir,
+        };
+        let got = self.frags.get(&key, 0).ok().map(|e| Ipv4Addr::from(e.addr));
+        (got != Some(addr)).then(|| Violation {
+            check: "frag-follow",
+            detail: format!(
+                "later fragment {} → {} id {id:#06x} proto {} (dir {dir}) translated to {addr}, \
+                 its datagram's entry says {got:?}",
+                v.src, v.dst, v.proto
+            ),
+        })
     }
 
     /// Empties both tables (the harness's garbage collection between
@@ -264,6 +320,7 @@ impl Tables {
 pub struct Snapshot {
     pub conntrack: Vec<(CtKey, CtEntry)>,
     pub revnat: Vec<(CtKey, RevNat)>,
+    pub frags: Vec<(FragKey, FragEntry)>,
 }
 
 /// The forward ↔ reverse pairing checks (the ones the current design is
@@ -345,6 +402,27 @@ pub fn check(node: &Node, snap: &Snapshot) -> Vec<Violation> {
             out.push(Violation {
                 check: "nat-address",
                 detail: format!("{} has a protocol netpath does not translate", Tuple(k)),
+            });
+        }
+    }
+    for (k, e) in &snap.frags {
+        let (ka, kd, addr) = (
+            Ipv4Addr::from(k.saddr),
+            Ipv4Addr::from(k.daddr),
+            Ipv4Addr::from(e.addr),
+        );
+        let ok = match k.dir {
+            frag_dir::FROM_POD => node.pod(ka).is_some() && node.is_nat_addr(addr),
+            frag_dir::FROM_UPLINK => node.is_nat_addr(kd) && node.pod(addr).is_some(),
+            _ => false,
+        };
+        if !ok {
+            out.push(Violation {
+                check: "frag-entry",
+                detail: format!(
+                    "fragment entry {ka} → {kd} id {:#06x} proto {} dir {} holds {addr}",
+                    k.id, k.proto, k.dir
+                ),
             });
         }
     }

@@ -36,7 +36,9 @@ use generate::{Case, Generator, Kind, Prog, Translated};
 use oracle::Violation;
 use seed::{Node, Setup};
 
-use crate::packet::{TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, try_test_run};
+use crate::packet::{
+    SkbCtx, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, try_test_run, try_test_run_ctx,
+};
 
 /// Where a tolerated check is tolerated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -383,12 +385,41 @@ impl Run<'_> {
     }
 }
 
+/// `frag-follow` for a redirected frame: a translated later fragment got
+/// its datagram's recorded translation.
+fn later_fragment_followed(
+    tables: &invariants::Tables,
+    prog: Prog,
+    input: &[u8],
+    output: &[u8],
+) -> Option<Violation> {
+    let (i, o) = (
+        frame::Ipv4View::parse(input)?,
+        frame::Ipv4View::parse(output)?,
+    );
+    if i.frags & 0x1fff == 0 {
+        return None;
+    }
+    match prog {
+        Prog::FromPod if o.src != i.src => {
+            tables.check_followed(input, netpath_common::frag_dir::FROM_POD, o.src)
+        }
+        Prog::FromUplink => {
+            tables.check_followed(input, netpath_common::frag_dir::FROM_UPLINK, o.dst)
+        }
+        _ => None,
+    }
+}
+
 /// Whether `frame` is an IPv4 ICMP error (destination unreachable, time
 /// exceeded, parameter problem).
 fn is_icmp_error(frame: &[u8]) -> bool {
     frame::Ipv4View::parse(frame).is_some_and(|v| {
         let seg = v.segment(frame);
-        v.proto == crate::packet::IPPROTO_ICMP && !seg.is_empty() && matches!(seg[0], 3 | 11 | 12)
+        v.proto == crate::packet::IPPROTO_ICMP
+            && v.frags & 0x1fff == 0
+            && !seg.is_empty()
+            && matches!(seg[0], 3 | 11 | 12)
     })
 }
 
@@ -407,6 +438,9 @@ fn tolerated_key(check: &'static str) -> &'static str {
 
 fn run_here(cfg: &Config, own_netns: bool) -> Result<Report, FuzzError> {
     let node = Node::new(cfg.setup.clone());
+    if own_netns {
+        node.make_devices()?;
+    }
     let mut dp = node.seed()?;
     let mut tables = invariants::Tables::open(&dp)?;
     let mut generator = Generator::new(cfg.seed, node.clone());
@@ -434,6 +468,7 @@ fn run_here(cfg: &Config, own_netns: bool) -> Result<Report, FuzzError> {
         for _ in 0..n {
             let Case {
                 prog,
+                ingress,
                 kind,
                 mutated,
                 frame,
@@ -446,7 +481,11 @@ fn run_here(cfg: &Config, own_netns: bool) -> Result<Report, FuzzError> {
                 Prog::FromPod => tables.probe(&frame),
                 Prog::FromUplink => None,
             };
-            let verdict = match try_test_run(p, &frame, &mut out) {
+            let ran_ok = match prog {
+                Prog::FromPod => try_test_run_ctx(p, &frame, SkbCtx::ingress(ingress), &mut out),
+                Prog::FromUplink => try_test_run(p, &frame, &mut out),
+            };
+            let verdict = match ran_ok {
                 Ok(v) => v,
                 Err(_) => {
                     run.report.rejected += 1;
@@ -466,8 +505,13 @@ fn run_here(cfg: &Config, own_netns: bool) -> Result<Report, FuzzError> {
             };
             run.report.kinds.entry(kind).or_default()[slot] += 1;
 
-            let j = oracle::judge(&node, prog, &frame, verdict, &out);
+            let j = oracle::judge(&node, prog, ingress, &frame, verdict, &out);
             let mut vs = j.violations;
+            if verdict == TC_ACT_REDIRECT
+                && let Some(v) = later_fragment_followed(&tables, prog, &frame, &out)
+            {
+                vs.push(v);
+            }
             if let Some(d) = &j.delivered
                 && let Some(v) = tables.check_delivered(d)
             {

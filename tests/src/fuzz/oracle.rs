@@ -26,8 +26,19 @@
 //!   address, and only to a pod;
 //! - `icmp-quote`: an ICMP error delivered to a pod quotes the pod's own
 //!   address, with a valid quoted IPv4 checksum when it was valid;
-//! - `martian`: no limited broadcast, multicast, loopback or 0.0.0.0/8
-//!   destination (or source) is forwarded (a Linux router drops them).
+//! - `martian`: no limited broadcast, multicast, loopback, 0.0.0.0/8 or
+//!   240.0.0.0/4 destination (or source) is forwarded (a Linux router
+//!   drops them);
+//! - `spoofed`: a pod's IPv4 or ARP frame that is not dropped has the
+//!   source address and MAC of the pod behind the veth it came in on;
+//!   `pod-ethertype`: anything else a pod sends is dropped;
+//! - `icmp-answer`: an ICMP error the gateway sends back to a pod (time
+//!   exceeded for TTL ≤ 1, fragmentation needed with the egress MTU for a
+//!   DF frame larger than it) is due, allowed (not about an error, a later
+//!   fragment, a multicast or broadcast destination) and equal byte for
+//!   byte to one built independently, with both checksums right;
+//! - `mtu`: no frame larger than the egress MTU leaves (netpath does not
+//!   fragment).
 
 use std::net::Ipv4Addr;
 
@@ -36,7 +47,10 @@ use super::{
     generate::{Prog, Translated},
     seed::{Egress, Node},
 };
-use crate::packet::{IPPROTO_ICMP, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, inet_checksum};
+use crate::packet::{
+    ETH_P_ARP, ETH_P_IP, IPPROTO_ICMP, Ipv4Builder, L4, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT,
+    inet_checksum,
+};
 
 /// One broken check.
 #[derive(Clone, Debug)]
@@ -84,14 +98,25 @@ pub struct Judgement {
     pub delivered: Option<Delivered>,
 }
 
-/// Judges `output` and `verdict` of `prog` on `input`.
-pub fn judge(node: &Node, prog: Prog, input: &[u8], verdict: u32, output: &[u8]) -> Judgement {
+/// Judges `output` and `verdict` of `prog` on `input`, which came in on
+/// `ingress` (for `np_from_pod`: a pod's veth).
+pub fn judge(
+    node: &Node,
+    prog: Prog,
+    ingress: u32,
+    input: &[u8],
+    verdict: u32,
+    output: &[u8],
+) -> Judgement {
     let mut j = Judgement {
         outcome: Outcome::Unknown,
         violations: Vec::new(),
         translated: None,
         delivered: None,
     };
+    if prog == Prog::FromPod && verdict != TC_ACT_SHOT {
+        source_verified(node, ingress, input, &mut j.violations);
+    }
     match verdict {
         TC_ACT_SHOT => j.outcome = Outcome::Dropped,
         TC_ACT_OK => {
@@ -114,6 +139,146 @@ pub fn judge(node: &Node, prog: Prog, input: &[u8], verdict: u32, output: &[u8])
     j
 }
 
+/// `spoofed`, `pod-ethertype`: what a pod's frame that was not dropped
+/// must be.
+fn source_verified(node: &Node, ingress: u32, input: &[u8], vs: &mut Vec<Violation>) {
+    let Some((addr, ep)) = node.pod_at(ingress) else {
+        vs.push(v(
+            "spoofed",
+            format!("a frame on ifindex {ingress}, no pod's veth, was not dropped"),
+        ));
+        return;
+    };
+    let (pod, mac) = (addr.octets(), ep.pod_mac);
+    let ethertype = input.get(12..14).map(|b| be16(b, 0));
+    let ok = match ethertype {
+        Some(ETH_P_IP) => input.len() >= 34 && input[26..30] == pod && input[6..12] == mac,
+        Some(ETH_P_ARP) => {
+            input.len() >= 42 && input[28..32] == pod && input[22..28] == mac && input[6..12] == mac
+        }
+        other => {
+            vs.push(v(
+                "pod-ethertype",
+                format!("a pod's frame of ethertype {other:x?} was not dropped"),
+            ));
+            return;
+        }
+    };
+    if !ok {
+        vs.push(v(
+            "spoofed",
+            format!(
+                "a frame on pod {addr}'s veth (ifindex {ingress}) not from its address and MAC \
+                 was not dropped"
+            ),
+        ));
+    }
+}
+
+/// The ICMP error (`ty`, `code`, `rest`) the gateway sends pod `pod` about
+/// `input` (parsed as `i`), built independently of the datapath: the
+/// offending IPv4 header and the first 8 bytes of its payload quoted (RFC
+/// 792; the IP total length bounds the quote, not the frame), TOS 0xc0, id
+/// 0, TTL 64, no DF, from the gateway's MAC to the pod's.
+fn answer(
+    node: &Node,
+    i: &Ipv4View,
+    input: &[u8],
+    ty: u8,
+    code: u8,
+    rest: [u8; 4],
+) -> Option<Vec<u8>> {
+    // Not a pod: `spoofed` reports it.
+    let ep = node.pod(i.src)?;
+    let quote = &input[14..14 + i.ihl + (i.tot_len - i.ihl).min(8)];
+    let mut b = Ipv4Builder::icmp(
+        Ipv4Addr::from(node.settings.gateway),
+        i.src,
+        L4::Icmp { ty, code, rest },
+    );
+    b.tos = 0xc0;
+    b.ttl = 64;
+    b.id = 0;
+    b.frags = 0;
+    b.dst_mac = ep.pod_mac;
+    b.src_mac = ep.gw_mac;
+    b.payload = quote.to_vec();
+    Some(b.build())
+}
+
+/// `icmp-answer`: judges a frame `np_from_pod` turned into an ICMP error
+/// back to its pod.
+fn judge_answer(node: &Node, i: &Ipv4View, input: &[u8], output: &[u8], j: &mut Judgement) {
+    j.outcome = Outcome::ToPod(i.src);
+    let vs = &mut j.violations;
+    let seg = i.segment(input);
+    let is_error = i.proto == IPPROTO_ICMP
+        && seg
+            .first()
+            .is_some_and(|t| matches!(t, 3 | 4 | 5 | 11 | 12));
+    if i.frags & 0x1fff != 0 || i.dst.octets()[0] >= 224 || is_error {
+        vs.push(v(
+            "icmp-answer",
+            format!(
+                "answered a frame no ICMP error may answer (to {}, proto {}, fragment word \
+                 {:#06x})",
+                i.dst, i.proto, i.frags
+            ),
+        ));
+    }
+    let forwarded = !matches!(node.egress(i.dst), Egress::Stack);
+    let (ty, code, rest) = if i.ttl <= 1 && forwarded {
+        (11, 0, [0; 4])
+    } else {
+        let mtu = match node.egress(i.dst) {
+            Egress::Out(ifindex) => node.mtu(ifindex),
+            _ => None,
+        };
+        match mtu {
+            Some(mtu) if i.frags & 0x4000 != 0 && input.len() > mtu as usize + 14 => {
+                let m = (mtu as u16).to_be_bytes();
+                (3, 4, [0, 0, m[0], m[1]])
+            }
+            _ => {
+                vs.push(v(
+                    "icmp-answer",
+                    format!(
+                        "answered a frame to {} (TTL {}, {} bytes, fragment word {:#06x}) that \
+                         needed no answer",
+                        i.dst,
+                        i.ttl,
+                        input.len(),
+                        i.frags
+                    ),
+                ));
+                return;
+            }
+        }
+    };
+    let Some(want) = answer(node, i, input, ty, code, rest) else {
+        return;
+    };
+    if output != want {
+        vs.push(v(
+            "icmp-answer",
+            format!(
+                "ICMP {ty}/{code} to {} differs from the one built independently:\n      want:\n{}",
+                i.src,
+                super::frame::hex(&want)
+            ),
+        ));
+    }
+    // Checksums from scratch, whatever the comparison said.
+    if output.len() < 42 || inet_checksum(&output[14..34]) != 0 {
+        vs.push(v(
+            "icmp-answer",
+            "IPv4 header checksum of the answer".into(),
+        ));
+    } else if inet_checksum(&output[34..]) != 0 {
+        vs.push(v("icmp-answer", "ICMP checksum of the answer".into()));
+    }
+}
+
 fn redirected(node: &Node, prog: Prog, input: &[u8], output: &[u8], j: &mut Judgement) {
     let (Some(i), Some(o)) = (Ipv4View::parse(input), Ipv4View::parse(output)) else {
         j.violations.push(v(
@@ -122,6 +287,13 @@ fn redirected(node: &Node, prog: Prog, input: &[u8], output: &[u8], j: &mut Judg
         ));
         return;
     };
+    if prog == Prog::FromPod
+        && o.src == Ipv4Addr::from(node.settings.gateway)
+        && o.proto == IPPROTO_ICMP
+    {
+        judge_answer(node, &i, input, output, j);
+        return;
+    }
     let vs = &mut j.violations;
     if input.len() != output.len() {
         vs.push(v(
@@ -187,7 +359,20 @@ fn redirected(node: &Node, prog: Prog, input: &[u8], output: &[u8], j: &mut Judg
         Prog::FromPod => {
             if j.outcome == Outcome::Unknown {
                 match node.egress(i.dst) {
-                    Egress::Out(ifindex) => j.outcome = Outcome::Out(ifindex),
+                    Egress::Out(ifindex) => {
+                        j.outcome = Outcome::Out(ifindex);
+                        if let Some(mtu) = node.mtu(ifindex)
+                            && input.len() > mtu as usize + 14
+                        {
+                            vs.push(v(
+                                "mtu",
+                                format!(
+                                    "a {}-byte frame left ifindex {ifindex} (MTU {mtu})",
+                                    input.len()
+                                ),
+                            ));
+                        }
+                    }
                     e => vs.push(v(
                         "redirect-bad-target",
                         format!("redirected towards {}, which is routed to {e:?}", i.dst),
@@ -256,7 +441,12 @@ fn redirected(node: &Node, prog: Prog, input: &[u8], output: &[u8], j: &mut Judg
                 ));
             }
             let seg = o.segment(output);
-            if o.proto == IPPROTO_ICMP && seg.len() >= 8 && matches!(seg[0], 3 | 11 | 12) {
+            // A later fragment's payload is no ICMP header.
+            if o.proto == IPPROTO_ICMP
+                && o.frags & 0x1fff == 0
+                && seg.len() >= 8
+                && matches!(seg[0], 3 | 11 | 12)
+            {
                 icmp_quote(&i.segment(input)[8..], &seg[8..], pod, vs);
             } else if let (Some((isport, idport)), Some((osport, odport))) =
                 (i.ports(input), o.ports(output))
@@ -307,7 +497,8 @@ fn icmp_quote(qin: &[u8], qout: &[u8], pod: Ipv4Addr, vs: &mut Vec<Violation>) {
 }
 
 /// Addresses a router never forwards to or from (RFC 1812 5.3.7, Linux's
-/// martian checks): 0.0.0.0/8, 127.0.0.0/8, multicast, limited broadcast.
-fn martian(a: Ipv4Addr) -> bool {
-    a.octets()[0] == 0 || a.is_loopback() || a.is_multicast() || a.is_broadcast()
+/// martian checks): 0.0.0.0/8, 127.0.0.0/8, multicast (224.0.0.0/4),
+/// reserved 240.0.0.0/4 and limited broadcast.
+pub fn martian(a: Ipv4Addr) -> bool {
+    a.octets()[0] == 0 || a.is_loopback() || a.octets()[0] >= 224
 }

@@ -29,6 +29,11 @@ pub const UPLINK: u32 = 20;
 pub const UPLINK2: u32 = 30;
 /// Pods: 10.200.0.2 ..= 10.200.0.(1 + POD_COUNT).
 pub const POD_COUNT: u8 = 6;
+/// MTUs of the uplinks (veths with these ifindexes in the run's
+/// network namespace, [`Node::make_devices`]): `bpf_check_mtu` finds them,
+/// so frames larger than the uplink's MTU get fragmentation needed.
+pub const UPLINK_MTU: u32 = 1400;
+pub const UPLINK2_MTU: u32 = 1500;
 
 /// How the node is configured for one run.
 #[derive(Clone, Debug)]
@@ -117,6 +122,7 @@ impl Node {
         let mut settings = NodeSettings {
             nat_port_min: setup.port_min,
             nat_port_max: setup.port_max,
+            gateway: POD_GW.octets(),
             ..NodeSettings::DEFAULT
         };
         if setup.zero_timeouts {
@@ -179,6 +185,67 @@ impl Node {
         Ok(dp)
     }
 
+    /// Creates the uplinks as veths with their ifindexes and MTUs
+    /// in the calling thread's network namespace (a namespace of the run's
+    /// own: `ip` inherits it).
+    pub fn make_devices(&self) -> Result<(), SeedError> {
+        for (ifindex, mtu) in [(UPLINK, UPLINK_MTU), (UPLINK2, UPLINK2_MTU)] {
+            // A veth pair (the kernel may lack the dummy driver); the peer
+            // takes the next ifindex.
+            let (name, mtu) = (format!("npfz{ifindex}"), mtu.to_string());
+            let args = [
+                "link",
+                "add",
+                &name,
+                "index",
+                &ifindex.to_string(),
+                "mtu",
+                &mtu,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &format!("{name}p"),
+                "index",
+                &(ifindex + 1).to_string(),
+                "mtu",
+                &mtu,
+            ]
+            .map(str::to_owned);
+            let out = std::process::Command::new("ip")
+                .args(&args)
+                .output()
+                .map_err(|e| SeedError::Device {
+                    cmd: format!("ip {}", args.join(" ")),
+                    detail: e.to_string(),
+                })?;
+            if !out.status.success() {
+                return Err(SeedError::Device {
+                    cmd: format!("ip {}", args.join(" ")),
+                    detail: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The MTU of egress `ifindex`, if the node has that device.
+    pub fn mtu(&self, ifindex: u32) -> Option<u32> {
+        match ifindex {
+            UPLINK => Some(UPLINK_MTU),
+            UPLINK2 => Some(UPLINK2_MTU),
+            _ => None,
+        }
+    }
+
+    /// The pod behind host-side veth `ifindex`.
+    pub fn pod_at(&self, ifindex: u32) -> Option<(Ipv4Addr, &Endpoint)> {
+        self.pods
+            .iter()
+            .find(|(_, e)| e.ifindex == ifindex)
+            .map(|(a, e)| (*a, e))
+    }
+
     pub fn pod(&self, addr: Ipv4Addr) -> Option<&Endpoint> {
         self.pods.iter().find(|(a, _)| *a == addr).map(|(_, e)| e)
     }
@@ -227,4 +294,8 @@ pub enum SeedError {
     Load(#[from] DatapathError),
     #[error("cannot seed the maps: {0}")]
     Maps(#[from] MapsError),
+    #[error(
+        "cannot create the uplink device ({cmd}): {detail}; the fuzzer needs root and iproute2"
+    )]
+    Device { cmd: String, detail: String },
 }
