@@ -4,10 +4,11 @@
 //! with `cargo xtask fuzz -- --config NAME --seed N --frames M`). Findings
 //! are saved under `target/fuzz/`. The long run is `cargo xtask fuzz`.
 //!
-//! What is tolerated today (known bugs, reported in the summary but not
-//! failing) is listed in `fuzz::known_bugs` and, for `lru-eviction` and
-//! `zero-timeouts`, the forward ↔ reverse pairing checks (issue 8, item 1:
-//! to be enforced once the conntrack rework lands; see `fuzz::preset`).
+//! What is tolerated today (reported in the summary but not failing): only
+//! the forward ↔ reverse pairing checks in `lru-eviction` and
+//! `zero-timeouts` (issue 8, item 1, findings 1 and 2: TODO enforce once
+//! the conntrack/NAT rework of nat.rs lands; see `fuzz::preset`).
+//! `fuzz::known_bugs` is empty: findings 3 to 6 are fixed and enforced.
 
 use tests::fuzz::{self, rng};
 

@@ -64,7 +64,9 @@ pub fn class(stat: Stat) -> Class {
         | Stat::DropSpoofedArp
         | Stat::DropPodIpv6
         | Stat::DropPodEthertype
-        | Stat::DropPodVlan => Drop,
+        | Stat::DropPodVlan
+        | Stat::DropL4Truncated
+        | Stat::DropMartian => Drop,
         Stat::Ipv4Options
         | Stat::Ipv4Fragment
         | Stat::Ipv4BigTcp

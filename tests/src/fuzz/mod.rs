@@ -687,42 +687,17 @@ impl Pcap {
 /// Bugs of the current programs that the fuzzer found, tolerated (counted
 /// and reported, not failing) until they are fixed. Remove an entry when
 /// its fix lands; `netpath-fuzz --strict` ignores this list.
+///
+/// Fixed and enforced since (entries removed): `martian` (martian
+/// destinations from pods dropped or passed to the node, martian sources on
+/// the uplink never delivered), `padding` and `l4-checksum` on ICMP errors
+/// (no L4 field read or written beyond the IP total length),
+/// `dropped-but-tracked` (a truncated L4 header is refused by the parser,
+/// before NAT), `uplink-target` (an ICMP error is translated only when
+/// addressed to the NAT address its quote names). What remains tolerated
+/// is the forward/reverse pairing in [`preset`] (issue 8 item 1, nat.rs).
 pub fn known_bugs() -> Vec<Tolerated> {
-    vec![
-        Tolerated {
-            check: "martian",
-            scope: Scope::Anywhere,
-            reason: "np_from_pod routes (and masquerades) packets to 0.0.0.0/8, 127/8, \
-                     multicast and 255.255.255.255 and from such sources (issue 8 item 5 \
-                     covers the sources), and np_from_uplink delivers the replies",
-        },
-        Tolerated {
-            check: "padding",
-            scope: Scope::Anywhere,
-            reason: "L4 fields are read beyond the IP total length (a pod's TCP/UDP header \
-                     cut short by the total length, an ICMP error's quoted L4 checksum) and \
-                     the translated checksum is written there, into the Ethernet padding",
-        },
-        Tolerated {
-            check: "l4-checksum",
-            scope: Scope::IcmpErrorsFromUplink,
-            reason: "ICMP error translation folds a rewrite of the quoted L4 checksum beyond \
-                     the IP total length into the ICMP checksum",
-        },
-        Tolerated {
-            check: "dropped-but-tracked",
-            scope: Scope::FromPod,
-            reason: "np_from_pod creates (or advances) the connection and claims its NAT port \
-                     before the checks that drop the packet: TTL ≤ 1 (drop_ttl_exceeded), a \
-                     TCP/UDP header cut short by the frame (drop_rewrite_failed)",
-        },
-        Tolerated {
-            check: "uplink-target",
-            scope: Scope::IcmpErrorsFromUplink,
-            reason: "np_from_uplink translates and delivers ICMP errors whatever their \
-                     destination address (only the quoted tuple is looked up)",
-        },
-    ]
+    Vec::new()
 }
 
 /// The node configurations, by name: `default` (tables with room: every
