@@ -479,6 +479,14 @@ stats! {
     /// Info: a BIG TCP packet (IPv4 total length 0, GSO): its length was
     /// taken from the skb.
     Ipv4BigTcp = "ipv4_big_tcp",
+    /// Drop: the TCP, UDP or ICMP header of a whole packet or first
+    /// fragment is shorter than its minimum (20, 8, 8 bytes) within the IP
+    /// total length: nothing to translate, and no L4 field is ever read
+    /// from the Ethernet padding after it.
+    DropL4Truncated = "drop_l4_truncated",
+    /// Drop: a pod sent a packet to an address no router forwards to
+    /// (0.0.0.0/8, 127.0.0.0/8, 240.0.0.0/4 but the limited broadcast).
+    DropMartian = "drop_martian",
 }
 
 /// Number of counters in the stats map.

@@ -7,7 +7,11 @@
 //!    truncated or malformed ones are counted drops).
 //! 2. Source verification ([`crate::source`]): the source address must be
 //!    the pod's behind this veth, the source MAC its MAC; ARP is verified
-//!    the same way and then handed to the node's stack.
+//!    the same way and then handed to the node's stack. Then the
+//!    destination as a router sees it ([`crate::router::destination`]): a
+//!    martian one is a counted drop (`drop_martian`), the limited broadcast
+//!    and multicast go to the node's stack; neither is routed or
+//!    masqueraded.
 //! 3. A local pod as destination: TTL ([`crate::router`]: time exceeded
 //!    from the gateway when it expires), then delivery
 //!    ([`crate::endpoint`]). Fragments need no state here.
@@ -16,7 +20,13 @@
 //! 5. Routed: TTL, then the egress MTU ([`crate::router`]: time exceeded or
 //!    fragmentation needed from the gateway), both before any state.
 //! 6. A masquerade rule for the source and egress device: SNAT
-//!    ([`crate::nat`]); a first fragment's translation is recorded and the
+//!    ([`crate::nat`]). Every check that drops a packet (source, martian,
+//!    TTL, MTU, and the parser's: a TCP/UDP/ICMP header shorter than its
+//!    minimum within the IP total length is `drop_l4_truncated`) runs
+//!    before it, so a dropped packet makes no connection and claims no NAT
+//!    port; what can still fail after it is a rewrite helper or the
+//!    fragment map insert, neither of which fails on a packet the parser
+//!    accepted; a first fragment's translation is recorded and the
 //!    later fragments of its datagram get the same source address
 //!    ([`crate::frag`]).
 //! 7. TTL − 1, addresses and MACs ([`crate::l3`]), redirect out of the
@@ -39,7 +49,8 @@ use crate::{
     maps::{MASQ, SETTINGS},
     nat,
     parse::{self, Parsed},
-    router, source,
+    router::{self, Destination},
+    source,
     stats::count,
 };
 
@@ -71,6 +82,14 @@ pub fn try_from_pod(ctx: &TcContext) -> Result<i32, Stat> {
         )
     };
     let src = source::verify_ipv4(ctx, saddr, smac)?;
+    match router::destination(dst) {
+        Destination::Unicast => {}
+        Destination::LinkLocal => {
+            count(Stat::PassToHost, len);
+            return Ok(TC_ACT_OK as i32);
+        }
+        Destination::Martian => return Err(Stat::DropMartian),
+    }
 
     if let Some(ep) = endpoint::lookup(dst) {
         if ttl <= 1 {

@@ -5,7 +5,9 @@
 //! 1. A frame with an offloaded VLAN tag belongs to a VLAN device of the
 //!    node, not to the uplink's network: handed to the stack untouched
 //!    (`pass_uplink_vlan`). Anything but IPv4 passes too.
-//! 2. Reverse NAT ([`crate::nat::rev_snat`]) of TCP, UDP and ICMP echo
+//! 2. A packet from a martian source ([`crate::router::martian_source`])
+//!    is no reply: it passes to the stack untranslated (`pass_uplink`).
+//!    Reverse NAT ([`crate::nat::rev_snat`]) of TCP, UDP and ICMP echo
 //!    replies, or of the packet an ICMP error quotes
 //!    ([`crate::icmp::rev_snat_error`]: port unreachable, fragmentation
 //!    needed with its MTU, time exceeded). A translated first fragment's
@@ -21,6 +23,7 @@ use netpath_common::{Stat, frag_dir};
 use crate::{
     endpoint, frag, icmp, l3, nat,
     parse::{self, ICMP_ECHO_REPLY, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Parsed},
+    router,
     stats::count,
 };
 
@@ -39,6 +42,10 @@ pub fn try_from_uplink(ctx: &TcContext) -> Result<i32, Stat> {
         }
     };
     let f = parse::flow(ctx, &pkt)?;
+    if router::martian_source(f.saddr) {
+        count(Stat::PassUplink, len);
+        return Ok(TC_ACT_OK as i32);
+    }
     let pod = if f.later_fragment {
         let pod = frag::follow(&f, frag_dir::FROM_UPLINK);
         if pod.is_some() {

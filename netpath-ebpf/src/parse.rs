@@ -217,9 +217,19 @@ pub struct Flow {
     pub tot_len: usize,
 }
 
+/// Minimum L4 header lengths: TCP without options (its checksum is at
+/// 16..18), UDP, and ICMP (type, code, checksum and 4 more bytes: the echo
+/// identifier, the next-hop MTU).
+const TCP_MIN: usize = 20;
+const UDP_MIN: usize = 8;
+const ICMP_MIN: usize = 8;
+
 /// Reads the flow of a parsed IPv4 packet. L4 fields are read for TCP, UDP
-/// and ICMP unless this is a later fragment; a packet too short for its
-/// L4 header is dropped as truncated.
+/// and ICMP unless this is a later fragment. Their minimum header must lie
+/// within the IP total length (`drop_l4_truncated` otherwise), so that no
+/// walk reads or writes an L4 field in the Ethernet padding after it, and
+/// a packet whose header cannot be translated is refused here, before any
+/// connection or NAT port is made for it.
 #[inline(always)]
 pub fn flow(ctx: &TcContext, pkt: &Ipv4Packet) -> Result<Flow, Stat> {
     // SAFETY: `pkt.ip` was bounds-checked by `parse_ipv4` and no helper has
@@ -256,6 +266,17 @@ pub fn flow(ctx: &TcContext, pkt: &Ipv4Packet) -> Result<Flow, Stat> {
         return Ok(f);
     }
     let truncated = |_| Stat::DropTruncated;
+    let min = match proto {
+        IPPROTO_TCP => TCP_MIN,
+        IPPROTO_UDP => UDP_MIN,
+        IPPROTO_ICMP => ICMP_MIN,
+        _ => 0,
+    };
+    // The parser proved the packet holds 14 + tot_len bytes, so the loads
+    // below (at most `min` bytes from l4) stay inside the frame too.
+    if l4 + min > EthHdr::LEN + pkt.tot_len {
+        return Err(Stat::DropL4Truncated);
+    }
     match proto {
         IPPROTO_TCP => {
             // Ports (0..4) and flags (13).

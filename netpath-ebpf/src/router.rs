@@ -22,6 +22,18 @@
 //!   `ip_fragment`. The pods' MTU derived from the uplink's keeps this
 //!   path cold.
 //!
+//! - Martian addresses (RFC 1812 5.3.7, Linux's `ip_route_input` martian
+//!   checks): a pod's packet to 0.0.0.0/8, 127.0.0.0/8 or 240.0.0.0/4 is
+//!   a counted drop (`drop_martian`), before any lookup or state; one to
+//!   the limited broadcast or a multicast group is link-local and goes to
+//!   the node's stack (`pass_to_host`: the node answers what it serves or
+//!   joined, and with forwarding off on the pods' veths its stack forwards
+//!   neither). Neither is ever routed or masqueraded. Martian sources
+//!   (0.0.0.0, anything not the pod's) never pass source verification
+//!   (`crate::source`). On an uplink, a packet from a martian source is no
+//!   reply to any connection: it goes to the node's stack untranslated
+//!   (its own martian checks drop it), never to a pod.
+//!
 //! With no gateway address configured (`NodeSettings::gateway` 0.0.0.0),
 //! and for packets no ICMP error may answer, both are counted drops
 //! (`drop_ttl_exceeded`, `drop_too_big`).
@@ -41,6 +53,35 @@ use crate::{
     parse::{Flow, ICMP_DEST_UNREACH, ICMP_TIME_EXCEEDED},
     stats::count,
 };
+
+/// What a pod's packet to `daddr` is, as a router sees the address.
+pub enum Destination {
+    /// Routable: a pod, the node or the route.
+    Unicast,
+    /// Limited broadcast or multicast: for the node's stack only.
+    LinkLocal,
+    /// 0.0.0.0/8, 127.0.0.0/8, 240.0.0.0/4 but 255.255.255.255: never
+    /// forwarded.
+    Martian,
+}
+
+/// Classifies a pod's destination address.
+#[inline(always)]
+pub fn destination(daddr: [u8; 4]) -> Destination {
+    match daddr[0] {
+        _ if daddr == [255; 4] => Destination::LinkLocal,
+        224..=239 => Destination::LinkLocal,
+        0 | 127 | 240..=255 => Destination::Martian,
+        _ => Destination::Unicast,
+    }
+}
+
+/// Whether `saddr` can be no reply's source (0.0.0.0/8, 127.0.0.0/8,
+/// multicast, 240.0.0.0/4 and the limited broadcast).
+#[inline(always)]
+pub fn martian_source(saddr: [u8; 4]) -> bool {
+    matches!(saddr[0], 0 | 127 | 224..=255)
+}
 
 /// ICMP destination unreachable code "fragmentation needed and DF set".
 const ICMP_FRAG_NEEDED: u8 = 4;

@@ -445,3 +445,43 @@ mod tests {
         assert!(ipv4_header_checksum_ok(&f));
     }
 }
+
+/// [`test_run`] that reports an error instead of panicking and reuses
+/// `out` as the output buffer (the fuzzer runs millions of frames):
+/// returns the verdict; `out` holds the packet as the program left it.
+pub fn try_test_run(
+    prog: &SchedClassifier,
+    frame: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<u32, aya::programs::ProgramError> {
+    out.clear();
+    out.resize(frame.len() + 256, 0);
+    let res = prog.test_run(TestRunOptions {
+        data_in: Some(frame),
+        data_out: Some(out),
+        ..Default::default()
+    })?;
+    out.truncate(res.data_size_out as usize);
+    Ok(res.return_value)
+}
+
+/// [`try_test_run`] with `ctx` as the `__sk_buff` context (the ingress
+/// ifindex source verification checks, GSO).
+pub fn try_test_run_ctx(
+    prog: &SchedClassifier,
+    frame: &[u8],
+    ctx: SkbCtx,
+    out: &mut Vec<u8>,
+) -> Result<u32, aya::programs::ProgramError> {
+    out.clear();
+    out.resize(frame.len() + 256, 0);
+    let ctx_in = ctx.to_bytes();
+    let res = prog.test_run(TestRunOptions {
+        data_in: Some(frame),
+        data_out: Some(out),
+        ctx_in: Some(&ctx_in),
+        ..Default::default()
+    })?;
+    out.truncate(res.data_size_out as usize);
+    Ok(res.return_value)
+}
