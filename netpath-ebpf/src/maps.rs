@@ -20,7 +20,7 @@ pub static ENDPOINTS: HashMap<EndpointKey, Endpoint, { maps::ENDPOINTS_MAX as us
     HashMap::new();
 
 /// A counter per verdict and drop reason, per CPU.
-#[btf_map(name = "stats_v1")]
+#[btf_map(name = "stats_v2")]
 pub static STATS: PerCpuArray<Counter, { STAT_COUNT as usize }> = PerCpuArray::new();
 
 /// Declared routes (longest prefix match on the destination).
@@ -33,7 +33,7 @@ pub static ROUTES: LpmTrie<RouteKey, RouteNextHop, { maps::ROUTES_MAX as usize }
 pub static MASQ: LpmTrie<MasqKey, MasqRule, { maps::MASQ_MAX as usize }> = LpmTrie::new();
 
 /// Node settings in slot 0.
-#[btf_map(name = "settings_v1")]
+#[btf_map(name = "settings_v2")]
 pub static SETTINGS: Array<NodeSettings, 1> = Array::new();
 
 /// Translated connections by original tuple. The size is set at load time.
@@ -45,3 +45,16 @@ pub static CONNTRACK: LruHashMap<CtKey, CtEntry, { maps::CONNTRACK_DEFAULT_MAX a
 #[btf_map(name = "revnat_v1")]
 pub static REVNAT: LruHashMap<CtKey, RevNat, { maps::CONNTRACK_DEFAULT_MAX as usize }> =
     LruHashMap::new();
+
+// --- router, fragments and anti-spoofing (branch `router`) ---
+
+/// The translation each fragmented datagram's first fragment got, for its
+/// later fragments (`frag.rs`). Not pinned: it holds at most
+/// [`netpath_common::FRAG_TIMEOUT_SECS`] of state, and a reload losing it
+/// costs only the datagrams in flight.
+#[btf_map(name = "frags_v1")]
+pub static FRAGS: LruHashMap<
+    netpath_common::FragKey,
+    netpath_common::FragEntry,
+    { maps::FRAGS_MAX as usize },
+> = LruHashMap::new();

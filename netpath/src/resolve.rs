@@ -208,7 +208,7 @@ impl DesiredNode {
             udp_timeout: ct.udp_timeout,
             udp_stream_timeout: ct.udp_stream_timeout,
             icmp_timeout: ct.icmp_timeout,
-            _pad: 0,
+            gateway: config.gateway().octets(),
         };
         Self {
             instance: config.node.name.clone(),

@@ -6,6 +6,7 @@
 //! cached bpf-linker first on PATH.
 
 mod cmd;
+mod fuzz;
 mod lint;
 mod syspkgs;
 mod toolchain;
@@ -79,6 +80,14 @@ enum Task {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Build `netpath-fuzz` (release) and run it as root: the long fuzz
+    /// run, e.g. `cargo xtask fuzz -- --frames 10000000 --seed 42
+    /// --config all` (`-- --help` for its options).
+    Fuzz {
+        /// Arguments for netpath-fuzz.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() {
@@ -89,6 +98,7 @@ fn main() {
         Task::Lint => lint(),
         Task::Run { release, args } => run(release, &args),
         Task::Bench { args } => bench(&args),
+        Task::Fuzz { args } => fuzz::fuzz(&args),
     };
     let code = result.unwrap_or_else(|e| {
         // No backtrace (RUST_BACKTRACE=1 is common): the messages say which

@@ -298,6 +298,7 @@ fn nat_and_conntrack_defaults_are_netfilters() {
     let c = Config::from_toml_str(FULL).unwrap();
     let mut want = NodeSettings::DEFAULT;
     want.fib_ifindex = 3;
+    want.gateway = c.gateway().octets();
     assert_eq!(DesiredNode::resolve(&c).node_settings(3), want);
     assert_eq!(
         c.conntrack.max_entries,
