@@ -62,7 +62,7 @@ pub fn render(json: &std::path::Path, docs: Option<&std::path::Path>) -> Result<
 
 /// Runs the benchmark and writes its JSON, chart and (if asked) page.
 pub fn run_and_write(opts: &Options) -> Result<(report::Results, Written)> {
-    let mut results = runner::run(opts)?;
+    let mut results = run(opts)?;
     let png_path = opts.results_dir.join(format!("{}.png", results.id));
     let png = match report::png::write(&results, &png_path) {
         Ok(()) => Some(png_path),

@@ -61,7 +61,7 @@ pub fn info() -> Machine {
     let workspace = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
     Machine {
         kernel: read("/proc/sys/kernel/osrelease"),
-        cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        cores: std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
         cpu_model: cpuinfo
             .lines()
             .find_map(|l| l.strip_prefix("model name"))

@@ -16,7 +16,10 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, anyhow, bail};
-use netpath::netns::Netns;
+use netpath::{
+    sys::netns::{Netns, NetnsError, panic_message},
+    testing,
+};
 
 /// What every bench namespace name starts with.
 pub const PREFIX: &str = "npb-";
@@ -90,63 +93,32 @@ pub fn check_ours(ns: &str) -> Result<()> {
 
 /// Runs a future to completion on a private runtime on another thread, so
 /// sync code can drive netlink (each call gets its own connections).
-pub fn block_on<F: std::future::Future + Send>(fut: F) -> F::Output
-where
-    F::Output: Send,
-{
-    thread::scope(|s| {
-        s.spawn(|| {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("tokio runtime")
-                .block_on(fut)
-        })
-        .join()
-        .expect("block_on thread panicked")
-    })
-}
+pub use netpath::testing::block_on;
 
 /// Runs `f` on a thread inside bench namespace `ns` and returns its result.
 pub fn in_ns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> Result<T> {
     check_ours(ns)?;
-    let netns = Netns::open(ns).with_context(|| format!("open namespace {ns}"))?;
-    netns
-        .run(f)
-        .map_err(|e| anyhow!("run inside namespace {ns}: {e}"))
+    testing::in_netns(ns, f).with_context(|| format!("run inside namespace {ns}"))
 }
+
+/// A thread started by [`spawn_in_ns`]; [`join`] it.
+pub type NsThread<T> = thread::JoinHandle<Result<T, NetnsError>>;
 
 /// Spawns `f` on a new thread that enters bench namespace `ns` first.
 pub fn spawn_in_ns<T: Send + 'static>(
     ns: &str,
     name: &str,
     f: impl FnOnce() -> T + Send + 'static,
-) -> Result<thread::JoinHandle<Result<T>>> {
+) -> Result<NsThread<T>> {
     check_ours(ns)?;
-    let netns = Netns::open(ns).with_context(|| format!("open namespace {ns}"))?;
-    let ns_name = ns.to_owned();
-    thread::Builder::new()
-        .name(name.to_owned())
-        .spawn(move || {
-            nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET)
-                .with_context(|| format!("setns into {ns_name}"))?;
-            Ok(f())
-        })
-        .context("spawn a thread")
+    testing::spawn_in_netns(ns, name, f).with_context(|| format!("start a thread in {ns}"))
 }
 
 /// Joins a thread from [`spawn_in_ns`], turning a panic into an error.
-pub fn join<T>(h: thread::JoinHandle<Result<T>>, what: &str) -> Result<T> {
+pub fn join<T>(h: NsThread<T>, what: &str) -> Result<T> {
     match h.join() {
-        Ok(r) => r,
-        Err(p) => {
-            let msg = p
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| p.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "(panic)".into());
-            Err(anyhow!("{what} panicked: {msg}"))
-        }
+        Ok(r) => r.with_context(|| format!("{what}: enter its namespace")),
+        Err(p) => Err(anyhow!("{what} panicked: {}", panic_message(p.as_ref()))),
     }
 }
 
@@ -249,7 +221,7 @@ pub fn show(cmd: &Command) -> String {
 pub fn sysctl(ns: &str, key: &str, value: &str) -> Result<()> {
     check_ours(ns)?;
     let netns = Netns::open(ns)?;
-    netpath::netlink::write_sysctl(&netns, key, value)
+    netpath::sys::sysctl::write_sysctl(&netns, key, value)
         .with_context(|| format!("sysctl net/{key}={value} in {ns}"))
 }
 
@@ -257,7 +229,8 @@ pub fn sysctl(ns: &str, key: &str, value: &str) -> Result<()> {
 pub fn read_sysctl(ns: &str, key: &str) -> Result<String> {
     check_ours(ns)?;
     let netns = Netns::open(ns)?;
-    netpath::netlink::read_sysctl(&netns, key).with_context(|| format!("sysctl net/{key} in {ns}"))
+    netpath::sys::sysctl::read_sysctl(&netns, key)
+        .with_context(|| format!("sysctl net/{key} in {ns}"))
 }
 
 /// Deletes the named bench namespaces (best effort).
@@ -309,7 +282,7 @@ pub fn sweep_stale() -> Vec<String> {
         let mut seen = std::collections::BTreeSet::new();
         for inst in &instances {
             if seen.insert(inst.clone()) {
-                match netpath::controller::destroy(inst).await {
+                match netpath::reconcile::destroy(inst).await {
                     Ok(_) => removed.push(format!("netpath instance {inst}")),
                     Err(e) => log::warn!("stale netpath instance {inst}: {e}"),
                 }
@@ -342,7 +315,7 @@ impl Cleanup {
             .filter(|n| n.starts_with(&mine))
             .collect();
         block_on(async {
-            if let Err(e) = netpath::controller::destroy(&instance).await {
+            if let Err(e) = netpath::reconcile::destroy(&instance).await {
                 log::warn!("cleanup: destroy netpath instance {instance}: {e}");
             }
             delete_all(&namespaces).await;

@@ -182,7 +182,7 @@ pub fn run(opts: &Options) -> Result<Results> {
     }
     let mut setups = Setups(all);
     let mut broken: HashMap<SetupKind, String> = HashMap::new();
-    for s in setups.0.iter_mut() {
+    for s in &mut setups.0 {
         ns::check_stop()?;
         let kind = s.kind();
         let t = Instant::now();
@@ -255,7 +255,7 @@ pub fn run(opts: &Options) -> Result<Results> {
             setups: BTreeMap::new(),
         };
         println!("bench: condition {}", record.title);
-        for s in setups.0.iter_mut() {
+        for s in &mut setups.0 {
             let kind = s.kind();
             let prep = match (broken.get(&kind), s.applies(condition)) {
                 (_, Err(why)) => ConditionPrep {
@@ -338,7 +338,7 @@ pub fn run(opts: &Options) -> Result<Results> {
         }
 
         if let Condition::Routes(_) = condition {
-            for s in setups.0.iter_mut() {
+            for s in &mut setups.0 {
                 if let Err(e) = s.remove_routes() {
                     results
                         .notes

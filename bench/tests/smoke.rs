@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use netpath::netns::Netns;
+use netpath::sys::netns::Netns;
 use netpath_bench::{
     Options,
     figures::Condition,
@@ -16,9 +16,9 @@ use netpath_bench::{
 #[test]
 fn smoke_run_measures_every_figure() {
     // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
     assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
+        euid, 0,
         "the bench needs root (run the tests with `cargo xtask test`)"
     );
     let dir = std::env::temp_dir().join(format!("netpath-bench-test-{}", std::process::id()));

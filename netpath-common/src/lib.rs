@@ -11,6 +11,9 @@
 //! value sizes, so an old pin must never be opened with a new layout.
 #![no_std]
 
+pub mod mac;
+pub mod proto;
+
 /// Names of the maps and programs in the eBPF object, and of their pins.
 ///
 /// The pin of a map is `/sys/fs/bpf/netpath/<instance>/maps/<name>`, of a
@@ -19,9 +22,10 @@
 pub mod maps {
     /// Local pods by IPv4 address: [`crate::EndpointKey`] → [`crate::Endpoint`].
     pub const ENDPOINTS: &str = "endpoints_v1";
-    /// Per-CPU packet/byte counters indexed by [`crate::Stat`]. v2: the
-    /// conntrack/NAT consistency counters.
-    pub const STATS: &str = "stats_v2";
+    /// Per-CPU packet/byte counters indexed by [`crate::Stat`].
+    /// v3: the router, fragment, anti-spoofing and conntrack/NAT
+    /// consistency counters.
+    pub const STATS: &str = "stats_v3";
     /// Maximum number of local pods one node can hold.
     pub const ENDPOINTS_MAX: u32 = 4096;
     /// Declared routes: LPM trie of [`crate::RouteKey`] → [`crate::RouteNextHop`].
@@ -33,7 +37,9 @@ pub mod maps {
     pub const MASQ: &str = "masq_v1";
     pub const MASQ_MAX: u32 = 256;
     /// Datapath settings: a one-slot array of [`crate::NodeSettings`].
-    pub const SETTINGS: &str = "settings_v1";
+    /// v3: the former padding holds the pods' gateway address; netfilter's
+    /// SYN_RECV, CLOSE_WAIT, LAST_ACK and unacknowledged timeouts.
+    pub const SETTINGS: &str = "settings_v3";
     /// Connection table (LRU): original tuple [`crate::CtKey`] → [`crate::CtEntry`].
     /// v2: per-direction TCP sequence tracking, netfilter's states.
     pub const CONNTRACK: &str = "conntrack_v2";
@@ -54,6 +60,11 @@ pub mod maps {
     pub const fn revnat_max(conntrack_max: u32) -> u32 {
         conntrack_max.saturating_add(conntrack_max / 2)
     }
+    /// Fragment tracking (LRU): [`crate::FragKey`] → [`crate::FragEntry`],
+    /// the translation a first fragment got, for the fragments that follow.
+    pub const FRAGS: &str = "frags_v1";
+    /// Datagrams in flight in fragments at once (both directions).
+    pub const FRAGS_MAX: u32 = 8192;
 }
 
 /// Names of the programs in the eBPF object.
@@ -155,6 +166,11 @@ pub struct NodeSettings {
     /// was not a SYN) until both sides have been seen
     /// (`tcp_timeout_unacknowledged`).
     pub tcp_unack_timeout: u32,
+    /// The pods' gateway address (network order): the source of the ICMP
+    /// errors the datapath answers for the node as a router (time
+    /// exceeded, fragmentation needed). `0.0.0.0` (not configured): those
+    /// packets are dropped and counted without an answer.
+    pub gateway: [u8; 4],
 }
 
 impl NodeSettings {
@@ -175,6 +191,7 @@ impl NodeSettings {
         tcp_close_wait_timeout: 60,
         tcp_last_ack_timeout: 30,
         tcp_unack_timeout: 300,
+        gateway: [0; 4],
     };
 }
 
@@ -390,6 +407,47 @@ pub const fn original_of(reply: &CtKey, rev: &RevNat) -> CtKey {
     }
 }
 
+/// Directions of [`FragKey::dir`].
+pub mod frag_dir {
+    /// A datagram a pod sends (the key holds the pod's original addresses).
+    pub const FROM_POD: u8 = 1;
+    /// A datagram arriving on an uplink (the key holds the addresses as
+    /// they arrive: the remote host and the NAT address).
+    pub const FROM_UPLINK: u8 = 2;
+}
+
+/// How long a first fragment's translation serves the fragments that follow
+/// it, in seconds (Linux's `ipfrag_time`).
+pub const FRAG_TIMEOUT_SECS: u64 = 30;
+
+/// Key of the fragment map: one IP datagram. The IP identification is only
+/// unique per (source, destination, protocol), so all of them are in the key.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FragKey {
+    pub saddr: [u8; 4],
+    pub daddr: [u8; 4],
+    /// IP identification, host order.
+    pub id: u16,
+    pub proto: u8,
+    /// One of [`frag_dir`].
+    pub dir: u8,
+}
+
+/// The translation a datagram's first fragment got, for its later fragments
+/// (which carry no L4 header): they get the same address rewrite.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FragEntry {
+    /// [`frag_dir::FROM_POD`]: the NAT (new source) address;
+    /// [`frag_dir::FROM_UPLINK`]: the pod's (new destination) address.
+    pub addr: [u8; 4],
+    pub _pad: u32,
+    /// `bpf_ktime_get_ns()` when the first fragment passed; the entry serves
+    /// [`FRAG_TIMEOUT_SECS`] from then.
+    pub first_ns: u64,
+}
+
 /// Key of the endpoint map: a local pod's IPv4 address, network byte order.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -544,6 +602,60 @@ stats! {
     /// Drop: no free port for a node connection that collides with a pod's
     /// translated flow.
     DropNodeNatNoPort = "drop_node_nat_no_port",
+    // --- router behaviour, fragments, anti-spoofing (stats_v2) ---
+    /// Verdict: a pod's packet whose TTL expired was answered with an ICMP
+    /// time exceeded from the gateway (and not forwarded).
+    ReplyTimeExceeded = "reply_time_exceeded",
+    /// Verdict: a pod's packet with DF set, larger than the egress MTU, was
+    /// answered with an ICMP fragmentation needed carrying that MTU.
+    ReplyFragNeeded = "reply_frag_needed",
+    /// Drop: larger than the egress MTU and not answered: DF set, but no
+    /// gateway address is configured or it is not a first fragment.
+    DropTooBig = "drop_too_big",
+    /// Drop: larger than the egress MTU without DF; netpath does not
+    /// fragment (the pods' MTU should not exceed the uplink's).
+    DropTooBigNoDf = "drop_too_big_no_df",
+    /// Info: `bpf_check_mtu` could not check (the egress device is gone);
+    /// the redirect decides.
+    MtuUnchecked = "mtu_unchecked",
+    /// Info: a first fragment's translation was recorded for the fragments
+    /// that follow it.
+    FragTracked = "frag_tracked",
+    /// Info: a later fragment got its first fragment's translation.
+    FragFollowed = "frag_followed",
+    /// Drop: a later fragment that needs translation, whose first fragment
+    /// was not seen (lost, arrived after it, or more than 30 s ago).
+    DropFragNoFirst = "drop_frag_no_first",
+    /// Drop: a first fragment's translation could not be recorded.
+    DropFragTrackFailed = "drop_frag_track_failed",
+    /// Drop: a pod sent IPv4 from an address that is not its own.
+    DropSpoofedIp = "drop_spoofed_ip",
+    /// Drop: a pod sent a frame from a MAC that is not its own.
+    DropSpoofedMac = "drop_spoofed_mac",
+    /// Drop: a pod sent ARP with a sender address or MAC not its own.
+    DropSpoofedArp = "drop_spoofed_arp",
+    /// Drop: a pod sent IPv6 (pods are IPv4-only; the node routes no IPv6
+    /// for them).
+    DropPodIpv6 = "drop_pod_ipv6",
+    /// Drop: a pod sent a frame that is neither IPv4, ARP nor IPv6.
+    DropPodEthertype = "drop_pod_ethertype",
+    /// Drop: a pod sent a frame with an offloaded VLAN tag (pods use no
+    /// VLANs).
+    DropPodVlan = "drop_pod_vlan",
+    /// Verdict: a frame on an uplink with an offloaded VLAN tag belongs to
+    /// a VLAN device of the node; handed to its stack untouched.
+    PassUplinkVlan = "pass_uplink_vlan",
+    /// Info: a BIG TCP packet (IPv4 total length 0, GSO): its length was
+    /// taken from the skb.
+    Ipv4BigTcp = "ipv4_big_tcp",
+    /// Drop: the TCP, UDP or ICMP header of a whole packet or first
+    /// fragment is shorter than its minimum (20, 8, 8 bytes) within the IP
+    /// total length: nothing to translate, and no L4 field is ever read
+    /// from the Ethernet padding after it.
+    DropL4Truncated = "drop_l4_truncated",
+    /// Drop: a pod sent a packet to an address no router forwards to
+    /// (0.0.0.0/8, 127.0.0.0/8, 240.0.0.0/4 but the limited broadcast).
+    DropMartian = "drop_martian",
 }
 
 /// Number of counters in the stats map.
@@ -575,6 +687,10 @@ mod user {
     unsafe impl aya::Pod for super::RevNat {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::TcpDir {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::FragKey {}
+    // SAFETY: as above (`_pad` is always zero).
+    unsafe impl aya::Pod for super::FragEntry {}
 }
 
 #[cfg(test)]
@@ -592,6 +708,8 @@ mod tests {
         assert_eq!(core::mem::size_of::<RevNat>(), 16);
         assert_eq!(core::mem::size_of::<NodeSettings>(), 4 + 4 + 11 * 4);
         assert_eq!(core::mem::size_of::<RouteNextHop>(), 8);
+        assert_eq!(core::mem::size_of::<FragKey>(), 12);
+        assert_eq!(core::mem::size_of::<FragEntry>(), 16);
     }
 
     #[test]

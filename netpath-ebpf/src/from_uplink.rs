@@ -2,40 +2,69 @@
 //! translated connections (and ICMP errors about them) go back to their
 //! pods; everything else is the node's own traffic and passes to its stack.
 //!
-//! parse → reverse NAT ([`crate::nat::rev_snat`], or
-//! [`crate::icmp::rev_snat_error`]) → local pod → TTL, MACs,
-//! `bpf_redirect_peer`.
+//! 1. A frame with an offloaded VLAN tag belongs to a VLAN device of the
+//!    node, not to the uplink's network: handed to the stack untouched
+//!    (`pass_uplink_vlan`). Anything but IPv4 passes too.
+//! 2. A packet from a martian source ([`crate::router::martian_source`])
+//!    is no reply: it passes to the stack untranslated (`pass_uplink`).
+//!    Reverse NAT ([`crate::nat::rev_snat`]) of TCP, UDP and ICMP echo
+//!    replies, or of the packet an ICMP error quotes
+//!    ([`crate::icmp::rev_snat_error`]: port unreachable, fragmentation
+//!    needed with its MTU, time exceeded). A translated first fragment's
+//!    pod is recorded, and the later fragments of its datagram follow it
+//!    ([`crate::frag`]); a later fragment without a record is the node's
+//!    (its stack reassembles or drops it).
+//! 3. The pod: TTL − 1 (an expired one is a counted drop), MACs,
+//!    `bpf_redirect_peer` ([`crate::l3::deliver_to_pod`]).
 
 use aya_ebpf::{bindings::TC_ACT_OK, programs::TcContext};
-use netpath_common::Stat;
+use netpath_common::{Stat, frag_dir};
 
 use crate::{
-    endpoint, icmp, l3, nat,
+    endpoint, frag, icmp, l3, nat,
     parse::{self, ICMP_ECHO_REPLY, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Parsed},
+    router,
     stats::count,
 };
 
 #[inline(always)]
 pub fn try_from_uplink(ctx: &TcContext) -> Result<i32, Stat> {
     let len = ctx.len();
+    if parse::vlan_tagged(ctx) {
+        count(Stat::PassUplinkVlan, len);
+        return Ok(TC_ACT_OK as i32);
+    }
     let pkt = match parse::parse_ipv4(ctx)? {
         Parsed::Ipv4(pkt) => pkt,
-        Parsed::NotIpv4 => {
+        Parsed::Arp | Parsed::Ipv6 | Parsed::Other => {
             count(Stat::PassUplink, len);
             return Ok(TC_ACT_OK as i32);
         }
     };
     let f = parse::flow(ctx, &pkt)?;
+    if router::martian_source(f.saddr) {
+        count(Stat::PassUplink, len);
+        return Ok(TC_ACT_OK as i32);
+    }
     let pod = if f.later_fragment {
-        // No L4 header to match: the node's stack reassembles or drops it.
-        None
+        let pod = frag::follow(&f, frag_dir::FROM_UPLINK);
+        if pod.is_some() {
+            count(Stat::FragFollowed, len);
+        }
+        pod
     } else {
-        match f.proto {
+        let pod = match f.proto {
             IPPROTO_TCP | IPPROTO_UDP => nat::rev_snat(ctx, &f)?,
             IPPROTO_ICMP if f.icmp_type == ICMP_ECHO_REPLY => nat::rev_snat(ctx, &f)?,
             IPPROTO_ICMP if icmp::is_error(&f) => icmp::rev_snat_error(ctx, &f)?,
             _ => None,
+        };
+        if let Some(pod) = pod
+            && frag::is_first(&f)
+        {
+            frag::record(&f, frag_dir::FROM_UPLINK, pod, len)?;
         }
+        pod
     };
     let Some(pod) = pod else {
         count(Stat::PassUplink, len);

@@ -5,9 +5,17 @@
 //! address, port and checksums are rewritten, and every changed word is
 //! folded into the ICMP checksum (ICMP has no pseudo-header, so the outer
 //! address change does not touch it).
+//!
+//! Only an error addressed to the connection's NAT address (the quoted
+//! packet's source) is translated: one that names a connection but is
+//! addressed elsewhere goes to the node's stack untouched. Everything read
+//! or rewritten lies within the error's IP total length (the quoted IPv4
+//! header and 8 bytes of its L4 header, and the quoted L4 checksum only
+//! when the quote holds it), never in the Ethernet padding after it.
 
 use aya_ebpf::programs::TcContext;
 use netpath_common::{CtKey, RevNat, Stat};
+use network_types::eth::EthHdr;
 
 use crate::{
     csum,
@@ -35,8 +43,14 @@ pub fn is_error(f: &Flow) -> bool {
 #[inline(always)]
 pub fn rev_snat_error(ctx: &TcContext, f: &Flow) -> Result<Option<[u8; 4]>, Stat> {
     let icmp_check = f.l4 + 2;
+    // The end of the error's IP datagram: the quote ends there, whatever
+    // the frame holds after it.
+    let end = EthHdr::LEN + f.tot_len;
     // The quoted IPv4 header follows the 8-byte ICMP header.
     let inner = f.l4 + 8;
+    if inner + 20 > end {
+        return Ok(None);
+    }
     let Ok(ip) = ctx.load::<[u8; 20]>(inner) else {
         return Ok(None);
     };
@@ -49,8 +63,16 @@ pub fn rev_snat_error(ctx: &TcContext, f: &Flow) -> Result<Option<[u8; 4]>, Stat
         [ip[12], ip[13], ip[14], ip[15]],
         [ip[16], ip[17], ip[18], ip[19]],
     );
+    // Addressed to the NAT address the quoted packet left from, or not
+    // ours to translate.
+    if f.daddr != saddr {
+        return Ok(None);
+    }
     let inner_l4 = inner + inner_ihl;
     // RFC 792: the quote holds at least 8 bytes of the L4 header.
+    if inner_l4 + 8 > end {
+        return Ok(None);
+    }
     let Ok(l4) = ctx.load::<[u8; 8]>(inner_l4) else {
         return Ok(None);
     };
@@ -107,7 +129,10 @@ pub fn rev_snat_error(ctx: &TcContext, f: &Flow) -> Result<Option<[u8; 4]>, Stat
         IPPROTO_UDP => inner_l4 + 6,
         _ => inner_l4 + 2,
     };
-    if let Ok(old) = ctx.load::<[u8; 2]>(l4_check_at) {
+    // Only when the quote (within the IP total length) holds it: a field
+    // beyond is padding, neither rewritten nor folded into the ICMP sum.
+    let quoted = l4_check_at + 2 <= end;
+    if let (true, Ok(old)) = (quoted, ctx.load::<[u8; 2]>(l4_check_at)) {
         let old_c = u16::from_be_bytes(old);
         if !(proto == IPPROTO_UDP && old_c == 0) {
             let mut c = csum::replace16(old_c, old_port, port);

@@ -2,11 +2,14 @@
 //! container traffic from BPF maps the controller fills.
 //!
 //! The packet walks read in module order:
-//! - [`from_pod`] (`np_from_pod`): [`parse`] → [`endpoint`] (local pod) →
-//!   [`fib`] (route map, then the node's FIB) → [`nat`] (masquerade, with
-//!   [`conntrack`]) → [`l3`] (TTL, MACs) → redirect;
+//! - [`from_pod`] (`np_from_pod`): [`parse`] → [`source`] (anti-spoofing)
+//!   → [`endpoint`] (local pod) or [`fib`] (route map, then the node's FIB)
+//!   → [`router`] (TTL and MTU, answered by [`icmp_reply`]) → [`nat`]
+//!   (masquerade, with [`conntrack`]; [`frag`] for later fragments) →
+//!   [`l3`] (TTL, MACs) → redirect;
 //! - [`from_uplink`] (`np_from_uplink`): [`parse`] → [`nat`] / [`icmp`]
-//!   (reverse NAT of replies and errors) → [`l3`] → `bpf_redirect_peer`;
+//!   (reverse NAT of replies and errors; [`frag`]) → [`l3`] →
+//!   `bpf_redirect_peer`;
 //! - [`to_uplink`] (`np_to_uplink`, egress): the node's own packets →
 //!   [`nat::node_snat`] when a pod's flow holds their tuple.
 //!
@@ -20,13 +23,17 @@ mod conntrack;
 mod csum;
 mod endpoint;
 mod fib;
+mod frag;
 mod from_pod;
 mod from_uplink;
 mod icmp;
+mod icmp_reply;
 mod l3;
 mod maps;
 mod nat;
 mod parse;
+mod router;
+mod source;
 mod stats;
 mod to_uplink;
 

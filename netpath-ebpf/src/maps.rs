@@ -20,7 +20,7 @@ pub static ENDPOINTS: HashMap<EndpointKey, Endpoint, { maps::ENDPOINTS_MAX as us
     HashMap::new();
 
 /// A counter per verdict and drop reason, per CPU.
-#[btf_map(name = "stats_v2")]
+#[btf_map(name = "stats_v3")]
 pub static STATS: PerCpuArray<Counter, { STAT_COUNT as usize }> = PerCpuArray::new();
 
 /// Declared routes (longest prefix match on the destination).
@@ -33,7 +33,7 @@ pub static ROUTES: LpmTrie<RouteKey, RouteNextHop, { maps::ROUTES_MAX as usize }
 pub static MASQ: LpmTrie<MasqKey, MasqRule, { maps::MASQ_MAX as usize }> = LpmTrie::new();
 
 /// Node settings in slot 0.
-#[btf_map(name = "settings_v1")]
+#[btf_map(name = "settings_v3")]
 pub static SETTINGS: Array<NodeSettings, 1> = Array::new();
 
 /// Translated connections by original tuple (LRU: a full table evicts the
@@ -60,3 +60,16 @@ pub static REVNAT: HashMap<
 /// `rcu_read_lock_bh`), so no other user of the slot interleaves.
 #[btf_map(name = "nat_scratch")]
 pub static NAT_SCRATCH: PerCpuArray<crate::nat::NatScratch, 1> = PerCpuArray::new();
+
+// --- router, fragments and anti-spoofing (branch `router`) ---
+
+/// The translation each fragmented datagram's first fragment got, for its
+/// later fragments (`frag.rs`). Not pinned: it holds at most
+/// [`netpath_common::FRAG_TIMEOUT_SECS`] of state, and a reload losing it
+/// costs only the datagrams in flight.
+#[btf_map(name = "frags_v1")]
+pub static FRAGS: LruHashMap<
+    netpath_common::FragKey,
+    netpath_common::FragEntry,
+    { maps::FRAGS_MAX as usize },
+> = LruHashMap::new();

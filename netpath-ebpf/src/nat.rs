@@ -111,10 +111,9 @@ const EEXIST: i32 = 17;
 /// why not.
 #[inline(always)]
 fn translatable(f: &Flow) -> Result<(), Stat> {
-    if f.fragment {
-        // No L4 header in later fragments, and the first one alone would
-        // be mistranslated: dropped and counted, never passed on
-        // untranslated.
+    if f.later_fragment {
+        // No L4 header in later fragments: they follow their first
+        // fragment's translation (`frag.rs`) and never reach here.
         return Err(Stat::DropNatFragment);
     }
     match f.proto {

@@ -47,7 +47,7 @@ pub fn try_to_uplink(ctx: &TcContext) -> Result<i32, Stat> {
     let len = ctx.len();
     let pkt = match parse::parse_ipv4(ctx)? {
         Parsed::Ipv4(pkt) => pkt,
-        Parsed::NotIpv4 => return Ok(TC_ACT_OK as i32),
+        Parsed::Arp | Parsed::Ipv6 | Parsed::Other => return Ok(TC_ACT_OK as i32),
     };
     let f = parse::flow(ctx, &pkt)?;
     // A later fragment has no port: the first one carried the translation,

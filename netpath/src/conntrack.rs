@@ -36,22 +36,15 @@ use netpath_common::{
     reply_key,
 };
 
-use crate::maps::{MapsError, NodeMaps};
+use crate::datapath::{MapsError, NodeMaps};
 
 /// IP protocol numbers the connection table holds.
 pub mod proto {
-    pub const ICMP: u8 = 1;
-    pub const TCP: u8 = 6;
-    pub const UDP: u8 = 17;
+    pub use netpath_common::proto::{ICMP, TCP, UDP};
 
     /// `tcp`, `udp`, `icmp`, or the number.
     pub fn name(proto: u8) -> String {
-        match proto {
-            TCP => "tcp".into(),
-            UDP => "udp".into(),
-            ICMP => "icmp".into(),
-            n => n.to_string(),
-        }
+        netpath_common::proto::name(proto).map_or_else(|| proto.to_string(), str::to_owned)
     }
 }
 
@@ -343,7 +336,7 @@ pub fn check_nat_invariants(
                     orig: *orig,
                     reply,
                     rev: *r,
-                })
+                });
             }
             Some(_) => {}
         }

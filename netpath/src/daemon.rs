@@ -15,9 +15,8 @@ use tokio::sync::mpsc;
 use crate::{
     config::{Config, ConfigError},
     conntrack::{self, GcReport},
-    controller::{self, ApplyReport, ControllerError},
-    datapath::PinDir,
-    maps::{MapsError, NodeMaps},
+    datapath::{MapsError, NodeMaps, PinDir},
+    reconcile::{self, ApplyReport, ReconcileError},
 };
 
 /// What makes the daemon leave its GC loop.
@@ -35,7 +34,7 @@ pub enum DaemonError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
-    Controller(#[from] ControllerError),
+    Reconcile(#[from] ReconcileError),
     #[error("cannot watch {signal}: {source}")]
     Signal {
         signal: &'static str,
@@ -126,7 +125,7 @@ fn log_report(instance: &str, r: &ApplyReport) {
 /// and the daemon carries on with what it had.
 pub async fn run(path: &Path, mut events: mpsc::Receiver<Event>) -> Result<(), DaemonError> {
     let mut config = Config::load(path)?;
-    let report = controller::apply(&config).await?;
+    let report = reconcile::apply(&config).await?;
     log_report(&config.node.name, &report);
     info!(
         "daemon: instance {} up; conntrack gc every {}s; SIGHUP re-applies {}",
@@ -160,7 +159,7 @@ pub async fn run(path: &Path, mut events: mpsc::Receiver<Event>) -> Result<(), D
                     );
                     continue;
                 }
-                match controller::apply(&new).await {
+                match reconcile::apply(&new).await {
                     Ok(report) => {
                         log_report(&new.node.name, &report);
                         config = new;

@@ -1,25 +1,37 @@
-//! netpath userspace: netlink plumbing, IPAM, configuration, map management
-//! and the reconciler that turns a desired node into kernel state.
+//! netpath userspace: configuration, the reconciler that turns a desired
+//! node into kernel state, map management and the daemon.
 //!
-//! Module map: [`config`] (desired state, validation) → [`ipam`] (leases) →
-//! [`controller`] (diff and apply, with rollback) using [`netns`] and
-//! [`netlink`] (namespaces, links, addresses, routes, neighbours),
-//! [`datapath`] (load, pin, attach) and [`maps`] (typed map access);
-//! [`state`] records what was built; [`conntrack`] lists and collects the
-//! connection table; [`daemon`] keeps a node applied and its table clean;
-//! [`lab`] and [`demo`] build the self-contained node + LAN host topology.
+//! The flow, one module per step, dependencies pointing down:
+//!
+//! 1. [`config`]: the TOML schema, parsing, the checks that need no system
+//!    state (its errors in `config::error`);
+//! 2. [`resolve`]: a [`resolve::DesiredNode`] holding every derived value
+//!    (gateway, names, route table, masquerade rules, settings), computed
+//!    once; a pod is a [`resolve::DesiredPod`] whether it comes from TOML,
+//!    a CNI ADD or a daemon API;
+//! 3. [`reconcile`]: plan (diff against [`state`], [`ipam`] leases, pinned
+//!    maps and links), execute (steps with their undo), the apply report;
+//! 4. [`render`]: every table and report the CLI prints.
+//!
+//! Below them: [`sys`] (namespaces, rtnetlink, sysctls, preflight checks,
+//! atomic files), [`datapath`] (load, pins, attach, typed maps) and
+//! [`ebpf`] (the embedded object). Beside them: [`conntrack`] (list and
+//! collect the connection table), [`daemon`] (keep a node applied and its
+//! table clean) and [`demo`] (the self-contained node + LAN host demo).
+//! [`testing`] (feature `testing`) holds what only tests and benchmarks
+//! use.
 
 pub mod config;
 pub mod conntrack;
-pub mod controller;
 pub mod daemon;
 pub mod datapath;
 pub mod demo;
 pub mod ebpf;
 pub mod ipam;
-pub mod lab;
-mod map_batch;
-pub mod maps;
-pub mod netlink;
-pub mod netns;
+pub mod reconcile;
+pub mod render;
+pub mod resolve;
 pub mod state;
+pub mod sys;
+#[cfg(feature = "testing")]
+pub mod testing;

@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
 use netpath::{
-    config::Config, conntrack, controller, daemon, datapath::PinDir, demo, maps::NodeMaps,
+    config::Config,
+    conntrack, daemon,
+    datapath::{NodeMaps, PinDir, pinned_logger},
+    demo, reconcile, render,
+    resolve::DesiredNode,
 };
 
 #[derive(Parser)]
@@ -122,172 +126,46 @@ async fn run(command: Command) -> Result<()> {
     match command {
         Command::Apply { config } => {
             let config = Config::load(&config)?;
-            let report = controller::apply(&config).await?;
-            if !report.changed() {
-                println!("instance {}: nothing to change", config.node.name);
-            }
-            for ifname in &report.uplinks_attached {
-                println!("np_from_uplink attached to {ifname}");
-            }
-            for ifname in &report.uplinks_detached {
-                println!("np_from_uplink detached from {ifname}");
-            }
-            for (what, pods) in [
-                ("created", &report.created),
-                ("recreated", &report.recreated),
-                ("deleted", &report.deleted),
-                ("unchanged", &report.unchanged),
-            ] {
-                for pod in pods {
-                    let addr = report
-                        .addresses
-                        .get(pod)
-                        .map(|a| a.to_string())
-                        .unwrap_or_default();
-                    println!("pod {pod:<16} {what:<10} {addr}");
-                }
-            }
+            let report = reconcile::apply(&config).await?;
+            print!("{}", render::apply_report(&config.node.name, &report));
         }
         Command::Validate { config } => {
             let config = Config::load(&config)?;
-            println!(
-                "{}: valid ({} pods, pod CIDR {}, {} routes, {} masquerade rules)",
-                config.node.name,
-                config.pods.len(),
-                config.node.pod_cidr,
-                config.route_table().len(),
-                config.masquerade.len()
-            );
+            print!("{}", render::validation(&DesiredNode::resolve(&config)));
         }
         Command::Destroy { instance } => {
-            let removed = controller::destroy(&instance).await?;
-            println!(
-                "instance {instance}: removed {} pods and all pins",
-                removed.len()
-            );
+            let removed = reconcile::destroy(&instance).await?;
+            print!("{}", render::destroyed(&instance, &removed));
         }
-        Command::Pods { instance } => {
-            println!("{:<16} {:<16} {:<16} NETNS", "POD", "ADDRESS", "HOST IF");
-            for (name, pod) in controller::pods(&instance)? {
-                println!(
-                    "{name:<16} {:<16} {:<16} {}",
-                    pod.address.to_string(),
-                    pod.host_ifname,
-                    pod.netns
-                );
-            }
-        }
+        Command::Pods { instance } => print!("{}", render::pods(&reconcile::pods(&instance)?)),
         Command::Stats { instance } => {
             let maps = NodeMaps::open_pinned(&PinDir::for_instance(&instance))?;
-            println!("{:<24} {:>12} {:>14}", "COUNTER", "PACKETS", "BYTES");
-            let stats = maps.stats()?;
-            for (stat, c) in &stats {
-                println!("{:<24} {:>12} {:>14}", stat.name(), c.packets, c.bytes);
-            }
-            let dropped: u64 = stats
-                .iter()
-                .filter(|(stat, _)| stat.is_drop())
-                .map(|(_, c)| c.packets)
-                .sum();
-            println!("{:<24} {:>12}", "(all drops)", dropped);
+            print!("{}", render::stats(&maps.stats()?));
         }
         Command::Endpoints { instance } => {
             let maps = NodeMaps::open_pinned(&PinDir::for_instance(&instance))?;
-            println!(
-                "{:<16} {:>8} {:<18} GW MAC",
-                "ADDRESS", "IFINDEX", "POD MAC"
-            );
-            for (addr, ep) in maps.endpoints()? {
-                println!(
-                    "{:<16} {:>8} {:<18} {}",
-                    addr.to_string(),
-                    ep.ifindex,
-                    mac(ep.pod_mac),
-                    mac(ep.gw_mac)
-                );
-            }
+            print!("{}", render::endpoints(&maps.endpoints()?));
         }
-        Command::Logs { instance } => {
-            use tokio::io::{Interest, unix::AsyncFd};
-            let logger = netpath::datapath::pinned_logger(&PinDir::for_instance(&instance))?;
-            // SAFETY: the logger owns the ring buffer's fd, which therefore
-            // stays open for as long as the AsyncFd that holds the logger.
-            let mut fd = unsafe { AsyncFd::register_with_interest(logger, Interest::READABLE) }
-                .map_err(|e| anyhow::anyhow!("cannot poll the log buffer: {e}"))?;
-            loop {
-                tokio::select! {
-                    guard = fd.readable_mut() => {
-                        let mut guard = guard.context("cannot poll the log buffer")?;
-                        guard.get_inner_mut().flush();
-                        guard.clear_ready();
-                    }
-                    _ = tokio::signal::ctrl_c() => break,
-                }
-            }
-        }
+        Command::Logs { instance } => follow_logs(&instance).await?,
         Command::Routes { instance } => {
             let maps = NodeMaps::open_pinned(&PinDir::for_instance(&instance))?;
-            let names = controller::interface_names(&instance)
-                .await
-                .unwrap_or_default();
-            let dev = |i: u32| {
-                names
-                    .get(&i)
-                    .cloned()
-                    .unwrap_or_else(|| format!("ifindex {i}"))
+            let tables = render::RouteMaps {
+                routes: maps.routes()?,
+                masq: maps.masq()?,
+                settings: maps.settings()?,
+                names: reconcile::interface_names(&instance)
+                    .await
+                    .unwrap_or_default(),
             };
-            let mut routes = maps.routes()?;
-            routes.sort_by_key(|(n, _)| (std::cmp::Reverse(n.prefix_len()), *n));
-            println!("routes (routes_v1; anything else: the node's FIB)");
-            println!("  {:<20} {:<16} DEV", "DST", "VIA");
-            for (dst, hop) in routes {
-                let via = std::net::Ipv4Addr::from(hop.via);
-                let (via, dev) = if hop.ifindex == 0 {
-                    ("(local)".to_owned(), "the node's stack".to_owned())
-                } else if via.is_unspecified() {
-                    ("(connected)".to_owned(), dev(hop.ifindex))
-                } else {
-                    (via.to_string(), dev(hop.ifindex))
-                };
-                println!("  {:<20} {:<16} {dev}", dst.to_string(), via);
-            }
-            println!("masquerade (masq_v1)");
-            println!("  {:<20} {:<16} NAT ADDRESS", "SOURCE", "OUT");
-            for (source, rule) in maps.masq()? {
-                println!(
-                    "  {:<20} {:<16} {}",
-                    source.to_string(),
-                    dev(rule.ifindex),
-                    std::net::Ipv4Addr::from(rule.nat_addr)
-                );
-            }
-            let s = maps.settings()?;
-            println!(
-                "settings: NAT ports {}-{}, fib lookups as {}, timeouts tcp syn/est/fin/close \
-                 {}/{}/{}/{}s, udp {}/{}s (stream), icmp {}s",
-                s.nat_port_min,
-                s.nat_port_max,
-                dev(s.fib_ifindex),
-                s.tcp_syn_timeout,
-                s.tcp_established_timeout,
-                s.tcp_fin_timeout,
-                s.tcp_close_timeout,
-                s.udp_timeout,
-                s.udp_stream_timeout,
-                s.icmp_timeout
-            );
+            print!("{}", render::routes(&tables));
         }
         Command::Conntrack { command } => match command {
             ConntrackCommand::List { instance } => {
                 let maps = NodeMaps::open_pinned(&PinDir::for_instance(&instance))?;
-                println!("{}", conntrack::format_table(&conntrack::list(&maps)?));
+                print!("{}", render::conntrack(&conntrack::list(&maps)?));
             }
             ConntrackCommand::Gc { instance } => {
-                let r = daemon::gc_once(&instance)?;
-                println!(
-                    "removed {} expired connections and {} orphaned reverse entries; {} remain",
-                    r.removed, r.orphans, r.remaining
-                );
+                print!("{}", render::gc(&daemon::gc_once(&instance)?));
             }
         },
         Command::Daemon { config } => {
@@ -297,7 +175,7 @@ async fn run(command: Command) -> Result<()> {
         Command::Demo { once } => {
             let (lab, config) = demo::lab_and_config();
             let report = demo::up(&lab, &config).await?;
-            println!("{}", demo::describe(&lab, &config, &report));
+            println!("{}", render::demo(&lab, &config, &report));
             if !once {
                 // Collect expired connections while the demo runs.
                 let mut events = daemon::signal_events()?;
@@ -315,9 +193,22 @@ async fn run(command: Command) -> Result<()> {
     Ok(())
 }
 
-fn mac(m: [u8; 6]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
+/// `netpath logs`: prints what the pinned programs log until Ctrl-C.
+async fn follow_logs(instance: &str) -> Result<()> {
+    use tokio::io::{Interest, unix::AsyncFd};
+    let logger = pinned_logger(&PinDir::for_instance(instance))?;
+    // SAFETY: the logger owns the ring buffer's fd, which therefore
+    // stays open for as long as the AsyncFd that holds the logger.
+    let mut fd = unsafe { AsyncFd::register_with_interest(logger, Interest::READABLE) }
+        .map_err(|e| anyhow::anyhow!("cannot poll the log buffer: {e}"))?;
+    loop {
+        tokio::select! {
+            guard = fd.readable_mut() => {
+                let mut guard = guard.context("cannot poll the log buffer")?;
+                guard.get_inner_mut().flush();
+                guard.clear_ready();
+            }
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
 }

@@ -14,6 +14,11 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
+use crate::{
+    resolve::{DesiredPod, POD_IFNAME, PodNetns},
+    sys::file::write_atomic,
+};
+
 /// The parent of every instance's state directory.
 pub const STATE_ROOT: &str = "/run/netpath";
 
@@ -37,9 +42,34 @@ pub enum StateError {
 /// One pod as it was built.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PodState {
-    pub netns: String,
+    /// The pod's namespace: a name netpath owns, or a path it was given.
+    pub netns: PodNetns,
+    /// The host side of the veth, in the node namespace.
     pub host_ifname: String,
+    /// The pod side of the veth (left out of the file when `eth0`).
+    #[serde(default = "default_ifname", skip_serializing_if = "is_default_ifname")]
+    pub ifname: String,
     pub address: Ipv4Addr,
+}
+
+impl PodState {
+    /// The state of `pod` built with `address`.
+    pub fn new(pod: &DesiredPod, address: Ipv4Addr) -> Self {
+        Self {
+            netns: pod.netns.clone(),
+            host_ifname: pod.host_ifname.clone(),
+            ifname: pod.ifname.clone(),
+            address,
+        }
+    }
+}
+
+fn default_ifname() -> String {
+    POD_IFNAME.to_owned()
+}
+
+fn is_default_ifname(ifname: &str) -> bool {
+    ifname == POD_IFNAME
 }
 
 /// Everything an instance built.
@@ -94,19 +124,14 @@ impl StateDir {
         }
     }
 
-    /// Writes the state atomically (temporary file, then rename).
+    /// Writes the state atomically and durably ([`write_atomic`]).
     pub fn save(&self, state: &NodeState) -> Result<(), StateError> {
-        let path = self.state_file();
-        let write = |p: &Path| -> io::Result<()> {
-            fs::create_dir_all(&self.root)?;
-            let tmp = p.with_extension("json.tmp");
-            fs::write(
-                &tmp,
-                serde_json::to_vec_pretty(state).map_err(io::Error::other)?,
-            )?;
-            fs::rename(&tmp, p)
-        };
-        write(&path).map_err(|source| StateError::Write { path, source })
+        let json =
+            serde_json::to_vec_pretty(state).expect("a NodeState is always representable in JSON");
+        write_atomic(&self.state_file(), &json).map_err(|e| StateError::Write {
+            path: e.path,
+            source: e.source,
+        })
     }
 
     /// Takes the instance's lock (`flock` on `lock`), so that two

@@ -11,13 +11,14 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub use netpath::testing::block_on;
 use netpath::{
     config::{Config, ConntrackConfig, NatConfig, NodeConfig, PodConfig, UplinkConfig},
-    controller,
-    datapath::PinDir,
-    lab::{Lab, RoutedLab, UPLINK},
-    maps::NodeMaps,
-    netns::Netns,
+    datapath::{NodeMaps, PinDir},
+    demo::lab::{Lab, UPLINK},
+    reconcile,
+    sys::netns::{Netns, NetnsError},
+    testing::{RoutedLab, in_netns, spawn_in_netns},
 };
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
@@ -26,25 +27,6 @@ static SEQ: AtomicU32 = AtomicU32::new(0);
 pub fn unique(tag: &str) -> String {
     let n = SEQ.fetch_add(1, Ordering::Relaxed);
     format!("t{}-{n}-{tag}", std::process::id() % 100_000)
-}
-
-/// Runs a future to completion on a private runtime on another thread, so
-/// that it can be called from sync code, async code or `Drop`.
-pub fn block_on<F: std::future::Future + Send>(fut: F) -> F::Output
-where
-    F::Output: Send,
-{
-    thread::scope(|s| {
-        s.spawn(|| {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime")
-                .block_on(fut)
-        })
-        .join()
-        .expect("block_on thread panicked")
-    })
 }
 
 /// One lab node for one test; removes everything it made when dropped.
@@ -113,8 +95,8 @@ impl TestNode {
     }
 
     /// Applies the current config.
-    pub fn apply(&self) -> Result<controller::ApplyReport, controller::ControllerError> {
-        block_on(controller::apply(&self.config))
+    pub fn apply(&self) -> Result<reconcile::ApplyReport, reconcile::ReconcileError> {
+        block_on(reconcile::apply(&self.config))
     }
 
     /// The namespace of pod `name`.
@@ -130,7 +112,7 @@ impl TestNode {
 
     /// The address pod `name` got.
     pub fn pod_addr(&self, name: &str) -> Ipv4Addr {
-        controller::pods(self.instance()).unwrap()[name].address
+        reconcile::pods(self.instance()).unwrap()[name].address
     }
 
     /// The namespaces of this instance's pods that exist (the lab's node
@@ -166,7 +148,7 @@ impl Drop for TestNode {
         let lab = self.lab.clone();
         let routed = self.routed.take();
         block_on(async move {
-            if let Err(e) = controller::destroy(&instance).await {
+            if let Err(e) = reconcile::destroy(&instance).await {
                 eprintln!("cleanup: destroy {instance}: {e}");
             }
             if let Some(routed) = routed {
@@ -186,26 +168,37 @@ pub fn pod(name: &str) -> PodConfig {
     }
 }
 
-/// Runs `f` on a thread inside namespace `ns`.
+/// Runs `f` on a thread inside namespace `ns` ([`in_netns`]); panics if
+/// the namespace cannot be entered.
 pub fn in_ns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
-    Netns::open(ns)
-        .unwrap_or_else(|e| panic!("open {ns}: {e}"))
-        .run(f)
-        .unwrap_or_else(|e| panic!("run in {ns}: {e}"))
+    in_netns(ns, f).unwrap_or_else(|e| panic!("run in {ns}: {e}"))
 }
 
-/// Spawns `f` on a thread inside namespace `ns`.
-pub fn spawn_in_ns<T: Send + 'static>(
-    ns: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> thread::JoinHandle<T> {
-    let ns = ns.to_owned();
-    thread::spawn(move || {
-        let netns = Netns::open(&ns).unwrap_or_else(|e| panic!("open {ns}: {e}"));
-        nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET)
-            .unwrap_or_else(|e| panic!("setns {ns}: {e}"));
-        f()
-    })
+/// A thread running inside a namespace (from [`spawn_in_ns`]).
+pub struct InNs<T> {
+    ns: String,
+    handle: thread::JoinHandle<Result<T, NetnsError>>,
+}
+
+impl<T> InNs<T> {
+    /// Waits for the thread: its result, or its panic. Panics if the thread
+    /// could not enter the namespace.
+    pub fn join(self) -> thread::Result<T> {
+        let ns = self.ns;
+        self.handle
+            .join()
+            .map(|r| r.unwrap_or_else(|e| panic!("enter {ns}: {e}")))
+    }
+}
+
+/// Spawns `f` on a thread inside namespace `ns` ([`spawn_in_netns`]).
+pub fn spawn_in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> InNs<T> {
+    let handle =
+        spawn_in_netns(ns, &format!("in-{ns}"), f).unwrap_or_else(|e| panic!("spawn in {ns}: {e}"));
+    InNs {
+        ns: ns.to_owned(),
+        handle,
+    }
 }
 
 /// Sends `count` ICMP echo requests from namespace `ns` to `dst` and returns
@@ -314,7 +307,7 @@ fn start_in_ns<T: Send + 'static>(
     ns: &str,
     what: &str,
     serve: impl FnOnce(&dyn Fn()) -> T + Send + 'static,
-) -> thread::JoinHandle<T> {
+) -> InNs<T> {
     let (tx, rx) = std::sync::mpsc::channel();
     let h = spawn_in_ns(ns, move || {
         serve(&|| {
@@ -342,12 +335,7 @@ fn echo(s: &mut TcpStream, idle: Duration) {
 /// connections one after the other, then exits and returns the peer
 /// address of each (what the server saw as the client). Returns once it is
 /// listening.
-pub fn tcp_echo_server(
-    ns: &str,
-    addr: Ipv4Addr,
-    port: u16,
-    conns: usize,
-) -> thread::JoinHandle<Vec<SocketAddr>> {
+pub fn tcp_echo_server(ns: &str, addr: Ipv4Addr, port: u16, conns: usize) -> InNs<Vec<SocketAddr>> {
     start_in_ns(ns, "TCP server", move |ready| {
         let l = TcpListener::bind(SocketAddrV4::new(addr, port)).expect("bind TCP");
         ready();
@@ -369,7 +357,7 @@ pub fn tcp_echo_server_concurrent(
     addr: Ipv4Addr,
     port: u16,
     conns: usize,
-) -> thread::JoinHandle<Vec<SocketAddr>> {
+) -> InNs<Vec<SocketAddr>> {
     start_in_ns(ns, "TCP server", move |ready| {
         let l = TcpListener::bind(SocketAddrV4::new(addr, port)).expect("bind TCP");
         ready();
@@ -494,7 +482,7 @@ pub fn udp_echo_server(
     addr: Ipv4Addr,
     port: u16,
     datagrams: usize,
-) -> thread::JoinHandle<Vec<SocketAddr>> {
+) -> InNs<Vec<SocketAddr>> {
     start_in_ns(ns, "UDP server", move |ready| {
         let s = UdpSocket::bind(SocketAddrV4::new(addr, port)).expect("bind UDP");
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -557,7 +545,7 @@ pub fn udp_connected_roundtrip(
 /// source addresses.
 pub struct IcmpWatch {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    handle: thread::JoinHandle<Vec<Ipv4Addr>>,
+    handle: InNs<Vec<Ipv4Addr>>,
 }
 
 impl IcmpWatch {

@@ -1,5 +1,6 @@
 //! Shared helpers of netpath's integration tests: packet builders for
 //! `BPF_PROG_TEST_RUN` tests and a harness for real-namespace tests.
 
+pub mod fuzz;
 pub mod harness;
 pub mod packet;

@@ -25,6 +25,61 @@ pub fn test_run(prog: &SchedClassifier, frame: &[u8]) -> (u32, Vec<u8>) {
     (res.return_value, out)
 }
 
+/// What a test run's `struct __sk_buff` context carries besides the
+/// packet: the fields `BPF_PROG_TEST_RUN` lets a test set for a TC program
+/// (`convert___skb_to_skb` in the kernel's `net/bpf/test_run.c`; every other
+/// field must be zero).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SkbCtx {
+    /// `skb->skb_iif`, read by programs as `__sk_buff.ingress_ifindex`: the
+    /// device the packet arrived on.
+    pub ingress_ifindex: u32,
+    /// `skb_shinfo(skb)->gso_size` and `gso_segs`: a GSO packet.
+    pub gso_size: u32,
+    pub gso_segs: u32,
+}
+
+impl SkbCtx {
+    /// The context of a packet that arrived on `ifindex`.
+    pub fn ingress(ifindex: u32) -> Self {
+        Self {
+            ingress_ifindex: ifindex,
+            ..Self::default()
+        }
+    }
+
+    /// `struct __sk_buff` (UAPI `linux/bpf.h`, 192 bytes) with these fields
+    /// at their offsets.
+    fn to_bytes(self) -> [u8; 192] {
+        const INGRESS_IFINDEX: usize = 36;
+        const GSO_SEGS: usize = 164;
+        const GSO_SIZE: usize = 176;
+        let mut b = [0u8; 192];
+        b[INGRESS_IFINDEX..INGRESS_IFINDEX + 4]
+            .copy_from_slice(&self.ingress_ifindex.to_ne_bytes());
+        b[GSO_SEGS..GSO_SEGS + 4].copy_from_slice(&self.gso_segs.to_ne_bytes());
+        b[GSO_SIZE..GSO_SIZE + 4].copy_from_slice(&self.gso_size.to_ne_bytes());
+        b
+    }
+}
+
+/// Runs `prog` once on `frame` with `ctx` as its `__sk_buff` context;
+/// returns the verdict and the packet as the program left it.
+pub fn test_run_ctx(prog: &SchedClassifier, frame: &[u8], ctx: SkbCtx) -> (u32, Vec<u8>) {
+    let mut out = vec![0u8; frame.len() + 256];
+    let ctx_in = ctx.to_bytes();
+    let res = prog
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ctx_in: Some(&ctx_in),
+            ..Default::default()
+        })
+        .expect("BPF_PROG_TEST_RUN");
+    out.truncate(res.data_size_out as usize);
+    (res.return_value, out)
+}
+
 pub const ETH_P_IP: u16 = 0x0800;
 pub const ETH_P_ARP: u16 = 0x0806;
 pub const IPPROTO_ICMP: u8 = 1;
@@ -118,6 +173,8 @@ pub struct Ipv4Builder {
     pub src_mac: [u8; 6],
     pub src: Ipv4Addr,
     pub dst: Ipv4Addr,
+    /// Type of service (DSCP and ECN).
+    pub tos: u8,
     pub ttl: u8,
     pub proto: u8,
     pub id: u16,
@@ -137,6 +194,7 @@ impl Ipv4Builder {
             src_mac: [0x02, 0, 0, 0, 0, 0x02],
             src,
             dst,
+            tos: 0,
             ttl: 64,
             proto: IPPROTO_UDP,
             id: 0x1234,
@@ -248,7 +306,7 @@ impl Ipv4Builder {
         let total = ihl + segment.len();
         let mut ip = Vec::with_capacity(total);
         ip.push(0x40 | (ihl / 4) as u8);
-        ip.push(0);
+        ip.push(self.tos);
         ip.extend_from_slice(&(total as u16).to_be_bytes());
         ip.extend_from_slice(&self.id.to_be_bytes());
         ip.extend_from_slice(&self.frags.to_be_bytes());
@@ -266,6 +324,60 @@ impl Ipv4Builder {
         frame.extend_from_slice(&ip);
         frame
     }
+}
+
+/// Splits an Ethernet + IPv4 frame into fragments whose IP payloads start at
+/// the byte offsets `at` (each a multiple of 8, increasing), as a router or
+/// the sender's `ip_fragment` would: every fragment carries the original
+/// header with its own total length, fragment offset, more-fragments bit and
+/// header checksum; the L4 header (and its checksum, over the whole
+/// datagram) stays in the first.
+pub fn fragment(frame: &[u8], at: &[usize]) -> Vec<Vec<u8>> {
+    let ihl = usize::from(frame[14] & 0x0f) * 4;
+    let total = usize::from(u16::from_be_bytes([frame[16], frame[17]]));
+    let payload = &frame[14 + ihl..14 + total];
+    let mut bounds = vec![0];
+    bounds.extend_from_slice(at);
+    bounds.push(payload.len());
+    let mut out = Vec::new();
+    for w in bounds.windows(2) {
+        let (start, end) = (w[0], w[1]);
+        assert!(start % 8 == 0 && start < end, "fragment bounds {at:?}");
+        let mut f = frame[..14 + ihl].to_vec();
+        let len = (ihl + end - start) as u16;
+        f[16..18].copy_from_slice(&len.to_be_bytes());
+        let old = u16::from_be_bytes([f[20], f[21]]);
+        let more = if end < payload.len() { 0x2000 } else { 0 };
+        let frags = (old & 0x4000) | more | (start / 8) as u16;
+        f[20..22].copy_from_slice(&frags.to_be_bytes());
+        f[24..26].copy_from_slice(&[0, 0]);
+        let check = inet_checksum(&f[14..14 + ihl]);
+        f[24..26].copy_from_slice(&check.to_be_bytes());
+        f.extend_from_slice(&payload[start..end]);
+        out.push(f);
+    }
+    out
+}
+
+/// The IP payload of a fragmented datagram put back together from its
+/// fragments (Ethernet + IPv4 frames, in any order).
+pub fn reassemble(fragments: &[Vec<u8>]) -> Vec<u8> {
+    let mut parts: Vec<(usize, &[u8])> = fragments
+        .iter()
+        .map(|f| {
+            let ihl = usize::from(f[14] & 0x0f) * 4;
+            let total = usize::from(u16::from_be_bytes([f[16], f[17]]));
+            let off = usize::from(u16::from_be_bytes([f[20], f[21]]) & 0x1fff) * 8;
+            (off, &f[14 + ihl..14 + total])
+        })
+        .collect();
+    parts.sort_by_key(|p| p.0);
+    let mut out = Vec::new();
+    for (off, data) in parts {
+        assert_eq!(off, out.len(), "fragments leave no gap");
+        out.extend_from_slice(data);
+    }
+    out
 }
 
 /// An Ethernet header.
@@ -292,6 +404,46 @@ pub fn arp_request(src_mac: [u8; 6], sender: Ipv4Addr, target: Ipv4Addr) -> Vec<
 pub fn ipv4_header_checksum_ok(frame: &[u8]) -> bool {
     let ihl = usize::from(frame[14] & 0x0f) * 4;
     inet_checksum(&frame[14..14 + ihl]) == 0
+}
+
+/// [`test_run`] that reports an error instead of panicking and reuses
+/// `out` as the output buffer (the fuzzer runs millions of frames):
+/// returns the verdict; `out` holds the packet as the program left it.
+pub fn try_test_run(
+    prog: &SchedClassifier,
+    frame: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<u32, aya::programs::ProgramError> {
+    out.clear();
+    out.resize(frame.len() + 256, 0);
+    let res = prog.test_run(TestRunOptions {
+        data_in: Some(frame),
+        data_out: Some(out),
+        ..Default::default()
+    })?;
+    out.truncate(res.data_size_out as usize);
+    Ok(res.return_value)
+}
+
+/// [`try_test_run`] with `ctx` as the `__sk_buff` context (the ingress
+/// ifindex source verification checks, GSO).
+pub fn try_test_run_ctx(
+    prog: &SchedClassifier,
+    frame: &[u8],
+    ctx: SkbCtx,
+    out: &mut Vec<u8>,
+) -> Result<u32, aya::programs::ProgramError> {
+    out.clear();
+    out.resize(frame.len() + 256, 0);
+    let ctx_in = ctx.to_bytes();
+    let res = prog.test_run(TestRunOptions {
+        data_in: Some(frame),
+        data_out: Some(out),
+        ctx_in: Some(&ctx_in),
+        ..Default::default()
+    })?;
+    out.truncate(res.data_size_out as usize);
+    Ok(res.return_value)
 }
 
 #[cfg(test)]

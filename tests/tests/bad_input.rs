@@ -2,10 +2,10 @@
 
 use netpath::{
     config::Config,
-    controller::{self, ControllerError},
     datapath::PinDir,
-    netns::Netns,
+    reconcile::{self, ReconcileError},
     state::StateDir,
+    sys::{netns::Netns, preflight::PreflightError},
 };
 use tests::harness::{TestNode, block_on, pod};
 
@@ -154,11 +154,14 @@ fn a_missing_privilege_is_reported_with_what_to_do() {
             .enable_all()
             .build()
             .unwrap()
-            .block_on(controller::apply(&node.config))
+            .block_on(reconcile::apply(&node.config))
             .expect_err("apply without privileges")
     });
     assert!(
-        matches!(err, ControllerError::MissingPrivilege { .. }),
+        matches!(
+            err,
+            ReconcileError::Preflight(PreflightError::MissingPrivilege { .. })
+        ),
         "{err}"
     );
     let msg = err.to_string();
@@ -178,6 +181,7 @@ fn a_failure_midway_rolls_back_every_step_of_the_apply() {
     // tests that read it concurrently are unaffected.
     unsafe { std::env::set_var("NETPATH_FAILPOINT", &failpoint) };
     let err = node.apply().expect_err("failpoint");
+    // SAFETY: as for set_var above.
     unsafe { std::env::remove_var("NETPATH_FAILPOINT") };
     let msg = err.to_string();
     assert!(msg.contains("rolled back"), "{msg}");
@@ -194,7 +198,7 @@ fn a_failure_midway_rolls_back_every_step_of_the_apply() {
     let state = StateDir::for_instance(node.instance()).load().unwrap();
     assert_eq!(state.pods.keys().collect::<Vec<_>>(), vec!["red"]);
     let maps =
-        netpath::maps::NodeMaps::open_pinned(&PinDir::for_instance(node.instance())).unwrap();
+        netpath::datapath::NodeMaps::open_pinned(&PinDir::for_instance(node.instance())).unwrap();
     assert_eq!(maps.endpoints().unwrap().len(), 1);
 
     // And the next apply succeeds.

@@ -1,7 +1,7 @@
 //! The demo that `cargo xtask run` starts: built, usable, and removed
 //! without a trace.
 
-use netpath::{datapath::PinDir, demo, netns::Netns};
+use netpath::{datapath::PinDir, demo, render, sys::netns::Netns};
 use tests::harness::{block_on, ping};
 
 #[test]
@@ -9,7 +9,7 @@ fn the_demo_builds_red_and_blue_that_reach_each_other_and_cleans_up() {
     let (lab, config) = demo::lab_and_config();
     let report = block_on(demo::up(&lab, &config)).expect("demo up");
     let result = std::panic::catch_unwind(|| {
-        let text = demo::describe(&lab, &config, &report);
+        let text = render::demo(&lab, &config, &report);
         assert!(text.contains("bpftool map dump pinned"), "{text}");
         assert!(text.contains("conntrack list --instance demo"), "{text}");
         assert!(text.contains("ping -c 3 192.168.50.1"), "{text}");

@@ -10,9 +10,10 @@ use std::{
 };
 
 use anyhow::{Context, Result, ensure};
-use netpath::{
-    netlink::{LinkInfo, Netlink, NetlinkError, Route, SysctlError, read_sysctl, write_sysctl},
+use netpath::sys::{
+    netlink::{LinkInfo, Netlink, NetlinkError, Route},
     netns::{Netns, NetnsError},
+    sysctl::{SysctlError, read_sysctl, write_sysctl},
 };
 
 static NEXT_NAME: AtomicUsize = AtomicUsize::new(0);

@@ -5,12 +5,10 @@
 use std::{collections::BTreeSet, net::Ipv4Addr};
 
 use netpath::{
-    controller,
-    datapath::PinDir,
-    maps::NodeMaps,
-    netlink::{self, Netlink},
-    netns::Netns,
+    datapath::{NodeMaps, PinDir},
+    reconcile,
     state::StateDir,
+    sys::{netlink::Netlink, netns::Netns, sysctl},
 };
 use netpath_common::Stat;
 use tests::harness::{
@@ -32,7 +30,7 @@ fn pod_to_pod_ping_tcp_and_udp_are_forwarded_by_the_tc_program() {
     node.apply().expect("apply");
     let node_ns = Netns::open(&node.lab.node_netns).unwrap();
     // The node's kernel must not forward anything: switch it off.
-    netlink::write_sysctl(&node_ns, "ipv4/ip_forward", "0").unwrap();
+    sysctl::write_sysctl(&node_ns, "ipv4/ip_forward", "0").unwrap();
     let forwarded_before = ip_snmp_counter(&node.lab.node_netns, "ForwDatagrams");
     let fwd_before = stat(&node, Stat::FwdLocalPod);
 
@@ -222,7 +220,7 @@ fn twenty_pods_created_and_deleted_leave_nothing_behind() {
     assert!(!snap.leases.contains("pod"), "leases left: {}", snap.leases);
 
     // destroy removes the rest: pins, state, gateway device.
-    block_on(controller::destroy(node.instance())).unwrap();
+    block_on(reconcile::destroy(node.instance())).unwrap();
     assert!(!PinDir::for_instance(node.instance()).exists());
     assert!(!StateDir::for_instance(node.instance()).root().exists());
     assert!(snapshot(&node).links.is_empty());

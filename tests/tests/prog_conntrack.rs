@@ -579,9 +579,9 @@ fn full_tables_evict_connections_drop_when_no_claim_fits_and_keep_the_invariants
 
 #[test]
 fn two_cpus_creating_flows_on_one_port_end_with_one_mapping_each() {
-    let mut dp = datapath(1000, 4096);
     const FLOWS: u16 = 200;
-    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let mut dp = datapath(1000, 4096);
+    let cpus = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
     let barrier = Barrier::new(2);
     let dp_ref = &dp;
     // Both threads send the same SYNs of pod A and of pod B, which all

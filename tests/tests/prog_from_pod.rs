@@ -6,16 +6,31 @@ use std::net::Ipv4Addr;
 
 use netpath::datapath::{Datapath, LoadOptions};
 use netpath_common::{Endpoint, Stat};
-use tests::packet::{self, Ipv4Builder, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT};
+use tests::packet::{self, Ipv4Builder, SkbCtx, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT};
 
 const POD_A: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 2);
 const POD_B: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 3);
 const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 1);
 const POD_B_MAC: [u8; 6] = [0x02, 0xbb, 0, 0, 0, 0x03];
 const POD_B_GW_MAC: [u8; 6] = [0x02, 0x99, 0, 0, 0, 0x03];
+/// Pod A, the sender: its MAC is the builder's default source MAC, and its
+/// frames arrive on its veth (source verification checks both).
+const POD_A_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+const POD_A_IFINDEX: u32 = 4241;
 
 fn datapath_with_pod_b() -> Datapath {
     let mut dp = Datapath::load(LoadOptions::default()).expect("load the eBPF object");
+    dp.maps()
+        .upsert_endpoint(
+            POD_A,
+            Endpoint {
+                ifindex: POD_A_IFINDEX,
+                flags: 0,
+                pod_mac: POD_A_MAC,
+                gw_mac: [0x02, 0x99, 0, 0, 0, 0x02],
+            },
+        )
+        .unwrap();
     dp.maps()
         .upsert_endpoint(
             POD_B,
@@ -30,9 +45,9 @@ fn datapath_with_pod_b() -> Datapath {
     dp
 }
 
-/// Runs the program once on `frame`.
+/// Runs the program once on `frame`, as arriving on pod A's veth.
 fn run(dp: &Datapath, frame: &[u8]) -> (u32, Vec<u8>) {
-    packet::test_run(dp.from_pod_program(), frame)
+    packet::test_run_ctx(dp.from_pod_program(), frame, SkbCtx::ingress(POD_A_IFINDEX))
 }
 
 fn packets(dp: &mut Datapath, stat: Stat) -> u64 {
@@ -178,8 +193,11 @@ fn ip_header_with_options_is_forwarded_and_counted() {
     assert_only(&mut dp, &[Stat::FwdLocalPod, Stat::Ipv4Options]);
 }
 
+// Issue 8 (anti-spoofing): IPv6 from a pod was passed to the node's stack
+// unverified; pods are IPv4-only, so it is now a counted drop. ARP from the
+// pod's own address and MAC still passes.
 #[test]
-fn non_ipv4_frame_is_passed_and_counted() {
+fn arp_is_passed_and_ipv6_dropped_and_counted() {
     let mut dp = datapath_with_pod_b();
     let frame = packet::arp_request([0x02, 0, 0, 0, 0, 0x02], POD_A, GATEWAY);
     let (verdict, out) = run(&dp, &frame);
@@ -188,8 +206,9 @@ fn non_ipv4_frame_is_passed_and_counted() {
     let mut v6 = packet::ethernet([0x33, 0x33, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], 0x86dd);
     v6.extend_from_slice(&[0x60; 40]);
     let (verdict, _) = run(&dp, &v6);
-    assert_eq!(verdict, TC_ACT_OK);
-    assert_eq!(packets(&mut dp, Stat::PassNotIpv4), 2);
+    assert_eq!(verdict, TC_ACT_SHOT);
+    assert_eq!(packets(&mut dp, Stat::PassNotIpv4), 1);
+    assert_eq!(packets(&mut dp, Stat::DropPodIpv6), 1);
 }
 
 #[test]

@@ -8,8 +8,8 @@ use std::net::Ipv4Addr;
 use netpath::datapath::{Datapath, LoadOptions};
 use netpath_common::{CtKey, Endpoint, MasqRule, NodeSettings, RouteNextHop, Stat, ct_state};
 use tests::packet::{
-    self, Ipv4Builder, L4, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, TCP_ACK, TCP_FIN, TCP_RST,
-    TCP_SYN, icmp_echo, test_run as run,
+    self, Ipv4Builder, L4, SkbCtx, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, TCP_ACK, TCP_FIN,
+    TCP_RST, TCP_SYN, icmp_echo, test_run as run,
 };
 
 const POD_A: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 2);
@@ -63,8 +63,27 @@ fn datapath(ports: u16, tweak: impl FnOnce(&mut NodeSettings)) -> Datapath {
     dp
 }
 
+/// Runs `b` through `np_from_pod` as its source pod sends it: from the
+/// pod's MAC, arriving on the pod's veth (source verification checks both).
 fn from_pod(dp: &Datapath, b: &Ipv4Builder) -> (u32, Vec<u8>) {
-    run(dp.from_pod_program(), &b.build())
+    packet::test_run_ctx(
+        dp.from_pod_program(),
+        &as_sent(b),
+        SkbCtx::ingress(ifindex_of(b.src)),
+    )
+}
+
+/// The veth ifindex of pod A or B.
+fn ifindex_of(pod: Ipv4Addr) -> u32 {
+    if pod == POD_A { 11 } else { 12 }
+}
+
+/// `b` as its source pod sends it (from its own MAC).
+fn as_sent(b: &Ipv4Builder) -> Vec<u8> {
+    let last = if b.src == POD_A { 2 } else { 3 };
+    let mut b = b.clone();
+    b.src_mac = endpoint(ifindex_of(b.src), last).pod_mac;
+    b.build()
 }
 
 fn from_uplink(dp: &Datapath, b: &Ipv4Builder) -> (u32, Vec<u8>) {
@@ -336,15 +355,32 @@ fn an_icmp_port_unreachable_about_a_translated_flow_reaches_the_pod_translated_b
     assert_eq!(packets(&mut dp, Stat::IcmpErrorRevNat), 1);
 }
 
+// Issue 8: fragments that need NAT were all dropped; a first fragment is now
+// translated (its later fragments follow it: tests/tests/prog_router.rs),
+// and only a later fragment whose first was never seen is dropped.
 #[test]
-fn fragments_that_need_nat_are_dropped_and_counted() {
+fn a_first_fragment_is_masqueraded_and_a_later_one_without_it_dropped() {
     let mut dp = datapath(10, |_| {});
     let mut b = Ipv4Builder::udp((POD_A, 5353), (LAN, 53));
     b.frags = 0x2000; // first fragment, more follow
-    let (verdict, _) = from_pod(&dp, &b);
+    let (verdict, out) = from_pod(&dp, &b);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_eq!(&out[14..], &translated(&b, (NODE, 5353))[14..]);
+    assert_eq!(conntrack(&mut dp).len(), 1);
+    assert_eq!(packets(&mut dp, Stat::FragTracked), 1);
+
+    let mut later = Ipv4Builder::new(POD_A, LAN);
+    later.id = 0x4321; // another datagram, whose first fragment never came
+    later.frags = 0x0001;
+    let (verdict, _) = from_pod(&dp, &later);
     assert_eq!(verdict, TC_ACT_SHOT);
-    assert_eq!(packets(&mut dp, Stat::DropNatFragment), 1);
-    assert!(conntrack(&mut dp).is_empty());
+    assert_eq!(packets(&mut dp, Stat::DropFragNoFirst), 1);
+    assert_eq!(packets(&mut dp, Stat::DropNatFragment), 0);
+    assert_eq!(
+        conntrack(&mut dp).len(),
+        1,
+        "no state for the later fragment"
+    );
 }
 
 #[test]
@@ -379,8 +415,9 @@ fn a_local_route_hands_the_packet_to_the_node() {
             },
         )])
         .unwrap();
-    let frame = Ipv4Builder::tcp((POD_A, 5555), (NODE, 22), TCP_SYN).build();
-    let (verdict, out) = run(dp.from_pod_program(), &frame);
+    let b = Ipv4Builder::tcp((POD_A, 5555), (NODE, 22), TCP_SYN);
+    let frame = as_sent(&b);
+    let (verdict, out) = from_pod(&dp, &b);
     assert_eq!(verdict, TC_ACT_OK);
     assert_eq!(out, frame);
     assert_eq!(packets(&mut dp, Stat::PassFibLocal), 1);

@@ -14,11 +14,11 @@ use std::{
 
 use netpath::{
     config::{MasqueradeConfig, PortRange, RouteConfig},
-    conntrack, controller, daemon,
+    conntrack, daemon,
     datapath::{Datapath, LoadOptions, PinDir},
-    netlink,
-    netns::Netns,
+    reconcile,
     state::StateDir,
+    sys::{netns::Netns, sysctl},
 };
 use netpath_common::{CtEntry, CtKey, NodeSettings, RevNat, Stat, ct_state, progs, reply_key};
 use tests::harness::{
@@ -58,7 +58,7 @@ fn stat(node: &TestNode, stat: Stat) -> u64 {
 }
 
 fn peer_ips(peers: &[SocketAddr]) -> BTreeSet<IpAddr> {
-    peers.iter().map(|p| p.ip()).collect()
+    peers.iter().map(SocketAddr::ip).collect()
 }
 
 /// Neither iptables nor nftables has a rule (or a table) in `ns`.
@@ -77,13 +77,13 @@ fn assert_no_netfilter_rules(ns: &str) {
 /// forwarding on, for `bpf_fib_lookup`).
 fn assert_kernel_does_not_forward(node: &TestNode) {
     let ns = Netns::open(&node.lab.node_netns).unwrap();
-    assert_eq!(netlink::read_sysctl(&ns, "ipv4/ip_forward").unwrap(), "0");
+    assert_eq!(sysctl::read_sysctl(&ns, "ipv4/ip_forward").unwrap(), "0");
     assert_eq!(
-        netlink::read_sysctl(&ns, "ipv4/conf/np0/forwarding").unwrap(),
+        sysctl::read_sysctl(&ns, "ipv4/conf/np0/forwarding").unwrap(),
         "1"
     );
     assert_eq!(
-        netlink::read_sysctl(&ns, "ipv4/conf/uplink0/forwarding").unwrap(),
+        sysctl::read_sysctl(&ns, "ipv4/conf/uplink0/forwarding").unwrap(),
         "0"
     );
 }
@@ -170,7 +170,7 @@ fn two_pods_on_the_same_source_port_get_distinct_nat_ports() {
     drop((a, b));
     let peers = server.join().unwrap();
     assert_eq!(peer_ips(&peers), BTreeSet::from([IpAddr::V4(NODE)]));
-    let ports: BTreeSet<u16> = peers.iter().map(|p| p.port()).collect();
+    let ports: BTreeSet<u16> = peers.iter().map(SocketAddr::port).collect();
     assert_eq!(
         ports.len(),
         2,
@@ -336,13 +336,13 @@ fn a_declared_route_via_a_router_reaches_the_far_host() {
 
 #[test]
 fn a_thousand_short_connections_succeed_and_are_collected_once_idle() {
+    const N: usize = 1000;
     let mut node = snat_node("thousand", &["red"]);
     node.config.conntrack.tcp_fin_timeout = 1;
     node.config.conntrack.tcp_close_timeout = 1;
     node.config.conntrack.tcp_syn_timeout = 1;
     node.apply().expect("apply");
     let red = node.pod_ns("red");
-    const N: usize = 1000;
     let new_before = stat(&node, Stat::SnatNew);
     let server = tcp_echo_server(&node.lab.lan_netns, LAN, 8083, N);
     let failures: Vec<String> = tests::harness::in_ns(&red, move || {
@@ -770,7 +770,7 @@ fn a_second_apply_with_routes_and_masquerade_changes_nothing() {
             .ingress_link("uplink0")
             .exists()
     );
-    assert!(controller::uplinks(node.instance()).unwrap().is_empty());
+    assert!(reconcile::uplinks(node.instance()).unwrap().is_empty());
 }
 
 #[test]
@@ -796,6 +796,7 @@ fn a_failure_after_the_maps_are_written_restores_them() {
     // that read the variable are unaffected.
     unsafe { std::env::set_var("NETPATH_FAILPOINT", &failpoint) };
     let err = node.apply().expect_err("failpoint");
+    // SAFETY: as for set_var above.
     unsafe { std::env::remove_var("NETPATH_FAILPOINT") };
     assert!(err.to_string().contains("rolled back"), "{err}");
 
@@ -871,7 +872,7 @@ fn a_route_via_an_address_off_the_devs_network_is_rejected() {
                 dst: "192.168.2.0/24".parse().unwrap(),
                 via: Some("192.168.99.1".parse().unwrap()),
                 dev: Some("uplink0".into()),
-            })
+            });
         },
         &[
             "192.168.2.0/24",
@@ -891,7 +892,7 @@ fn a_route_over_a_missing_interface_is_rejected() {
                 dst: "192.168.2.0/24".parse().unwrap(),
                 via: None,
                 dev: Some("nosuchdev0".into()),
-            })
+            });
         },
         &["route to 192.168.2.0/24", "nosuchdev0", "does not exist"],
     );
@@ -947,7 +948,7 @@ fn the_daemon_collects_expired_connections_and_reapplies_on_reload() {
         }
     };
     wait_for("the first apply", &|| {
-        controller::pods(node.instance()).is_ok_and(|p| p.contains_key("red"))
+        reconcile::pods(node.instance()).is_ok_and(|p| p.contains_key("red"))
             && PinDir::for_instance(node.instance())
                 .ingress_link("uplink0")
                 .exists()
@@ -967,7 +968,7 @@ fn the_daemon_collects_expired_connections_and_reapplies_on_reload() {
     std::fs::write(&path, node.config.to_toml_string()).unwrap();
     tx.blocking_send(daemon::Event::Reload).unwrap();
     wait_for("blue after the reload", &|| {
-        controller::pods(node.instance()).is_ok_and(|p| p.contains_key("blue"))
+        reconcile::pods(node.instance()).is_ok_and(|p| p.contains_key("blue"))
     });
     assert_eq!(ping(&node.pod_ns("blue"), LAN, 1), 1);
 

@@ -6,6 +6,8 @@
 //! cached bpf-linker first on PATH.
 
 mod cmd;
+mod fuzz;
+mod lint;
 mod syspkgs;
 mod toolchain;
 
@@ -36,9 +38,9 @@ enum Task {
         #[arg(long)]
         release: bool,
     },
-    /// Bootstrap, then `cargo test --no-fail-fast` the default members (unit
-    /// and integration tests). Test binaries run as root (through `sudo -E`
-    /// when not root).
+    /// Bootstrap, run the lint gate (`cargo xtask lint`), then `cargo test
+    /// --no-fail-fast` the default members (unit and integration tests).
+    /// Test binaries run as root (through `sudo -E` when not root).
     ///
     /// Arguments after `--` go to `cargo test`, e.g.
     /// `cargo xtask test -- -p netpath-common -- --nocapture`.
@@ -47,6 +49,10 @@ enum Task {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Bootstrap, then check formatting (`cargo fmt --all --check`) and run
+    /// clippy with `-D warnings` on every host crate (the lints are
+    /// `[workspace.lints]` in Cargo.toml).
+    Lint,
     /// Bootstrap, build and run `netpath demo` as root (through `sudo -E` when
     /// not root). Ctrl-C reaches netpath, which cleans up before exiting.
     ///
@@ -74,6 +80,14 @@ enum Task {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Build `netpath-fuzz` (release) and run it as root: the long fuzz
+    /// run, e.g. `cargo xtask fuzz -- --frames 10000000 --seed 42
+    /// --config all` (`-- --help` for its options).
+    Fuzz {
+        /// Arguments for netpath-fuzz.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() {
@@ -81,8 +95,10 @@ fn main() {
     let result = match cli.command {
         Task::Build { release } => build(release),
         Task::Test { args } => test(&args),
+        Task::Lint => lint(),
         Task::Run { release, args } => run(release, &args),
         Task::Bench { args } => bench(&args),
+        Task::Fuzz { args } => fuzz::fuzz(&args),
     };
     let code = result.unwrap_or_else(|e| {
         // No backtrace (RUST_BACKTRACE=1 is common): the messages say which
@@ -117,7 +133,24 @@ fn build(release: bool) -> Result<i32> {
     // builds for bpfel-unknown-none (netpath/build.rs builds it).
     let mut cargo = tc.cargo();
     cargo.arg("build").args(profile_args(release));
-    cargo_status(&mut cargo)
+    let code = cargo_status(&mut cargo)?;
+    if code != 0 {
+        return Ok(code);
+    }
+    // The tests and the bench enable netpath's `testing` feature, and cargo
+    // unifies features across the packages of one build: build the shipped
+    // binary again on its own, so that target/*/netpath has no test code.
+    let mut shipped = tc.cargo();
+    shipped
+        .args(["build", "--package", "netpath", "--bin", "netpath"])
+        .args(profile_args(release));
+    cargo_status(&mut shipped)
+}
+
+fn lint() -> Result<i32> {
+    let tc = toolchain::bootstrap(Missing::Warn)?;
+    lint::run(&tc)?;
+    Ok(0)
 }
 
 /// Linux 6.6 added tcx, which netpath attaches its TC programs with.
@@ -165,6 +198,8 @@ fn require_sudo(what: &str) -> Result<()> {
 fn test(args: &[String]) -> Result<i32> {
     let tc = toolchain::bootstrap(Missing::Fail)?;
     check_kernel()?;
+    // Fail fast: formatting and clippy before minutes of tests.
+    lint::run(&tc)?;
 
     let mut cargo = tc.cargo();
     cargo.arg("test");

@@ -45,6 +45,11 @@ const TOOLS: &[Tool] = &[
         version_args: &["-V"],
     },
     Tool {
+        package: "traceroute",
+        command: "traceroute",
+        version_args: &["--version"],
+    },
+    Tool {
         package: "iproute2",
         command: "ip",
         version_args: &["-V"],

@@ -82,8 +82,7 @@ impl Toolchain {
 /// The workspace root: the parent of xtask's manifest directory.
 pub fn workspace_root() -> PathBuf {
     let manifest = env::var_os("CARGO_MANIFEST_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
     manifest.parent().map(Path::to_path_buf).unwrap_or(manifest)
 }
 
@@ -194,7 +193,7 @@ fn nightly_llvm() -> Result<NightlyLlvm> {
         )
     })?;
     let mut found: Vec<(String, u32)> = entries
-        .filter_map(|e| e.ok())
+        .filter_map(std::result::Result::ok)
         .filter_map(|e| e.file_name().into_string().ok())
         .filter_map(|name| {
             let major = name

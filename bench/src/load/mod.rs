@@ -18,7 +18,6 @@ use std::{
     net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream},
     os::fd::AsRawFd,
     sync::atomic::{AtomicBool, AtomicU16, Ordering},
-    thread,
     time::{Duration, Instant},
 };
 
@@ -80,7 +79,7 @@ pub fn tcp_server<T: Send + 'static>(
     ep: &Endpoints,
     port: u16,
     serve: impl FnOnce(TcpListener) -> Result<T> + Send + 'static,
-) -> Result<thread::JoinHandle<Result<Result<T>>>> {
+) -> Result<ns::NsThread<Result<T>>> {
     let (tx, rx) = std::sync::mpsc::channel();
     let addr = SocketAddrV4::new(ep.server_addr, port);
     let h = ns::spawn_in_ns(&ep.server_ns, "bench-server", move || {
@@ -147,7 +146,7 @@ pub fn pin_to_cpu(cpu: usize) {
 
 /// `cpu` modulo the CPUs this process may use.
 pub fn cpu_index(cpu: usize) -> usize {
-    cpu % std::thread::available_parallelism().map_or(1, |n| n.get())
+    cpu % std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
 }
 
 /// The CPU the client of a load runs on.

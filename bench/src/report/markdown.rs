@@ -220,7 +220,7 @@ pub fn render(r: &Results, page: &Path, json: &Path, png: Option<&Path>) -> Stri
                     match (&p.routes_installed, p.routes) {
                         (Some(how), _) => parts.push(how.clone()),
                         (None, Some(n)) => {
-                            parts.push(format!("{} extra routes", thousands(n as u64)))
+                            parts.push(format!("{} extra routes", thousands(n as u64)));
                         }
                         (None, None) => {}
                     }

@@ -297,8 +297,7 @@ pub fn utc(unix: u64) -> (String, String) {
 pub fn now_utc() -> (String, String) {
     let unix = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+        .map_or(0, |d| d.as_secs());
     utc(unix)
 }
 

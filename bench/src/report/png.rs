@@ -43,7 +43,7 @@ fn ensure_font() -> Result<()> {
     DONE.get_or_init(|| {
         let candidates: Vec<String> = std::env::var("NETPATH_BENCH_FONT")
             .into_iter()
-            .chain(FONT_PATHS.iter().map(|s| s.to_string()))
+            .chain(FONT_PATHS.iter().map(ToString::to_string))
             .collect();
         let path = candidates
             .iter()

@@ -25,9 +25,11 @@ use std::{net::Ipv4Addr, time::Duration};
 use anyhow::{Context as _, Result, bail};
 use ipnet::Ipv4Net;
 use netpath::{
-    lab::{LAN_IFNAME, Lab, UPLINK},
-    netlink::{Netlink, Route},
-    netns::Netns,
+    demo::lab::{LAN_IFNAME, Lab, UPLINK},
+    sys::{
+        netlink::{Netlink, Route},
+        netns::Netns,
+    },
 };
 use rtnetlink::{LinkBridge, LinkUnspec};
 

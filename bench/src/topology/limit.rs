@@ -14,7 +14,7 @@
 use std::net::Ipv4Addr;
 
 use anyhow::{Context as _, Result};
-use netpath::{netlink::Netlink, netns::Netns};
+use netpath::sys::{netlink::Netlink, netns::Netns};
 
 use super::{Endpoints, Scenario, Setup, SetupKind};
 use crate::{

@@ -14,7 +14,7 @@ pub mod netpath;
 
 use std::{net::Ipv4Addr, path::PathBuf};
 
-use ::netpath::{
+use ::netpath::sys::{
     netlink::{Netlink, Route},
     netns::Netns,
 };

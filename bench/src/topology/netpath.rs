@@ -1,5 +1,5 @@
 //! netpath's datapath: the same node + LAN host namespaces (a [`Lab`]) and
-//! the same two pods, built by [`netpath::controller::apply`] from a
+//! the same two pods, built by [`netpath::reconcile::apply`] from a
 //! configuration, exactly as `netpath apply` would.
 //!
 //! The configuration is written as TOML (the format users write), so a new
@@ -14,10 +14,9 @@ use std::{fs, net::Ipv4Addr, path::PathBuf};
 use anyhow::{Context as _, Result};
 use netpath::{
     config::Config,
-    controller,
-    datapath::PinDir,
-    lab::{LAN_IFNAME, Lab, UPLINK},
-    maps::NodeMaps,
+    datapath::{NodeMaps, PinDir},
+    demo::lab::{LAN_IFNAME, Lab, UPLINK},
+    reconcile,
 };
 
 use super::{BpfPins, Endpoints, Scenario, Setup, SetupKind};
@@ -135,7 +134,7 @@ impl Netpath {
     fn reapply(&self, routes: usize) -> Result<()> {
         let text = self.config_toml(self.snat, routes);
         let config = Config::from_toml_str(&text).context("the routes configuration")?;
-        ns::block_on(controller::apply(&config))
+        ns::block_on(reconcile::apply(&config))
             .with_context(|| format!("netpath apply with {routes} routes"))?;
         Ok(())
     }
@@ -170,7 +169,7 @@ impl Setup for Netpath {
         let lab = self.lab.clone();
         let report = ns::block_on(async move {
             lab.create().await?;
-            anyhow::Ok(controller::apply(&config).await?)
+            anyhow::Ok(reconcile::apply(&config).await?)
         })?;
         self.addresses = report.addresses.into_iter().collect();
         Ok(())
@@ -181,7 +180,7 @@ impl Setup for Netpath {
             let instance = self.instance();
             let lab = self.lab.clone();
             ns::block_on(async move {
-                if let Err(e) = controller::destroy(&instance).await {
+                if let Err(e) = reconcile::destroy(&instance).await {
                     log::warn!("destroy netpath instance {instance}: {e}");
                 }
                 lab.destroy().await;
@@ -270,7 +269,7 @@ impl Setup for Netpath {
         )];
         for (pod, addr) in &self.addresses {
             lines.push(format!(
-                "pod {pod}: netns {} eth0 {addr}/32, built by netpath::controller::apply",
+                "pod {pod}: netns {} eth0 {addr}/32, built by netpath::reconcile::apply",
                 self.pod_ns(pod)
             ));
         }

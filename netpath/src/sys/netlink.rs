@@ -1,5 +1,5 @@
 //! Links, addresses, routes and neighbours of one network namespace, over
-//! rtnetlink, plus `/proc/sys/net` sysctls of a namespace.
+//! rtnetlink.
 //!
 //! A netlink socket belongs to the network namespace of the thread that
 //! created it, whatever thread uses it later. [`Netlink::connect`] therefore
@@ -11,7 +11,7 @@
 //! Every method says which `ip` command it matches. Only IPv4 is handled.
 
 use std::{
-    fs, io,
+    io,
     net::{IpAddr, Ipv4Addr},
     os::fd::{AsFd, AsRawFd},
 };
@@ -32,7 +32,9 @@ use netlink_packet_route::{
 };
 use rtnetlink::{LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
-use crate::netns::{Netns, NetnsError};
+use netpath_common::mac::Mac;
+
+use super::netns::{Netns, NetnsError};
 
 /// Errors of netlink requests. Their messages say what was asked, in which
 /// namespace and on which interface, and for the common errnos what to do.
@@ -231,7 +233,7 @@ impl Netlink {
         match req.execute().try_next().await {
             Ok(msg) => Ok(msg.map(|m| link_info(&m))),
             Err(e) if rtnetlink_errno(&e) == Some(libc::ENODEV) => Ok(None),
-            Err(source) => Err(self.err(what(), source)),
+            Err(source) => Err(self.err(&what(), source)),
         }
     }
 
@@ -244,7 +246,7 @@ impl Netlink {
             .map_ok(|m| link_info(&m))
             .try_collect()
             .await
-            .map_err(|source| self.err("list interfaces".to_owned(), source))
+            .map_err(|source| self.err("list interfaces", source))
     }
 
     /// `ip link add NAME type veth peer name PEER netns PEER_NS`: a veth
@@ -274,7 +276,7 @@ impl Netlink {
             .await
             .map_err(|source| {
                 self.err(
-                    format!("add veth {name} <-> {peer} (peer in network namespace {peer_ns})"),
+                    &format!("add veth {name} <-> {peer} (peer in network namespace {peer_ns})"),
                     source,
                 )
             })
@@ -341,6 +343,22 @@ impl Netlink {
         .await
     }
 
+    /// `ip addr add ADDR dev IFNAME; ip link set IFNAME up` (the address is
+    /// idempotent, see [`Netlink::add_address`]); returns the ifindex.
+    /// [`NetlinkError::NotFound`] if there is no such interface.
+    pub async fn address_up(&self, ifname: &str, addr: Ipv4Net) -> Result<u32, NetlinkError> {
+        let link = self
+            .link_by_name(ifname)
+            .await?
+            .ok_or_else(|| NetlinkError::NotFound {
+                what: format!("interface {ifname} in network namespace {}", self.ns),
+            })?;
+        self.add_address(link.index, addr.addr(), addr.prefix_len())
+            .await?;
+        self.set_up(link.index).await?;
+        Ok(link.index)
+    }
+
     /// `ip -4 addr show dev X`: `(address, prefix length)` of each IPv4
     /// address of the interface.
     pub async fn addresses(&self, index: u32) -> Result<Vec<(Ipv4Addr, u8)>, NetlinkError> {
@@ -350,7 +368,7 @@ impl Netlink {
             Ok(msgs) => msgs,
             Err(source) => {
                 return Err(self.err(
-                    format!("list addresses of {}", self.dev(index).await),
+                    &format!("list addresses of {}", self.dev(index).await),
                     source,
                 ));
             }
@@ -385,7 +403,7 @@ impl Netlink {
             .replace()
             .execute()
             .await
-            .map_err(|source| self.err(format!("replace route {}", describe_route(route)), source))
+            .map_err(|source| self.err(&format!("replace route {}", describe_route(route)), source))
     }
 
     /// `ip route del DST [via GW] [dev OIF] [src SRC] [scope link]` in the
@@ -408,7 +426,9 @@ impl Netlink {
             {
                 Ok(())
             }
-            Err(source) => Err(self.err(format!("delete route {}", describe_route(route)), source)),
+            Err(source) => {
+                Err(self.err(&format!("delete route {}", describe_route(route)), source))
+            }
         }
     }
 
@@ -421,7 +441,7 @@ impl Netlink {
             .execute()
             .try_collect()
             .await
-            .map_err(|source| self.err("list IPv4 routes".to_owned(), source))?;
+            .map_err(|source| self.err("list IPv4 routes", source))?;
         Ok(msgs.iter().filter_map(parse_route).collect())
     }
 
@@ -442,7 +462,7 @@ impl Netlink {
             .execute()
             .await;
         self.on_dev(res, index, |dev| {
-            format!("replace neighbour {ip} lladdr {} on {dev}", fmt_mac(&mac))
+            format!("replace neighbour {ip} lladdr {} on {dev}", Mac(mac))
         })
         .await
     }
@@ -477,7 +497,7 @@ impl Netlink {
             Ok(msgs) => msgs,
             Err(source) => {
                 return Err(self.err(
-                    format!("list neighbours of {}", self.dev(index).await),
+                    &format!("list neighbours of {}", self.dev(index).await),
                     source,
                 ));
             }
@@ -503,7 +523,7 @@ impl Netlink {
             .collect())
     }
 
-    fn err(&self, what: String, source: rtnetlink::Error) -> NetlinkError {
+    fn err(&self, what: &str, source: rtnetlink::Error) -> NetlinkError {
         NetlinkError::Request {
             what: format!("{what} in network namespace {}", self.ns),
             source,
@@ -520,7 +540,7 @@ impl Netlink {
     ) -> Result<T, NetlinkError> {
         match res {
             Ok(v) => Ok(v),
-            Err(source) => Err(self.err(what(&self.dev(index).await), source)),
+            Err(source) => Err(self.err(&what(&self.dev(index).await), source)),
         }
     }
 
@@ -652,91 +672,4 @@ fn describe_route(route: &Route) -> String {
         s += " onlink";
     }
     s
-}
-
-fn fmt_mac(mac: &[u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
-/// Errors of reading and writing `/proc/sys/net` sysctls of a namespace.
-#[derive(Debug, thiserror::Error)]
-pub enum SysctlError {
-    #[error(
-        "invalid sysctl key {key:?}: give the path under /proc/sys/net with \
-         slashes, e.g. \"ipv4/ip_forward\" or \"ipv4/conf/eth0/rp_filter\""
-    )]
-    InvalidKey { key: String },
-    #[error("sysctl net/{key}: {source}")]
-    Netns {
-        key: String,
-        source: Box<NetnsError>,
-    },
-    #[error(
-        "writing {value:?} to /proc/sys/net/{key} in network namespace {ns} failed: {source} \
-         (needs root; ENOENT means no such sysctl, e.g. the interface is missing)"
-    )]
-    Write {
-        key: String,
-        value: String,
-        ns: String,
-        source: io::Error,
-    },
-    #[error("reading /proc/sys/net/{key} in network namespace {ns} failed: {source}")]
-    Read {
-        key: String,
-        ns: String,
-        source: io::Error,
-    },
-}
-
-fn sysctl_path(key: &str) -> Result<String, SysctlError> {
-    let valid = !key.is_empty()
-        && key
-            .split('/')
-            .all(|c| !c.is_empty() && c != "." && c != ".." && !c.contains('\0'));
-    if !valid {
-        return Err(SysctlError::InvalidKey {
-            key: key.to_owned(),
-        });
-    }
-    Ok(format!("/proc/sys/net/{key}"))
-}
-
-/// `ip netns exec NS sysctl -w net.KEY=VALUE`, with `key` the path under
-/// `/proc/sys/net` (e.g. `"ipv4/ip_forward"`). The file is opened by a
-/// thread inside `ns`, since `/proc/sys/net` shows the namespace of the
-/// thread that opens it.
-pub fn write_sysctl(ns: &Netns, key: &str, value: &str) -> Result<(), SysctlError> {
-    let path = sysctl_path(key)?;
-    ns.run(|| fs::write(&path, value))
-        .map_err(|source| SysctlError::Netns {
-            key: key.to_owned(),
-            source: Box::new(source),
-        })?
-        .map_err(|source| SysctlError::Write {
-            key: key.to_owned(),
-            value: value.to_owned(),
-            ns: ns.to_string(),
-            source,
-        })
-}
-
-/// `ip netns exec NS sysctl -n net.KEY`, with `key` the path under
-/// `/proc/sys/net`; the value without its trailing newline.
-pub fn read_sysctl(ns: &Netns, key: &str) -> Result<String, SysctlError> {
-    let path = sysctl_path(key)?;
-    ns.run(|| fs::read_to_string(&path))
-        .map_err(|source| SysctlError::Netns {
-            key: key.to_owned(),
-            source: Box::new(source),
-        })?
-        .map(|s| s.trim_end_matches('\n').to_owned())
-        .map_err(|source| SysctlError::Read {
-            key: key.to_owned(),
-            ns: ns.to_string(),
-            source,
-        })
 }

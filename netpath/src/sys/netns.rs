@@ -10,22 +10,27 @@
 //! on a fresh scoped thread that enters the namespace, so the rest of the
 //! process (and the tokio runtime's worker threads) stay where they are.
 //! Sockets keep the namespace they were created in, so a socket (or a netlink
-//! connection, see [`crate::netlink::Netlink::connect`]) made inside
-//! [`Netns::run`] can be used from any thread afterwards.
+//! connection, see [`crate::sys::netlink::Netlink::connect`]) made inside
+//! [`Netns::run`] can be used from any thread afterwards. [`Netns::spawn`]
+//! starts a long-lived thread inside a namespace (servers, load generators).
+//!
+//! This module sits below [`crate::sys::netlink`]: netlink connections are
+//! opened through [`Netns::run`], and nothing here speaks rtnetlink except
+//! through the [`rtnetlink::NetworkNamespace`] helpers (bringing `lo` up in a
+//! new namespace is one `SIOCSIFFLAGS` ioctl).
 
 use std::{
     any::Any,
     fmt, fs, io,
     os::{
-        fd::{AsFd, BorrowedFd},
+        fd::{AsFd, AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd},
         unix::fs::MetadataExt,
     },
     path::{Path, PathBuf},
+    thread,
 };
 
 use nix::{sched::CloneFlags, sys::statfs::NSFS_MAGIC};
-
-use crate::netlink::{Netlink, NetlinkError};
 
 /// Where iproute2 (and netpath) keeps the bind mounts of named namespaces.
 pub const NETNS_DIR: &str = "/run/netns";
@@ -59,10 +64,7 @@ pub enum NetnsError {
         source: rtnetlink::Error,
     },
     #[error("bringing up lo in the new network namespace {name} failed: {source}")]
-    LoopbackUp {
-        name: String,
-        source: Box<NetlinkError>,
-    },
+    LoopbackUp { name: String, source: io::Error },
     #[error(
         "deleting network namespace {name} (`ip netns del {name}`) failed: {source}; \
          this needs root (CAP_SYS_ADMIN)"
@@ -105,7 +107,7 @@ pub struct Netns {
 impl Netns {
     /// The calling thread's network namespace (`/proc/thread-self/ns/net`).
     pub fn current() -> Result<Netns, NetnsError> {
-        Self::open_path(None, Path::new("/proc/thread-self/ns/net"))
+        Self::open_file(None, Path::new("/proc/thread-self/ns/net"))
     }
 
     /// Opens the named namespace `/run/netns/NAME`, the target of
@@ -117,7 +119,7 @@ impl Netns {
                 name: name.to_owned(),
             });
         }
-        Self::open_path(Some(name.to_owned()), &path)
+        Self::open_file(Some(name.to_owned()), &path)
     }
 
     /// Creates the named namespace, like `ip netns add NAME`, then brings its
@@ -146,28 +148,20 @@ impl Netns {
                 source,
             })?;
         let ns = Self::open(name)?;
-        if let Err(source) = Self::loopback_up(&ns).await {
+        let up = ns
+            .run(loopback_up)
+            .unwrap_or_else(|e| Err(io::Error::other(e)));
+        if let Err(source) = up {
             // Best effort: the error that matters is the one about lo.
             if let Err(e) = Self::delete(name).await {
                 log::warn!("cleaning up network namespace {name} failed: {e}");
             }
             return Err(NetnsError::LoopbackUp {
                 name: name.to_owned(),
-                source: Box::new(source),
+                source,
             });
         }
         Ok(ns)
-    }
-
-    async fn loopback_up(ns: &Netns) -> Result<(), NetlinkError> {
-        let nl = Netlink::connect(ns).await?;
-        let lo = nl
-            .link_by_name("lo")
-            .await?
-            .ok_or_else(|| NetlinkError::NotFound {
-                what: format!("interface lo in network namespace {ns}"),
-            })?;
-        nl.set_up(lo.index).await
     }
 
     /// Deletes the named namespace, like `ip netns del NAME`: unmounts and
@@ -247,8 +241,8 @@ impl Netns {
     /// returned as [`NetnsError::ThreadPanicked`] with its message.
     pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T, NetnsError> {
         let ns = self.to_string();
-        std::thread::scope(|scope| {
-            let handle = std::thread::Builder::new()
+        thread::scope(|scope| {
+            let handle = thread::Builder::new()
                 .name(format!("netns-{}", self.name().unwrap_or("?")))
                 .spawn_scoped(scope, || {
                     nix::sched::setns(self.file.as_fd(), CloneFlags::CLONE_NEWNET).map_err(
@@ -272,6 +266,38 @@ impl Netns {
         })
     }
 
+    /// Starts `f` on a new named thread that enters this namespace first,
+    /// like [`Netns::run`] but without waiting: for servers and load
+    /// generators that run beside the caller. The handle yields
+    /// [`NetnsError::Setns`] if entering failed; a panic in `f` surfaces
+    /// when the handle is joined (see [`panic_message`]).
+    pub fn spawn<T: Send + 'static>(
+        self,
+        thread_name: &str,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<thread::JoinHandle<Result<T, NetnsError>>, NetnsError> {
+        let ns = self.to_string();
+        let ns_for_spawn = ns.clone();
+        thread::Builder::new()
+            .name(thread_name.to_owned())
+            .spawn(move || {
+                nix::sched::setns(self.file.as_fd(), CloneFlags::CLONE_NEWNET)
+                    .map_err(|source| NetnsError::Setns { ns, source })?;
+                Ok(f())
+            })
+            .map_err(|source| NetnsError::Spawn {
+                ns: ns_for_spawn,
+                source,
+            })
+    }
+
+    /// Opens the namespace file at `path` (e.g. `/proc/PID/ns/net`, or a
+    /// bind mount a container runtime made): a namespace netpath did not
+    /// create and never deletes.
+    pub fn open_path(path: &Path) -> Result<Netns, NetnsError> {
+        Self::open_file(None, path)
+    }
+
     fn path(name: &str) -> Result<PathBuf, NetnsError> {
         if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\0']) {
             return Err(NetnsError::InvalidName {
@@ -281,7 +307,7 @@ impl Netns {
         Ok(Path::new(NETNS_DIR).join(name))
     }
 
-    fn open_path(name: Option<String>, path: &Path) -> Result<Netns, NetnsError> {
+    fn open_file(name: Option<String>, path: &Path) -> Result<Netns, NetnsError> {
         // std opens files with O_CLOEXEC.
         let file = fs::File::open(path).map_err(|source| NetnsError::Open {
             path: path.to_owned(),
@@ -326,7 +352,41 @@ fn is_nsfs(path: &Path) -> bool {
     nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type() == NSFS_MAGIC)
 }
 
-fn panic_message(payload: &(dyn Any + Send)) -> String {
+/// `ip link set lo up`, on the calling thread's namespace: `SIOCGIFFLAGS`,
+/// then `SIOCSIFFLAGS` with `IFF_UP` added.
+fn loopback_up() -> io::Result<()> {
+    // SAFETY: socket(2) with constant arguments; the descriptor is owned by
+    // `sock` from the moment it exists.
+    let sock = unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        OwnedFd::from_raw_fd(fd)
+    };
+    // SAFETY: `ifreq` is plain old data; all zeros is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = libc::c_char::try_from(*src).unwrap_or_default();
+    }
+    // SAFETY: SIOCGIFFLAGS reads the name and writes the flags of `req`,
+    // which outlives the call; `sock` is an open socket.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &raw mut req) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: SIOCGIFFLAGS just filled `ifru_flags`, the union's active field.
+    unsafe {
+        req.ifr_ifru.ifru_flags |= libc::c_short::try_from(libc::IFF_UP).unwrap_or_default();
+    }
+    // SAFETY: SIOCSIFFLAGS reads the name and flags of `req`; `sock` is open.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &raw const req) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The message of a panic payload (what `panic!` was given).
+pub fn panic_message(payload: &(dyn Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_owned()
     } else if let Some(s) = payload.downcast_ref::<String>() {

@@ -13,7 +13,7 @@ use netpath_common::{
     RouteKey, RouteNextHop, Stat, maps,
 };
 
-use crate::datapath::PinDir;
+use super::pins::PinDir;
 
 /// `BPF_NOEXIST`: insert only if the key is absent.
 const BPF_NOEXIST: u64 = 1;
@@ -246,14 +246,14 @@ impl NodeMaps {
         })
     }
 
-    /// Every tracked connection (one batched pass: see `map_batch`).
+    /// Every tracked connection (one bounded walk: see [`bounded_walk`]).
     pub fn conntrack(&self) -> Result<Vec<(CtKey, CtEntry)>, MapsError> {
-        batch(&self.conntrack, maps::CONNTRACK)
+        bounded_walk(&self.conntrack, maps::CONNTRACK)
     }
 
-    /// Every reverse NAT entry (one batched pass).
+    /// Every reverse NAT entry (one bounded walk).
     pub fn revnat(&self) -> Result<Vec<(CtKey, RevNat)>, MapsError> {
-        batch(&self.revnat, maps::REVNAT)
+        bounded_walk(&self.revnat, maps::REVNAT)
     }
 
     /// One connection, if present.
@@ -327,16 +327,47 @@ fn ignore_absent(
     }
 }
 
-fn batch<K: aya::Pod, V: aya::Pod>(
+/// Every entry of a hash map that the datapath changes while we read it.
+///
+/// `BPF_MAP_GET_NEXT_KEY` restarts from the first bucket when the key it
+/// continues from was deleted meanwhile (an LRU eviction, an expired entry
+/// replaced), so a plain walk of a churning map can last forever or return
+/// entries many times. This walk takes at most twice the map's capacity
+/// steps and returns each key once, with the value read at that moment; an
+/// entry that appeared or vanished during the walk may be missing, which a
+/// listing or a garbage collector (that re-checks before it deletes) can
+/// live with. aya 0.14 does not expose `BPF_MAP_LOOKUP_BATCH`, which would
+/// walk bucket by bucket.
+fn bounded_walk<K, V>(
     map: &HashMap<MapData, K, V>,
     name: &'static str,
-) -> Result<Vec<(K, V)>, MapsError> {
+) -> Result<Vec<(K, V)>, MapsError>
+where
+    K: aya::Pod + Eq + std::hash::Hash,
+    V: aya::Pod,
+{
     use aya::maps::IterableMap as _;
-    crate::map_batch::dump(map.map()).map_err(|source| MapsError::Op {
-        op: "dump",
-        name,
-        source,
-    })
+    let capacity = map
+        .map()
+        .info()
+        .map_or(maps::CONNTRACK_DEFAULT_MAX, |i| i.max_entries());
+    let steps = capacity.saturating_mul(2) as usize;
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for key in map.keys().take(steps) {
+        let key = key.map_err(|source| MapsError::Op {
+            op: "walk",
+            name,
+            source,
+        })?;
+        if !seen.insert(key) {
+            continue;
+        }
+        if let Some(value) = lookup(map.get(&key, 0), name)? {
+            out.push((key, value));
+        }
+    }
+    Ok(out)
 }
 
 fn lookup<V>(res: Result<V, MapError>, name: &'static str) -> Result<Option<V>, MapsError> {

@@ -1,0 +1,89 @@
+//! The undo log of an apply: every step that changes the node pushes how to
+//! take it back, and a failed apply replays the log in reverse.
+
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use log::warn;
+use netpath_common::{MasqRule, NodeSettings, RouteNextHop};
+
+use super::error::StepError;
+use crate::{
+    datapath::{NodeMaps, PinDir, remove_pin},
+    sys::{netlink::Netlink, netns::Netns},
+};
+
+/// One step taken, and how to undo it.
+pub enum Undo {
+    /// Delete a namespace netpath created (`ip netns del`).
+    DeleteNetns(String),
+    /// Delete an interface of the node namespace (`ip link del`).
+    DeleteLink { ifname: String },
+    /// Remove a pod from the endpoint map.
+    RemoveEndpoint(Ipv4Addr),
+    /// Remove the pinned ingress link of an interface.
+    Unpin(String),
+    /// Put back what the route, masquerade and settings maps held.
+    RestoreMaps {
+        routes: Vec<(Ipv4Net, RouteNextHop)>,
+        masq: Vec<(Ipv4Net, MasqRule)>,
+        settings: NodeSettings,
+    },
+}
+
+/// Undoes `undo` in reverse order, best effort: a step that fails is logged
+/// and the others still run.
+pub async fn rollback(node_ns: &Netns, pins: &PinDir, undo: Vec<Undo>) {
+    let nl = match Netlink::connect(node_ns).await {
+        Ok(nl) => Some(nl),
+        Err(e) => {
+            warn!("rollback: no netlink connection to the node namespace: {e}");
+            None
+        }
+    };
+    let mut maps = NodeMaps::open_pinned(pins).ok();
+    for step in undo.into_iter().rev() {
+        if let Err(e) = undo_step(step, nl.as_ref(), maps.as_mut(), pins).await {
+            warn!("rollback step failed: {e}");
+        }
+    }
+}
+
+async fn undo_step(
+    step: Undo,
+    nl: Option<&Netlink>,
+    maps: Option<&mut NodeMaps>,
+    pins: &PinDir,
+) -> Result<(), StepError> {
+    match step {
+        Undo::DeleteNetns(name) => Netns::delete(&name).await?,
+        Undo::DeleteLink { ifname } => {
+            if let Some(nl) = nl
+                && let Some(link) = nl.link_by_name(&ifname).await?
+            {
+                nl.delete_link(link.index).await?;
+            }
+        }
+        Undo::RemoveEndpoint(addr) => {
+            if let Some(maps) = maps {
+                maps.remove_endpoint(addr)?;
+            }
+        }
+        Undo::Unpin(ifname) => {
+            remove_pin(&pins.ingress_link(&ifname))?;
+            remove_pin(&pins.egress_link(&ifname))?;
+        }
+        Undo::RestoreMaps {
+            routes,
+            masq,
+            settings,
+        } => {
+            if let Some(maps) = maps {
+                maps.sync_routes(&routes)?;
+                maps.sync_masq(&masq)?;
+                maps.set_settings(settings)?;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,58 @@
+//! Unit tests of [`super`]: every derived value, and the pod namespace's
+//! state-file form.
+
+use super::*;
+
+#[test]
+fn demo_config_resolves_with_every_default_filled_in() {
+    let d = DesiredNode::resolve(&Config::demo());
+    assert_eq!(d.instance, "demo");
+    assert_eq!(d.gateway, Ipv4Addr::new(10, 200, 0, 1));
+    assert_eq!(d.pods.len(), 2);
+    assert_eq!(d.pods[0].netns, PodNetns::Owned("demo-red".into()));
+    assert_eq!(d.pods[0].host_ifname, "np-red");
+    assert_eq!(d.pods[0].ifname, POD_IFNAME);
+    assert_eq!(d.pods[1].address, None);
+    assert_eq!(
+        d.routes,
+        [DesiredRoute {
+            dst: Ipv4Net::default(),
+            via: Some(Ipv4Addr::new(192, 168, 50, 1)),
+            dev: "uplink0".into(),
+        }]
+    );
+    assert_eq!(
+        d.masquerade,
+        [DesiredMasquerade {
+            source: "10.200.0.0/24".parse().unwrap(),
+            out: "uplink0".into(),
+            address: None,
+        }]
+    );
+    assert_eq!(d.settings.fib_ifindex, 0);
+    assert_eq!(d.node_settings(9).fib_ifindex, 9);
+    assert_eq!(
+        d.node_settings(9).tcp_syn_timeout,
+        NodeSettings::DEFAULT.tcp_syn_timeout
+    );
+    assert_eq!(d.gc_interval, Duration::from_secs(10));
+    assert_eq!(d.netns_label(), "netpath-demo-node");
+    assert_eq!(netns_label(None), "the current namespace");
+}
+
+#[test]
+fn pod_netns_keeps_the_state_file_format() {
+    let owned = PodNetns::Owned("demo-red".into());
+    assert_eq!(serde_json::to_string(&owned).unwrap(), "\"demo-red\"");
+    let back: PodNetns = serde_json::from_str("\"demo-red\"").unwrap();
+    assert_eq!(back, owned);
+    let given = PodNetns::Given {
+        path: "/proc/42/ns/net".into(),
+    };
+    let text = serde_json::to_string(&given).unwrap();
+    assert_eq!(text, r#"{"path":"/proc/42/ns/net"}"#);
+    assert_eq!(serde_json::from_str::<PodNetns>(&text).unwrap(), given);
+    assert!(owned.is_owned() && !given.is_owned());
+    assert_eq!(given.to_string(), "/proc/42/ns/net");
+    assert_eq!(owned.path(), Path::new("/run/netns/demo-red"));
+}

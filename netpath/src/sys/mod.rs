@@ -1,0 +1,13 @@
+//! The node's operating system, as netpath touches it: network namespaces
+//! ([`netns`]), rtnetlink ([`netlink`]), `/proc/sys/net` ([`sysctl`]), the
+//! checks made before anything changes ([`preflight`]) and crash-safe file
+//! writes ([`file`]).
+//!
+//! Dependencies point one way: `netlink` and `sysctl` use `netns` (to open
+//! their socket or file inside a namespace); `netns` uses neither.
+
+pub mod file;
+pub mod netlink;
+pub mod netns;
+pub mod preflight;
+pub mod sysctl;
