@@ -57,8 +57,10 @@ pub enum NextHop {
     Unreachable,
 }
 
-/// Looks up the next hop of `f`.
-#[inline(always)]
+/// Looks up the next hop of `f`. A BPF subprogram of its own
+/// (`inline(never)`): its `bpf_fib_lookup` parameters then live in its own
+/// stack frame, not in the walk's (see `icmp_reply::answer`).
+#[inline(never)]
 pub fn lookup(ctx: &TcContext, f: &Flow, settings: &NodeSettings) -> NextHop {
     let key = Key::new(32, RouteKey { addr: f.daddr });
     if let Some(route) = ROUTES.get(&key) {

@@ -44,11 +44,11 @@ use netpath_common::{MasqKey, NodeSettings, Stat, frag_dir};
 use crate::{
     endpoint,
     fib::{self, NextHop},
-    frag,
+    frag, icmp_reply,
     l3::{self, Headers},
-    maps::{MASQ, SETTINGS},
+    maps::{MASQ, SETTINGS, WALK},
     nat,
-    parse::{self, Parsed},
+    parse::{self, Flow, Parsed},
     router::{self, Destination},
     source,
     stats::count,
@@ -56,8 +56,75 @@ use crate::{
 
 const AF_INET: u32 = 2;
 
+/// Action codes of [`head_subprog`] that are not TC actions.
+const HEAD_DROP: i32 = -100;
+const HEAD_ROUTED: i32 = -101;
+
+/// What the first half of the walk decided for a routed packet, handed to
+/// the second half through the per-CPU [`WALK`] slot. Plain fields (no
+/// `Option`): the slot is a BPF map value described by BTF.
+#[derive(Clone, Copy)]
+pub struct Routed {
+    pub f: Flow,
+    pub egress: u32,
+    /// The next hop for `bpf_redirect_neigh` (when `has_macs` is 0).
+    pub neigh: [u8; 4],
+    /// The FIB's MACs (source = the egress device's, destination = the
+    /// next hop's), valid when `has_macs` is 1.
+    pub smac: [u8; 6],
+    pub dmac: [u8; 6],
+    pub has_macs: u8,
+}
+
+/// The walk, in two BPF subprograms run one after the other: [`head`]
+/// (parse, verify, route, TTL/MTU) and [`tail`] (masquerade, rewrite,
+/// redirect). Each has its own stack frame, so the NAT path's calls
+/// (`nat::snat` and its port tries) stack on the tail's small frame, not
+/// on the head's: together they must fit the 512-byte BPF stack.
 #[inline(always)]
 pub fn try_from_pod(ctx: &TcContext) -> Result<i32, Stat> {
+    let mut stat = Stat::DropRewriteFailed;
+    match head_subprog(ctx, &mut stat) {
+        HEAD_DROP => Err(stat),
+        icmp_reply::ANSWER_PENDING => match icmp_reply::send_pending(ctx, &mut stat) {
+            -1 => Err(stat),
+            action => Ok(action),
+        },
+        HEAD_ROUTED => match tail_subprog(ctx, &mut stat) {
+            HEAD_DROP => Err(stat),
+            action => Ok(action),
+        },
+        action => Ok(action),
+    }
+}
+
+#[inline(never)]
+fn head_subprog(ctx: &TcContext, stat: &mut Stat) -> i32 {
+    match head(ctx) {
+        Ok(Some(action)) => action,
+        Ok(None) => HEAD_ROUTED,
+        Err(s) => {
+            *stat = s;
+            HEAD_DROP
+        }
+    }
+}
+
+#[inline(never)]
+fn tail_subprog(ctx: &TcContext, stat: &mut Stat) -> i32 {
+    match tail(ctx) {
+        Ok(action) => action,
+        Err(s) => {
+            *stat = s;
+            HEAD_DROP
+        }
+    }
+}
+
+/// Steps 1 to 5: `Some(action)` when the walk ends here, `None` when the
+/// packet is routed out (its [`Routed`] is in the [`WALK`] slot).
+#[inline(always)]
+fn head(ctx: &TcContext) -> Result<Option<i32>, Stat> {
     let len = ctx.len();
     if parse::vlan_tagged(ctx) {
         return Err(Stat::DropPodVlan);
@@ -67,7 +134,7 @@ pub fn try_from_pod(ctx: &TcContext) -> Result<i32, Stat> {
         Parsed::Arp => {
             source::verify_arp(ctx)?;
             count(Stat::PassNotIpv4, len);
-            return Ok(TC_ACT_OK as i32);
+            return Ok(Some(TC_ACT_OK as i32));
         }
         Parsed::Ipv6 => return Err(Stat::DropPodIpv6),
         Parsed::Other => return Err(Stat::DropPodEthertype),
@@ -86,7 +153,7 @@ pub fn try_from_pod(ctx: &TcContext) -> Result<i32, Stat> {
         Destination::Unicast => {}
         Destination::LinkLocal => {
             count(Stat::PassToHost, len);
-            return Ok(TC_ACT_OK as i32);
+            return Ok(Some(TC_ACT_OK as i32));
         }
         Destination::Martian => return Err(Stat::DropMartian),
     }
@@ -94,22 +161,22 @@ pub fn try_from_pod(ctx: &TcContext) -> Result<i32, Stat> {
     if let Some(ep) = endpoint::lookup(dst) {
         if ttl <= 1 {
             let f = parse::flow(ctx, &pkt)?;
-            return router::ttl_expired(ctx, &f, &src, &settings());
+            return router::ttl_expired(ctx, &f, &src, settings()).map(Some);
         }
-        return endpoint::deliver(ctx, &pkt, &ep);
+        return endpoint::deliver(ctx, &pkt, &ep).map(Some);
     }
 
     let f = parse::flow(ctx, &pkt)?;
     let settings = settings();
-    let hop = fib::lookup(ctx, &f, &settings);
+    let hop = fib::lookup(ctx, &f, settings);
     let (egress, neigh, macs) = match hop {
         NextHop::Local => {
             count(Stat::PassFibLocal, len);
-            return Ok(TC_ACT_OK as i32);
+            return Ok(Some(TC_ACT_OK as i32));
         }
         NextHop::Host => {
             count(Stat::PassToHost, len);
-            return Ok(TC_ACT_OK as i32);
+            return Ok(Some(TC_ACT_OK as i32));
         }
         NextHop::Unreachable => return Err(Stat::DropFibUnreachable),
         NextHop::Neigh { ifindex, via } => (ifindex, Some(via), None),
@@ -122,12 +189,40 @@ pub fn try_from_pod(ctx: &TcContext) -> Result<i32, Stat> {
 
     // As ip_forward: TTL, then MTU, before any state is made.
     if f.ttl <= 1 {
-        return router::ttl_expired(ctx, &f, &src, &settings);
+        return router::ttl_expired(ctx, &f, &src, settings).map(Some);
     }
-    if let Some(answered) = router::check_mtu(ctx, &f, &src, &settings, egress)? {
-        return Ok(answered);
+    if let Some(answered) = router::check_mtu(ctx, &f, &src, settings, egress)? {
+        return Ok(Some(answered));
     }
 
+    let slot = WALK.get_ptr_mut(0).ok_or(Stat::DropRewriteFailed)?;
+    let (smac, dmac) = macs.unwrap_or(([0; 6], [0; 6]));
+    // SAFETY: the slot is this CPU's; the walk runs to completion on it
+    // (softirq), so nothing else uses it until the tail has read it.
+    unsafe {
+        *slot = Routed {
+            f,
+            egress,
+            neigh: neigh.unwrap_or(f.daddr),
+            smac,
+            dmac,
+            has_macs: u8::from(macs.is_some()),
+        };
+    }
+    Ok(None)
+}
+
+/// Steps 6 and 7 for the packet [`head`] routed.
+#[inline(always)]
+fn tail(ctx: &TcContext) -> Result<i32, Stat> {
+    let len = ctx.len();
+    let slot = WALK.get_ptr(0).ok_or(Stat::DropRewriteFailed)?;
+    // SAFETY: written by `head` on this CPU for this packet (see there).
+    let r = unsafe { &*slot };
+    let f = &r.f;
+    let egress = r.egress;
+    let macs = (r.has_macs != 0).then_some((r.smac, r.dmac));
+    let settings = settings();
     // A masquerade rule for this egress interface and source?
     let key = Key::new(MasqKey::IFINDEX_BITS + 32, MasqKey::new(egress, f.saddr));
     let mut headers = Headers {
@@ -140,7 +235,7 @@ pub fn try_from_pod(ctx: &TcContext) -> Result<i32, Stat> {
             count(Stat::FragFollowed, len);
             addr
         } else {
-            let addr = nat::snat(ctx, &f, &rule, &settings)?;
+            let addr = nat::snat(ctx, &f, &rule, settings)?;
             if frag::is_first(&f) {
                 frag::record(&f, frag_dir::FROM_POD, addr, len)?;
             }
@@ -158,7 +253,7 @@ pub fn try_from_pod(ctx: &TcContext) -> Result<i32, Stat> {
         let mut nh = bpf_redir_neigh {
             nh_family: AF_INET,
             __bindgen_anon_1: bpf_redir_neigh__bindgen_ty_1 {
-                ipv4_nh: u32::from_ne_bytes(neigh.unwrap_or(f.daddr)),
+                ipv4_nh: u32::from_ne_bytes(r.neigh),
             },
         };
         // SAFETY: `nh` is a valid bpf_redir_neigh on the stack and its size
@@ -180,7 +275,9 @@ pub fn try_from_pod(ctx: &TcContext) -> Result<i32, Stat> {
 }
 
 /// The node settings (slot 0), or the defaults before userspace wrote them.
+/// A reference, not a copy: the walk's stack frame is tight (see
+/// [`icmp_reply::answer`]).
 #[inline(always)]
-fn settings() -> NodeSettings {
-    SETTINGS.get(0).copied().unwrap_or(NodeSettings::DEFAULT)
+fn settings() -> &'static NodeSettings {
+    SETTINGS.get(0).unwrap_or(&NodeSettings::DEFAULT)
 }

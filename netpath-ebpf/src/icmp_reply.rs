@@ -34,7 +34,9 @@ use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 use crate::{
     csum,
     l3::rewrite,
+    maps::ANSWER,
     parse::{Flow, ICMP_DEST_UNREACH, ICMP_PARAMETER_PROB, ICMP_TIME_EXCEEDED, IPPROTO_ICMP},
+    stats::count,
 };
 
 /// Length of the new IPv4 and ICMP headers.
@@ -73,19 +75,81 @@ pub fn may_answer(f: &Flow) -> bool {
         ))
 }
 
-/// Turns the packet `f` from pod `src` into the ICMP error
-/// (`ty`, `code`, `rest`: the 4 bytes after the checksum) from `gateway`
-/// to the pod, and redirects it back into the pod.
+/// An ICMP error the gateway answers with.
+#[derive(Clone, Copy)]
+pub struct Answer {
+    /// The source of the error: the pods' gateway address.
+    pub gateway: [u8; 4],
+    pub ty: u8,
+    pub code: u8,
+    /// The 4 bytes after the checksum (e.g. the next-hop MTU).
+    pub rest: [u8; 4],
+}
+
+/// The action code a walk returns when it left an answer in the
+/// [`ANSWER`] slot for [`send_pending`] (not a TC action).
+pub const ANSWER_PENDING: i32 = -102;
+
+/// An answer decided deep in the walk and sent from its entry point.
+#[derive(Clone, Copy)]
+pub struct Pending {
+    pub f: Flow,
+    pub src: Endpoint,
+    pub answer: Answer,
+    /// The verdict counted once the answer is on its way.
+    pub verdict: Stat,
+}
+
+/// Leaves `answer` to `f` from pod `src` in this CPU's [`ANSWER`] slot and
+/// returns [`ANSWER_PENDING`]: the walk's entry point then calls
+/// [`send_pending`]. Building the answer needs its own stack frame, and
+/// called from the walk's it would stack on top of it beyond the 512-byte
+/// BPF stack.
 #[inline(always)]
-pub fn send_to_pod(
-    ctx: &TcContext,
-    f: &Flow,
-    src: &Endpoint,
-    gateway: [u8; 4],
-    ty: u8,
-    code: u8,
-    rest: [u8; 4],
-) -> Result<i32, Stat> {
+pub fn defer(f: &Flow, src: &Endpoint, answer: Answer, verdict: Stat) -> Result<i32, Stat> {
+    let slot = ANSWER.get_ptr_mut(0).ok_or(Stat::DropRewriteFailed)?;
+    // SAFETY: this CPU's slot; the program runs to completion on the CPU
+    // (softirq), and `send_pending` reads it for the same packet.
+    unsafe {
+        *slot = Pending {
+            f: *f,
+            src: *src,
+            answer,
+            verdict,
+        };
+    }
+    Ok(ANSWER_PENDING)
+}
+
+/// Sends the answer [`defer`] left in the slot, counts its verdict, and
+/// returns the TC action; -1 with the drop reason in `stat` on failure.
+/// A BPF subprogram of its own, called from the walk's entry point.
+#[inline(never)]
+pub fn send_pending(ctx: &TcContext, stat: &mut Stat) -> i32 {
+    let len = ctx.len();
+    let Some(slot) = ANSWER.get_ptr(0) else {
+        *stat = Stat::DropRewriteFailed;
+        return -1;
+    };
+    // SAFETY: written by `defer` on this CPU for this packet.
+    let p = unsafe { &*slot };
+    match send_to_pod(ctx, &p.f, &p.src, &p.answer) {
+        Ok(action) => {
+            count(p.verdict, len);
+            action
+        }
+        Err(s) => {
+            *stat = s;
+            -1
+        }
+    }
+}
+
+/// Turns the packet `f` from pod `src` into the ICMP error `answer` from
+/// the gateway to the pod, and redirects it back into the pod.
+#[inline(always)]
+fn send_to_pod(ctx: &TcContext, f: &Flow, src: &Endpoint, answer: &Answer) -> Result<i32, Stat> {
+    let (ty, code, rest, g) = (answer.ty, answer.code, &answer.rest, &answer.gateway);
     let ihl = f.l4 - EthHdr::LEN;
     // The parser guarantees tot_len >= ihl and that the skb holds tot_len.
     let payload = f.tot_len.saturating_sub(ihl);
@@ -106,6 +170,16 @@ pub fn send_to_pod(
     }
     rewrite(ctx.skb.adjust_room(NEW_HDRS as i32, BPF_ADJ_ROOM_MAC, 0))?;
 
+    // The answer is read and written in place (direct packet access), with
+    // no header buffer on the stack: this runs as a subprogram below the
+    // walk's frame, and the two must fit the 512-byte BPF stack together.
+    let (data, end) = (ctx.data(), ctx.data_end());
+    // Verifier: the new Ethernet, IPv4 and ICMP headers lie within the
+    // packet (adjust_room invalidated every earlier packet pointer).
+    if data + QUOTE_AT > end {
+        return Err(Stat::DropRewriteFailed);
+    }
+
     // ICMP checksum: the header words, then the quote, 16 bits at a time.
     let mut sum: u32 = u32::from(u16::from_be_bytes([ty, code]))
         + u32::from(u16::from_be_bytes([rest[0], rest[1]]))
@@ -116,61 +190,85 @@ pub fn send_to_pod(
         if 2 * i + 2 > qlen {
             break;
         }
-        let w: [u8; 2] = rewrite(ctx.load(QUOTE_AT + 2 * i))?;
+        let at = data + QUOTE_AT + 2 * i;
+        // Verifier: each quoted word lies within the packet.
+        if at + 2 > end {
+            return Err(Stat::DropRewriteFailed);
+        }
+        // SAFETY: bounds-checked just above.
+        let w = unsafe { [*(at as *const u8), *((at + 1) as *const u8)] };
         sum += u32::from(u16::from_be_bytes(w));
         i += 1;
     }
     if qlen % 2 == 1 {
         // An odd last byte is summed as if followed by a zero byte.
-        let b: [u8; 1] = rewrite(ctx.load(QUOTE_AT + qlen - 1))?;
-        sum += u32::from(b[0]) << 8;
+        let at = data + QUOTE_AT + qlen - 1;
+        // Verifier: the last quoted byte lies within the packet.
+        if at + 1 > end {
+            return Err(Stat::DropRewriteFailed);
+        }
+        // SAFETY: bounds-checked just above.
+        sum += u32::from(unsafe { *(at as *const u8) }) << 8;
     }
     let icmp_check = !csum::fold(sum);
 
+    // IPv4: version/IHL 0x45, DSCP CS6 (0xc0, as Linux sends ICMP errors),
+    // id 0, no fragment bits, TTL 64, ICMP, gateway -> pod.
     let total = (NEW_HDRS + qlen) as u16;
-    let g = gateway;
-    let d = f.saddr;
-    let mut ip: [u8; 20] = [
-        0x45,
-        0xc0,
-        (total >> 8) as u8,
-        total as u8,
-        0,
-        0,
-        0,
-        0,
-        64,
-        IPPROTO_ICMP,
-        0,
-        0,
-        g[0],
-        g[1],
-        g[2],
-        g[3],
-        d[0],
-        d[1],
-        d[2],
-        d[3],
-    ];
-    let mut ip_sum: u32 = 0;
-    let mut j = 0;
-    while j < 10 {
-        ip_sum += u32::from(u16::from_be_bytes([ip[2 * j], ip[2 * j + 1]]));
-        j += 1;
-    }
-    let ip_check = !csum::fold(ip_sum);
-    ip[10] = (ip_check >> 8) as u8;
-    ip[11] = ip_check as u8;
-
-    let (m, s) = (src.pod_mac, src.gw_mac);
+    let d = &f.saddr;
+    let ip_sum = 0x45c0
+        + u32::from(total)
+        + ((64 << 8) | u32::from(IPPROTO_ICMP))
+        + u32::from(u16::from_be_bytes([g[0], g[1]]))
+        + u32::from(u16::from_be_bytes([g[2], g[3]]))
+        + u32::from(u16::from_be_bytes([d[0], d[1]]))
+        + u32::from(u16::from_be_bytes([d[2], d[3]]));
+    let ip_check = (!csum::fold(ip_sum)).to_be_bytes();
+    let tl = total.to_be_bytes();
     let ic = icmp_check.to_be_bytes();
-    let hdr: [u8; QUOTE_AT] = [
-        m[0], m[1], m[2], m[3], m[4], m[5], s[0], s[1], s[2], s[3], s[4], s[5], 0x08, 0x00, //
-        ip[0], ip[1], ip[2], ip[3], ip[4], ip[5], ip[6], ip[7], ip[8], ip[9], //
-        ip[10], ip[11], ip[12], ip[13], ip[14], ip[15], ip[16], ip[17], ip[18], ip[19], //
-        ty, code, ic[0], ic[1], rest[0], rest[1], rest[2], rest[3],
-    ];
-    rewrite(ctx.store(0, &hdr, 0))?;
+    let (m, s) = (&src.pod_mac, &src.gw_mac);
+    let p = data as *mut u8;
+    // SAFETY: every offset written is below QUOTE_AT, which was
+    // bounds-checked against the packet's end above.
+    unsafe {
+        let mut k = 0;
+        while k < 6 {
+            *p.add(k) = m[k];
+            *p.add(6 + k) = s[k];
+            k += 1;
+        }
+        *p.add(12) = 0x08;
+        *p.add(13) = 0x00;
+        let ip = p.add(EthHdr::LEN);
+        *ip = 0x45;
+        *ip.add(1) = 0xc0;
+        *ip.add(2) = tl[0];
+        *ip.add(3) = tl[1];
+        *ip.add(4) = 0;
+        *ip.add(5) = 0;
+        *ip.add(6) = 0;
+        *ip.add(7) = 0;
+        *ip.add(8) = 64;
+        *ip.add(9) = IPPROTO_ICMP;
+        *ip.add(10) = ip_check[0];
+        *ip.add(11) = ip_check[1];
+        k = 0;
+        while k < 4 {
+            *ip.add(12 + k) = g[k];
+            *ip.add(16 + k) = d[k];
+            k += 1;
+        }
+        let icmp = ip.add(Ipv4Hdr::LEN);
+        *icmp = ty;
+        *icmp.add(1) = code;
+        *icmp.add(2) = ic[0];
+        *icmp.add(3) = ic[1];
+        k = 0;
+        while k < 4 {
+            *icmp.add(4 + k) = rest[k];
+            k += 1;
+        }
+    }
     // SAFETY: helper call with plain integer arguments.
     let ret = unsafe { bpf_redirect_peer(src.ifindex, 0) };
     if ret != i64::from(TC_ACT_REDIRECT) {

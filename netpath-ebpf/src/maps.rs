@@ -73,3 +73,16 @@ pub static FRAGS: LruHashMap<
     netpath_common::FragEntry,
     { maps::FRAGS_MAX as usize },
 > = LruHashMap::new();
+
+/// The hand-over between the two halves of `np_from_pod`'s walk
+/// (`from_pod::Routed`): one slot per CPU, written by the head and read by
+/// the tail of the same packet. Not pinned (it holds no state between
+/// packets).
+#[btf_map(name = "walk_scratch")]
+pub static WALK: PerCpuArray<crate::from_pod::Routed, 1> = PerCpuArray::new();
+
+/// An ICMP answer (time exceeded, fragmentation needed) decided by the
+/// walk and sent from `np_from_pod`'s entry (`icmp_reply::defer`): one slot
+/// per CPU, not pinned.
+#[btf_map(name = "answer_scratch")]
+pub static ANSWER: PerCpuArray<crate::icmp_reply::Pending, 1> = PerCpuArray::new();

@@ -99,10 +99,14 @@ pub fn ttl_expired(
     if settings.gateway == [0; 4] || !icmp_reply::may_answer(f) {
         return Err(Stat::DropTtlExceeded);
     }
-    let ret =
-        icmp_reply::send_to_pod(ctx, f, src, settings.gateway, ICMP_TIME_EXCEEDED, 0, [0; 4])?;
-    count(Stat::ReplyTimeExceeded, len);
-    Ok(ret)
+    let answer = icmp_reply::Answer {
+        gateway: settings.gateway,
+        ty: ICMP_TIME_EXCEEDED,
+        code: 0,
+        rest: [0; 4],
+    };
+    let _ = (ctx, len);
+    icmp_reply::defer(f, src, answer, Stat::ReplyTimeExceeded)
 }
 
 /// Checks `f` against the MTU of `egress`: `None` when it fits (or cannot
@@ -148,15 +152,12 @@ pub fn check_mtu(
     }
     // RFC 1191: unused (16 bits), next-hop MTU (16 bits).
     let m = (mtu.min(0xffff) as u16).to_be_bytes();
-    let ret = icmp_reply::send_to_pod(
-        ctx,
-        f,
-        src,
-        settings.gateway,
-        ICMP_DEST_UNREACH,
-        ICMP_FRAG_NEEDED,
-        [0, 0, m[0], m[1]],
-    )?;
-    count(Stat::ReplyFragNeeded, len);
-    Ok(Some(ret))
+    let answer = icmp_reply::Answer {
+        gateway: settings.gateway,
+        ty: ICMP_DEST_UNREACH,
+        code: ICMP_FRAG_NEEDED,
+        rest: [0, 0, m[0], m[1]],
+    };
+    let _ = len;
+    icmp_reply::defer(f, src, answer, Stat::ReplyFragNeeded).map(Some)
 }

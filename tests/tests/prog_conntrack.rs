@@ -16,8 +16,8 @@ use netpath_common::{
     ct_state, reply_key,
 };
 use tests::packet::{
-    self, Ipv4Builder, L4, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, TCP_ACK, TCP_FIN, TCP_RST,
-    TCP_SYN, icmp_echo, test_run as run,
+    self, Ipv4Builder, L4, SkbCtx, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, TCP_ACK, TCP_FIN,
+    TCP_RST, TCP_SYN, icmp_echo, test_run as run,
 };
 
 const POD_A: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 2);
@@ -79,8 +79,17 @@ fn datapath(ports: u16, table: u32) -> Datapath {
     dp
 }
 
+/// Runs `b` through `np_from_pod` as its source pod sends it: from the
+/// pod's MAC, arriving on the pod's veth (source verification checks both).
 fn from_pod(dp: &Datapath, b: &Ipv4Builder) -> (u32, Vec<u8>) {
-    run(dp.from_pod_program(), &b.build())
+    let (ifindex, last) = if b.src == POD_A { (11, 2) } else { (12, 3) };
+    let mut sent = b.clone();
+    sent.src_mac = [0x02, 0xaa, 0, 0, 0, last];
+    packet::test_run_ctx(
+        dp.from_pod_program(),
+        &sent.build(),
+        SkbCtx::ingress(ifindex),
+    )
 }
 
 fn from_uplink(dp: &Datapath, b: &Ipv4Builder) -> (u32, Vec<u8>) {
