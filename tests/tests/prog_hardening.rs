@@ -388,6 +388,7 @@ fn a_reply_from_a_martian_source_is_never_delivered() {
         Ipv4Addr::new(240, 1, 2, 3),
         LAN,
     ];
+    let now = netpath::conntrack::now_ns();
     for peer in peers {
         let orig = CtKey {
             saddr: POD_A.octets(),
@@ -402,8 +403,10 @@ fn a_reply_from_a_martian_source_is_never_delivered() {
             nat_port: 40000,
             state: ct_state::UDP_UNREPLIED,
             flags: 0,
-            created_ns: 0,
-            last_seen_ns: 0,
+            // Live: made now (a connection idle past its timeout would be
+            // stale, and its reverse entry not followed).
+            created_ns: now,
+            last_seen_ns: now,
             packets_orig: 1,
             packets_reply: 0,
             tcp: Default::default(),
@@ -417,7 +420,7 @@ fn a_reply_from_a_martian_source_is_never_delivered() {
                 port: 5353,
                 flags: 0,
                 _pad: 0,
-                created_ns: 0,
+                created_ns: now,
             },
         )
         .unwrap();
