@@ -175,7 +175,7 @@ async fn run(command: Command) -> Result<()> {
         Command::Demo { once } => {
             let (lab, config) = demo::lab_and_config();
             let report = demo::up(&lab, &config).await?;
-            println!("{}", render::demo(&lab, &config, &report));
+            say(&render::demo(&lab, &config, &report));
             if !once {
                 // Collect expired connections while the demo runs.
                 let mut events = daemon::signal_events()?;
@@ -184,13 +184,24 @@ async fn run(command: Command) -> Result<()> {
                     != daemon::Event::Stop
                 {}
             }
-            println!("removing the demo ...");
+            // `cargo xtask run | tee log` and Ctrl-C: tee is gone before we
+            // are, so nothing on the way to the cleanup may need stdout.
+            say("removing the demo ...");
             demo::clean(&lab, &config).await?;
-            println!("done: no namespace, link or pin of the demo is left.");
+            say("done: no namespace, link or pin of the demo is left.");
         }
         Command::DemoConfig => print!("{}", Config::demo().to_toml_string()),
     }
     Ok(())
+}
+
+/// Prints `text` and a newline to stdout, ignoring a closed or broken
+/// stdout (`println!` panics on EPIPE, which would skip what follows, such
+/// as the demo's cleanup).
+fn say(text: &str) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}").and_then(|()| out.flush());
 }
 
 /// `netpath logs`: prints what the pinned programs log until Ctrl-C.
