@@ -706,7 +706,8 @@ mod tests {
         assert_eq!(core::mem::size_of::<CtKey>(), 16);
         assert_eq!(core::mem::size_of::<CtEntry>(), 8 + 4 * 8 + 16);
         assert_eq!(core::mem::size_of::<RevNat>(), 16);
-        assert_eq!(core::mem::size_of::<NodeSettings>(), 4 + 4 + 11 * 4);
+        // fib_ifindex, the port range, 11 timeouts, the gateway.
+        assert_eq!(core::mem::size_of::<NodeSettings>(), 4 + 4 + 11 * 4 + 4);
         assert_eq!(core::mem::size_of::<RouteNextHop>(), 8);
         assert_eq!(core::mem::size_of::<FragKey>(), 12);
         assert_eq!(core::mem::size_of::<FragEntry>(), 16);

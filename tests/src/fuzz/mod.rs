@@ -61,19 +61,6 @@ pub struct Tolerated {
     pub reason: &'static str,
 }
 
-/// The forward ↔ reverse pairing checks (see [`invariants`]), tolerated
-/// for `reason` (a way the current design breaks them, issue 8 item 1).
-pub fn pairing_known_broken(reason: &'static str) -> Vec<Tolerated> {
-    invariants::PAIRING
-        .iter()
-        .map(|&check| Tolerated {
-            check,
-            scope: Scope::Anywhere,
-            reason,
-        })
-        .collect()
-}
-
 /// One fuzzing run.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -720,28 +707,17 @@ pub fn preset(name: &str, seed: u64, frames: u64) -> Option<Config> {
                 ..Setup::default()
             },
         ),
-        "zero-timeouts" => {
-            let mut cfg = Config::new(
-                name,
-                seed,
-                frames,
-                Setup {
-                    zero_timeouts: true,
-                    port_min: 40_000,
-                    port_max: 40_063,
-                    ..Setup::default()
-                },
-            );
-            // TODO(issue 8, item 1): found by the long run (seed 8008, ICMP
-            // echo flows): drop this once the conntrack rework lands.
-            cfg.tolerated = pairing_known_broken(
-                "issue 8 item 1: a stale connection's reverse entry is removed before a \
-                 new port is allocated; when the allocation fails (drop_snat_no_port: 32 \
-                 tries in a 64-port range), the forward entry keeps the old NAT port with \
-                 no reverse entry, and another flow then claims that port",
-            );
-            cfg
-        }
+        "zero-timeouts" => Config::new(
+            name,
+            seed,
+            frames,
+            Setup {
+                zero_timeouts: true,
+                port_min: 40_000,
+                port_max: 40_063,
+                ..Setup::default()
+            },
+        ),
         "lru-eviction" => {
             let mut cfg = Config::new(
                 name,
@@ -754,12 +730,6 @@ pub fn preset(name: &str, seed: u64, frames: u64) -> Option<Config> {
             );
             cfg.flush_above = None;
             cfg.batch = 1_000;
-            // TODO(issue 8, item 1): the current design loses reverse
-            // entries under eviction; once the conntrack rework lands,
-            // drop this line so that the pairing checks are enforced here.
-            cfg.tolerated = pairing_known_broken(
-                "issue 8 item 1: forward and reverse NAT entries diverge under LRU eviction",
-            );
             cfg
         }
         _ => return None,
