@@ -173,12 +173,15 @@ async fn run(command: Command) -> Result<()> {
             daemon::run(&config, events).await?;
         }
         Command::Demo { once } => {
+            // Ctrl-C is ours from the start (not the default, which would
+            // kill us half-built or before the cleanup): one that arrives
+            // while the demo is built stops it right after.
+            let mut events = daemon::signal_events()?;
             let (lab, config) = demo::lab_and_config();
             let report = demo::up(&lab, &config).await?;
             say(&render::demo(&lab, &config, &report));
             if !once {
                 // Collect expired connections while the demo runs.
-                let mut events = daemon::signal_events()?;
                 let interval = daemon::gc_interval(&config);
                 while daemon::gc_until_event(&config.node.name, interval, &mut events).await
                     != daemon::Event::Stop

@@ -559,9 +559,16 @@ impl IcmpWatch {
             // SAFETY: plain socket syscalls on a descriptor `sock` owns.
             unsafe {
                 let mut sources = Vec::new();
-                while !flag.load(Ordering::Relaxed) {
+                loop {
+                    // Read what is queued even once told to stop (a watcher
+                    // scheduled late must still see every request): stop
+                    // only when stopping and the queue is empty.
+                    let stopping = flag.load(Ordering::Relaxed);
                     let mut buf = [0u8; 1500];
                     let n = libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0);
+                    if n < 0 && stopping {
+                        break;
+                    }
                     if n < 28 {
                         continue;
                     }
