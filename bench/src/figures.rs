@@ -1,4 +1,5 @@
-//! What is measured ([`Figure`]) and under which conditions ([`Condition`]).
+//! What is measured ([`Figure`]), and which figures each
+//! [`Condition`] runs.
 //!
 //! A figure is one load with its metrics; a condition is the state the
 //! datapaths are in while the figures run (nothing extra, many routes, many
@@ -11,6 +12,7 @@ use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    condition::Condition,
     load::{crr, iperf, rr, udp},
     metrics::cpu::{BpfStats, ProgStats, prog_stats},
     topology::{Endpoints, SetupKind},
@@ -245,54 +247,13 @@ impl Figure {
     }
 }
 
-/// The state the datapaths are in while the figures run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Condition {
-    /// Just the two pods.
-    Baseline,
-    /// This many extra routes in the node.
-    Routes(usize),
-    /// This many idle conntrack entries (real UDP flows through the SNAT).
-    Conntrack(u64),
-}
-
-impl Condition {
-    pub fn id(self) -> String {
-        match self {
-            Condition::Baseline => "baseline".into(),
-            Condition::Routes(n) => format!("routes_{n}"),
-            Condition::Conntrack(n) => format!("conntrack_{n}"),
-        }
+/// The figures measured under `condition`: all of them at baseline, the
+/// scaling ones under load.
+pub fn for_condition(condition: Condition) -> &'static [Figure] {
+    match condition {
+        Condition::Baseline => &Figure::ALL,
+        _ => &Figure::SCALING,
     }
-
-    pub fn title(self) -> String {
-        match self {
-            Condition::Baseline => "baseline".into(),
-            Condition::Routes(n) => format!("{} routes in the node", thousands(n as u64)),
-            Condition::Conntrack(n) => format!("{} idle conntrack entries", thousands(n)),
-        }
-    }
-
-    pub fn figures(self) -> &'static [Figure] {
-        match self {
-            Condition::Baseline => &Figure::ALL,
-            _ => &Figure::SCALING,
-        }
-    }
-}
-
-/// 100000 → "100,000".
-pub fn thousands(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 #[cfg(test)]
@@ -316,17 +277,5 @@ mod tests {
         assert!(Figure::BpfCost.applies_to(SetupKind::Classic).is_err());
         assert!(Figure::BpfCost.applies_to(SetupKind::Limit).is_err());
         assert!(Figure::Tcp1.applies_to(SetupKind::Limit).is_ok());
-    }
-
-    #[test]
-    fn condition_names() {
-        assert_eq!(Condition::Conntrack(100_000).id(), "conntrack_100000");
-        assert_eq!(
-            Condition::Conntrack(100_000).title(),
-            "100,000 idle conntrack entries"
-        );
-        assert_eq!(thousands(1000), "1,000");
-        assert_eq!(thousands(999), "999");
-        assert_eq!(thousands(1_234_567), "1,234,567");
     }
 }

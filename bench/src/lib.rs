@@ -13,6 +13,7 @@
 //! Safety: everything happens inside namespaces named `npb-<pid>-*`
 //! ([`ns`]); they are removed at the end, on errors, panics and Ctrl-C.
 
+pub mod condition;
 pub mod figures;
 pub mod load;
 pub mod machine;

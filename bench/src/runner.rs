@@ -13,7 +13,8 @@ use std::{
 use anyhow::{Result, bail};
 
 use crate::{
-    figures::{Condition, Figure, MeasureCtx, thousands},
+    condition::{Condition, thousands},
+    figures::{Figure, MeasureCtx},
     load::{self, flows},
     machine,
     metrics::memory,
@@ -241,8 +242,7 @@ pub fn run(opts: &Options) -> Result<Results> {
     let mut flows_opened: HashMap<SetupKind, u64> = HashMap::new();
     for condition in opts.conditions() {
         ns::check_stop()?;
-        let figures: Vec<Figure> = condition
-            .figures()
+        let figures: Vec<Figure> = crate::figures::for_condition(condition)
             .iter()
             .copied()
             .filter(|f| opts.wants(*f))

@@ -8,7 +8,7 @@ use std::time::Instant;
 use netpath::sys::netns::Netns;
 use netpath_bench::{
     Options,
-    figures::Condition,
+    condition::Condition,
     run_and_write,
     topology::{Scenario, SetupKind},
 };

@@ -39,6 +39,7 @@ use aya_ebpf::{
     helpers::{bpf_redirect, bpf_redirect_neigh},
     programs::TcContext,
 };
+use aya_ebpf::{btf_maps::PerCpuArray, macros::btf_map};
 use netpath_common::{MasqKey, NodeSettings, Stat, frag_dir};
 
 use crate::{
@@ -46,7 +47,7 @@ use crate::{
     fib::{self, NextHop},
     frag, icmp_reply,
     l3::{self, Headers},
-    maps::{MASQ, SETTINGS, WALK},
+    maps::{MASQ, SETTINGS},
     nat,
     parse::{self, Flow, Parsed},
     router::{self, Destination},
@@ -281,3 +282,10 @@ fn tail(ctx: &TcContext) -> Result<i32, Stat> {
 fn settings() -> &'static NodeSettings {
     SETTINGS.get(0).unwrap_or(&NodeSettings::DEFAULT)
 }
+
+/// The hand-over between the two halves of `np_from_pod`'s walk
+/// (`from_pod::Routed`): one slot per CPU, written by the head and read by
+/// the tail of the same packet. Not pinned (it holds no state between
+/// packets).
+#[btf_map(name = "walk_scratch")]
+pub static WALK: PerCpuArray<Routed, 1> = PerCpuArray::new();

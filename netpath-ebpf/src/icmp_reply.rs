@@ -28,13 +28,13 @@ use aya_ebpf::{
     helpers::{bpf_redirect_peer, bpf_skb_change_tail},
     programs::TcContext,
 };
+use aya_ebpf::{btf_maps::PerCpuArray, macros::btf_map};
 use netpath_common::{Endpoint, Stat};
 use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
 use crate::{
     csum,
     l3::rewrite,
-    maps::ANSWER,
     parse::{Flow, ICMP_DEST_UNREACH, ICMP_PARAMETER_PROB, ICMP_TIME_EXCEEDED, IPPROTO_ICMP},
     stats::count,
 };
@@ -276,3 +276,9 @@ fn send_to_pod(ctx: &TcContext, f: &Flow, src: &Endpoint, answer: &Answer) -> Re
     }
     Ok(TC_ACT_REDIRECT as i32)
 }
+
+/// An ICMP answer (time exceeded, fragmentation needed) decided by the
+/// walk and sent from `np_from_pod`'s entry (`icmp_reply::defer`): one slot
+/// per CPU, not pinned.
+#[btf_map(name = "answer_scratch")]
+pub static ANSWER: PerCpuArray<Pending, 1> = PerCpuArray::new();

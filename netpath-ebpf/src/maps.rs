@@ -53,14 +53,6 @@ pub static REVNAT: HashMap<
     { maps::revnat_max(maps::CONNTRACK_DEFAULT_MAX) as usize },
 > = HashMap::new();
 
-/// Per-CPU scratch space of the NAT path (`nat.rs`): a new connection
-/// entry and the port allocation request, too large for the 512-byte BPF
-/// stack next to the rest of the walk. A program runs to completion on its
-/// CPU with bottom halves off (TC ingress in softirq, TC egress under
-/// `rcu_read_lock_bh`), so no other user of the slot interleaves.
-#[btf_map(name = "nat_scratch")]
-pub static NAT_SCRATCH: PerCpuArray<crate::nat::NatScratch, 1> = PerCpuArray::new();
-
 // --- router, fragments and anti-spoofing (branch `router`) ---
 
 /// The translation each fragmented datagram's first fragment got, for its
@@ -74,15 +66,5 @@ pub static FRAGS: LruHashMap<
     { maps::FRAGS_MAX as usize },
 > = LruHashMap::new();
 
-/// The hand-over between the two halves of `np_from_pod`'s walk
-/// (`from_pod::Routed`): one slot per CPU, written by the head and read by
-/// the tail of the same packet. Not pinned (it holds no state between
-/// packets).
-#[btf_map(name = "walk_scratch")]
-pub static WALK: PerCpuArray<crate::from_pod::Routed, 1> = PerCpuArray::new();
-
-/// An ICMP answer (time exceeded, fragmentation needed) decided by the
-/// walk and sent from `np_from_pod`'s entry (`icmp_reply::defer`): one slot
-/// per CPU, not pinned.
-#[btf_map(name = "answer_scratch")]
-pub static ANSWER: PerCpuArray<crate::icmp_reply::Pending, 1> = PerCpuArray::new();
+// The per-CPU scratch slots live beside the types they hold (`nat`,
+// `from_pod`, `icmp_reply`): this module imports no walk.

@@ -88,6 +88,7 @@ use aya_ebpf::{
     },
     programs::TcContext,
 };
+use aya_ebpf::{btf_maps::PerCpuArray, macros::btf_map};
 use netpath_common::{
     CtEntry, CtKey, MasqRule, NodeSettings, REVNAT_ORPHAN_GRACE_NS, RevNat, Stat, ct_flags,
     original_of, reply_key,
@@ -96,7 +97,7 @@ use netpath_common::{
 use crate::{
     conntrack::{self, Segment, Verdict, orig_key},
     l3::{l4_addr, set_port},
-    maps::{CONNTRACK, NAT_SCRATCH, REVNAT, SETTINGS},
+    maps::{CONNTRACK, REVNAT, SETTINGS},
     parse::{Flow, ICMP_ECHO, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP},
     stats::count,
 };
@@ -154,7 +155,7 @@ fn snat_out(skb: *mut __sk_buff, f: &Flow, rule: &MasqRule) -> i64 {
     let settings = SETTINGS.get(0).unwrap_or(&NodeSettings::DEFAULT);
     let res = (|| {
         let sc = scratch()?;
-        // SAFETY: the per-CPU scratch slot (see `maps::NAT_SCRATCH`); the
+        // SAFETY: the per-CPU scratch slot (see `NAT_SCRATCH`); the
         // fields written here are only read from now on.
         let (seg, key) = unsafe {
             (*sc).seg = conntrack::segment(&ctx, f)?;
@@ -183,7 +184,7 @@ fn snat_out(skb: *mut __sk_buff, f: &Flow, rule: &MasqRule) -> i64 {
 #[inline(always)]
 pub fn node_snat(ctx: &TcContext, f: &Flow, settings: &NodeSettings) -> Result<(), Stat> {
     let sc = scratch()?;
-    // SAFETY: the per-CPU scratch slot (see `maps::NAT_SCRATCH`); the fields
+    // SAFETY: the per-CPU scratch slot (see `NAT_SCRATCH`); the fields
     // written here are only read from now on.
     let key = unsafe {
         (*sc).key = orig_key(f);
@@ -282,7 +283,7 @@ fn translate(
                 // The connection comes back after expiring, with its claim
                 // in place: a fresh entry, same port. Two CPUs doing this
                 // write the same mapping.
-                // SAFETY: the per-CPU scratch slot (see `maps::NAT_SCRATCH`).
+                // SAFETY: the per-CPU scratch slot (see `NAT_SCRATCH`).
                 let e = unsafe { &mut (*sc).entry };
                 conntrack::open(e, f, seg, false, (nat_addr, cur_port), owner, now)?;
                 note(conntrack::update(e, f, seg, false, now), ctx);
@@ -318,7 +319,7 @@ fn create(
     now: u64,
 ) -> Result<([u8; 4], u16), Stat> {
     // Check the packet can open a connection before claiming anything.
-    // SAFETY: the per-CPU scratch slot (see `maps::NAT_SCRATCH`).
+    // SAFETY: the per-CPU scratch slot (see `NAT_SCRATCH`).
     conntrack::open(
         unsafe { &mut (*sc).entry },
         f,
@@ -414,7 +415,7 @@ fn partner(
         Some(_) => return Partner::Taken,
         None => {}
     }
-    // SAFETY: the per-CPU scratch slot (see `maps::NAT_SCRATCH`).
+    // SAFETY: the per-CPU scratch slot (see `NAT_SCRATCH`).
     let rev = unsafe {
         (*sc).req.rev = RevNat {
             addr: key.saddr,
@@ -470,7 +471,7 @@ pub struct AllocReq {
     now: u64,
 }
 
-/// The per-CPU scratch slot of the NAT path (`maps::NAT_SCRATCH`).
+/// The per-CPU scratch slot of the NAT path (`NAT_SCRATCH`).
 #[repr(C)]
 pub struct NatScratch {
     /// A connection entry being built.
@@ -515,7 +516,7 @@ fn allocate(
     s: &NodeSettings,
     now: u64,
 ) -> Result<u16, Stat> {
-    // SAFETY: the per-CPU scratch slot (see `maps::NAT_SCRATCH`).
+    // SAFETY: the per-CPU scratch slot (see `NAT_SCRATCH`).
     let req = unsafe { &mut (*sc).req };
     req.key = *key;
     req.rev = RevNat {
@@ -609,7 +610,7 @@ extern "C" fn try_port(index: u64, state: *mut c_void) -> i64 {
 /// unless `own_socket_ok` (the node's connection keeping its own port).
 #[inline(always)]
 fn claim(ctx: &TcContext, sc: *mut NatScratch, port: u16, own_socket_ok: bool) -> Claim {
-    // SAFETY: the per-CPU scratch slot (see `maps::NAT_SCRATCH`): the
+    // SAFETY: the per-CPU scratch slot (see `NAT_SCRATCH`): the
     // request is only read here, `claim_rkey` written once before use.
     let (req, rkey) = unsafe {
         let req = &(*sc).req;
@@ -766,7 +767,7 @@ pub fn rev_snat(ctx: &TcContext, f: &Flow) -> Result<Option<[u8; 4]>, Stat> {
             // The connection entry was evicted: re-create it from its
             // reverse entry, same mapping (I1 from the reply side).
             let sc = scratch()?;
-            // SAFETY: the per-CPU scratch slot (see `maps::NAT_SCRATCH`).
+            // SAFETY: the per-CPU scratch slot (see `NAT_SCRATCH`).
             let e = unsafe { &mut (*sc).entry };
             if conntrack::open(e, f, &seg, true, (rkey.daddr, rkey.dport), node, now).is_err() {
                 return Ok(None);
@@ -802,3 +803,11 @@ pub fn rev_snat(ctx: &TcContext, f: &Flow) -> Result<Option<[u8; 4]>, Stat> {
     l4_addr(ctx, f, f.daddr, rev.addr)?;
     Ok(Some(rev.addr))
 }
+
+/// Per-CPU scratch space of the NAT path (`nat.rs`): a new connection
+/// entry and the port allocation request, too large for the 512-byte BPF
+/// stack next to the rest of the walk. A program runs to completion on its
+/// CPU with bottom halves off (TC ingress in softirq, TC egress under
+/// `rcu_read_lock_bh`), so no other user of the slot interleaves.
+#[btf_map(name = "nat_scratch")]
+pub static NAT_SCRATCH: PerCpuArray<NatScratch, 1> = PerCpuArray::new();

@@ -11,7 +11,8 @@ use anyhow::{Context as _, Result};
 
 use super::{Results, Spread, SummaryRow};
 use crate::{
-    figures::{Better, Figure, thousands},
+    condition::thousands,
+    figures::{Better, Figure},
     topology::{Scenario, SetupKind},
 };
 

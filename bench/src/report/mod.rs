@@ -12,7 +12,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    figures::{Better, Condition, Figure, Values},
+    condition::Condition,
+    figures::{Better, Figure, Values},
     machine::Machine,
     metrics::memory::Memory,
     topology::{Scenario, SetupKind},

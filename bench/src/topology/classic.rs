@@ -35,7 +35,7 @@ use rtnetlink::{LinkBridge, LinkUnspec};
 
 use super::{Endpoints, Scenario, Setup, SetupKind};
 use crate::{
-    figures::thousands,
+    condition::thousands,
     ns::{self, Names},
 };
 

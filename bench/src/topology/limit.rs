@@ -18,7 +18,7 @@ use netpath::sys::{netlink::Netlink, netns::Netns};
 
 use super::{Endpoints, Scenario, Setup, SetupKind};
 use crate::{
-    figures::Condition,
+    condition::Condition,
     ns::{self, Names},
 };
 

@@ -107,7 +107,7 @@ pub trait Setup: Send {
 
     /// Whether the setup is measured under `condition` (`Err`: why not; no
     /// samples then).
-    fn applies(&self, _condition: crate::figures::Condition) -> Result<(), String> {
+    fn applies(&self, _condition: crate::condition::Condition) -> Result<(), String> {
         Ok(())
     }
 

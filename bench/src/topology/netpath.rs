@@ -21,7 +21,7 @@ use netpath::{
 
 use super::{BpfPins, Endpoints, Scenario, Setup, SetupKind};
 use crate::{
-    figures::thousands,
+    condition::thousands,
     ns::{self, Names},
 };
 
