@@ -8,6 +8,7 @@
 mod cmd;
 mod fuzz;
 mod lint;
+mod release_bin;
 mod syspkgs;
 mod toolchain;
 
@@ -298,60 +299,18 @@ impl Drop for IgnoreSigint {
 }
 
 fn bench(args: &[String]) -> Result<i32> {
-    let tc = toolchain::bootstrap(Missing::Fail)?;
-    check_kernel()?;
-
-    let mut cargo = tc.cargo();
-    cargo.args([
-        "build",
-        "--release",
-        "--package",
-        "netpath-bench",
-        "--bin",
-        "netpath-bench",
-    ]);
-    let code = cargo_status(&mut cargo)?;
-    if code != 0 {
-        return Ok(code);
-    }
-
-    let binary = tc.target_dir().join("release").join("netpath-bench");
-    let mut bench = if cmd::is_root() {
-        Command::new(&binary)
-    } else {
-        require_sudo("the benchmarks (namespaces, iptables inside them, BPF programs)")?;
-        let mut sudo = Command::new("sudo");
-        sudo.arg("-E").arg(&binary);
-        sudo
-    };
     // The report quotes the command that produced it.
     let mut shown = String::from("cargo xtask bench");
     if !args.is_empty() {
         shown.push_str(" -- ");
         shown.push_str(&args.join(" "));
     }
-    bench
-        .args(args)
-        .env("PATH", tc.path_env())
-        .env("NETPATH_BENCH_COMMAND", shown)
-        .current_dir(&tc.workspace);
-    println!("xtask: {}", cmd::display(&bench));
-
-    let fix = format!(
-        "build it with `cargo build --release -p netpath-bench` and run {} as root",
-        binary.display()
-    );
-    let mut child = bench.spawn().map_err(|e| {
-        cmd::step_error(
-            "run netpath-bench",
-            &bench,
-            &format!("could not start: {e}"),
-            &fix,
-        )
-    })?;
-    // As for `run`: the bench handles Ctrl-C (removes its namespaces) and
-    // xtask waits for it.
-    let _sigint = IgnoreSigint::new();
-    let status = child.wait().context("wait for netpath-bench")?;
-    Ok(cmd::exit_code(status))
+    // The bench handles Ctrl-C (removes its namespaces) and xtask waits.
+    release_bin::ReleaseBin {
+        package: "netpath-bench",
+        bin: "netpath-bench",
+        root_for: "the benchmarks (namespaces, iptables inside them, BPF programs)",
+        env: vec![("NETPATH_BENCH_COMMAND", shown.into())],
+    }
+    .run(args)
 }
