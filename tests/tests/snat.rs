@@ -990,3 +990,83 @@ fn the_daemon_collects_expired_connections_and_reapplies_on_reload() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The connections and reverse NAT entries of `addr` (as original source,
+/// or as where a reply leads back to).
+fn entries_of(node: &TestNode, addr: Ipv4Addr) -> (Vec<CtKey>, Vec<(CtKey, RevNat)>) {
+    let maps = node.maps();
+    let conns = maps
+        .conntrack()
+        .unwrap()
+        .into_iter()
+        .filter(|(k, _)| k.saddr == addr.octets())
+        .map(|(k, _)| k)
+        .collect();
+    let revs = maps
+        .revnat()
+        .unwrap()
+        .into_iter()
+        .filter(|(_, r)| r.addr == addr.octets())
+        .collect();
+    (conns, revs)
+}
+
+#[test]
+fn a_deleted_pods_connections_are_purged_and_its_address_starts_clean() {
+    let mut node = snat_node("purge", &["red", "blue"]);
+    node.apply().expect("apply");
+    let red = node.pod_ns("red");
+    let red_addr = node.pod_addr("red");
+    let blue_addr = node.pod_addr("blue");
+
+    // Live flows of red: a TCP connection held open, a replied UDP flow,
+    // and one of blue's, which must survive red's deletion.
+    let server = tcp_echo_server(&node.lab.lan_netns, LAN, 8093, 1);
+    let mut stream = tcp_connect(&red, LAN, 8093, None).expect("connect");
+    assert_eq!(tcp_exchange(&mut stream, b"hold").unwrap(), b"hold");
+    let udp_server = udp_echo_server(&node.lab.lan_netns, LAN, 5393, 2);
+    udp_roundtrip(&red, LAN, 5393, b"u".to_vec()).expect("UDP from red");
+    udp_roundtrip(&node.pod_ns("blue"), LAN, 5393, b"b".to_vec()).expect("UDP from blue");
+    udp_server.join().unwrap();
+    let (conns, revs) = entries_of(&node, red_addr);
+    assert!(
+        conns.len() >= 2 && revs.len() >= 2,
+        "red's flows are tracked: {conns:?} {revs:?}"
+    );
+    let (blue_conns, blue_revs) = entries_of(&node, blue_addr);
+    assert!(!blue_conns.is_empty() && !blue_revs.is_empty());
+
+    // Red is deleted (an apply without it) while its connection is open.
+    node.config.pods.retain(|p| p.name != "red");
+    node.apply().expect("apply without red");
+    let (conns, revs) = entries_of(&node, red_addr);
+    assert!(
+        conns.is_empty() && revs.is_empty(),
+        "a deleted pod's entries are purged: {conns:?} {revs:?}"
+    );
+    assert_eq!(
+        entries_of(&node, blue_addr),
+        (blue_conns, blue_revs),
+        "another pod's entries are untouched"
+    );
+    drop(stream);
+    let _ = server.join();
+
+    // A new pod given red's address inherits nothing: before its first
+    // packet no connection of its address is listed.
+    let mut green = pod("green");
+    green.address = Some(red_addr);
+    node.config.pods.push(green);
+    node.apply().expect("apply with green at red's address");
+    assert_eq!(node.pod_addr("green"), red_addr);
+    let listed: Vec<_> = conntrack::list(&node.maps())
+        .unwrap()
+        .into_iter()
+        .filter(|c| *c.source().ip() == red_addr)
+        .collect();
+    assert!(listed.is_empty(), "green inherits {listed:?}");
+    let (conns, revs) = entries_of(&node, red_addr);
+    assert!(conns.is_empty() && revs.is_empty(), "{conns:?} {revs:?}");
+    // And it works from its first packet.
+    assert_eq!(ping(&node.pod_ns("green"), LAN, 2), 2);
+}

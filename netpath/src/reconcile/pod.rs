@@ -25,6 +25,7 @@ use netpath_common::Endpoint;
 
 use super::{error::StepError, failpoint::failpoint, node::Node, undo::Undo};
 use crate::{
+    conntrack::{self, PurgeReport},
     datapath::{Datapath, NodeMaps, PinDir, remove_pin},
     resolve::PodNetns,
     state::PodState,
@@ -147,8 +148,9 @@ pub async fn create_pod(
 }
 
 /// Removes `pod`: its endpoint, its pinned link, its host-side interface
-/// (which takes the pod side with it) and, if netpath owns it, its
-/// namespace. What cannot be reached is skipped: no maps (`maps` is
+/// (which takes the pod side with it), its connections and reverse NAT
+/// entries (a pod given its address later inherits none of them) and, if
+/// netpath owns it, its namespace. What cannot be reached is skipped: no maps (`maps` is
 /// `None`), or no node namespace any more (`nl` is `None`). A namespace
 /// netpath was given is never deleted.
 pub async fn delete_pod(
@@ -157,7 +159,8 @@ pub async fn delete_pod(
     pins: &PinDir,
     pod: &PodState,
 ) -> Result<(), StepError> {
-    if let Some(maps) = maps {
+    let mut maps = maps;
+    if let Some(maps) = maps.as_deref_mut() {
         maps.remove_endpoint(pod.address)?;
     }
     remove_pin(&pins.ingress_link(&pod.host_ifname))?;
@@ -166,6 +169,18 @@ pub async fn delete_pod(
     {
         // ip link del HOST (takes the pod side with it)
         nl.delete_link(link.index).await?;
+    }
+    if let Some(maps) = maps {
+        // After the interface: no packet of the pod can re-create an entry.
+        let purged = conntrack::purge_address(maps, pod.address)?;
+        if purged != PurgeReport::default() {
+            log::info!(
+                "pod at {}: {} connections and {} reverse NAT entries removed",
+                pod.address,
+                purged.connections,
+                purged.reverse
+            );
+        }
     }
     if let PodNetns::Owned(name) = &pod.netns {
         // ip netns del POD
