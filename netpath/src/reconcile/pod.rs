@@ -7,7 +7,8 @@
 //!
 //! ```text
 //! ip netns add demo-red                      (only for a namespace netpath owns)
-//! ip -n NODE link add np-red type veth peer name eth0 netns demo-red
+//! ip -n NODE link add np-red mtu MTU type veth peer name eth0 mtu MTU netns demo-red
+//!                                            (MTU: the uplink's, else 1500)
 //! ip -n demo-red addr add 10.200.0.2/32 dev eth0 ; ip -n demo-red link set eth0 up
 //! ip -n demo-red route add 10.200.0.1 dev eth0 scope link
 //! ip -n demo-red route add default via 10.200.0.1 dev eth0 onlink
@@ -36,8 +37,8 @@ use crate::{
 };
 
 /// Whether every piece of a built pod is still there: its namespace, its
-/// host-side interface, its pinned link and its endpoint (with that
-/// interface's index).
+/// host-side interface (with the pod's MTU), its pinned link and its
+/// endpoint (with that interface's index).
 pub async fn pod_healthy(
     node: &Node,
     endpoints: &BTreeMap<Ipv4Addr, Endpoint>,
@@ -49,6 +50,9 @@ pub async fn pod_healthy(
     let Some(link) = node.nl.link_by_name(&pod.host_ifname).await? else {
         return Ok(false);
     };
+    if link.mtu != pod.mtu {
+        return Ok(false);
+    }
     Ok(endpoints
         .get(&pod.address)
         .is_some_and(|ep| ep.ifindex == link.index))
@@ -74,7 +78,8 @@ pub async fn create_pod(
         PodNetns::Given { path } => Netns::open_path(path)?,
     };
     // ip link add HOST type veth peer name eth0 netns POD
-    nl.add_veth(&pod.host_ifname, &pod.ifname, &pod_ns).await?;
+    nl.add_veth_mtu(&pod.host_ifname, &pod.ifname, &pod_ns, Some(pod.mtu))
+        .await?;
     undo.push(Undo::DeleteLink {
         ifname: pod.host_ifname.clone(),
     });
