@@ -727,7 +727,8 @@ fn a_second_apply_with_routes_and_masquerade_changes_nothing() {
     node.config.conntrack.udp_timeout = 7;
     let first = node.apply().expect("first apply");
     assert!(first.programs_loaded);
-    assert_eq!(first.uplinks_attached, vec!["uplink0"]);
+    // uplink0 for masquerade and its default route, uplink1 for its route.
+    assert_eq!(first.uplinks_attached, vec!["uplink0", "uplink1"]);
     let before = datapath_snapshot(&node);
     let settings = node.maps().settings().unwrap();
     assert_eq!(
@@ -760,11 +761,23 @@ fn a_second_apply_with_routes_and_masquerade_changes_nothing() {
     );
     assert_eq!(after.masq, before.masq);
 
-    // Without masquerade rules np_from_uplink leaves the uplink.
+    // Without masquerade rules np_from_uplink stays where routes lead
+    // (replies to the pods' own addresses come back there), and leaves an
+    // interface nothing uses any more.
     node.config.masquerade.clear();
     let fourth = node.apply().expect("apply without masquerade");
-    assert_eq!(fourth.uplinks_detached, vec!["uplink0"]);
+    assert!(fourth.uplinks_detached.is_empty(), "{fourth:?}");
     assert!(node.maps().masq().unwrap().is_empty());
+    assert_eq!(
+        reconcile::uplinks(node.instance()).unwrap(),
+        BTreeSet::from(["uplink0".to_owned(), "uplink1".to_owned()])
+    );
+    node.config.routes.clear();
+    let fifth = node.apply().expect("apply without the route via uplink1");
+    assert_eq!(fifth.uplinks_detached, vec!["uplink1"]);
+    node.config.node.uplink.as_mut().unwrap().gateway = None;
+    let sixth = node.apply().expect("apply without routes");
+    assert_eq!(sixth.uplinks_detached, vec!["uplink0"]);
     assert!(
         !PinDir::for_instance(node.instance())
             .ingress_link("uplink0")
@@ -1069,4 +1082,52 @@ fn a_deleted_pods_connections_are_purged_and_its_address_starts_clean() {
     assert!(conns.is_empty() && revs.is_empty(), "{conns:?} {revs:?}");
     // And it works from its first packet.
     assert_eq!(ping(&node.pod_ns("green"), LAN, 2), 2);
+}
+
+#[test]
+fn a_route_without_masquerade_gets_its_replies_back_to_the_pods_own_address() {
+    let mut node = TestNode::new("nomasq", &["red"]);
+    node.add_router();
+    let routed = node.routed.clone().unwrap();
+    node.config.routes.push(RouteConfig {
+        dst: "192.168.70.0/24".parse().unwrap(),
+        via: Some(routed.router_addr.addr()),
+        dev: Some("uplink1".into()),
+    });
+    let report = node.apply().expect("apply");
+    assert!(node.maps().masq().unwrap().is_empty());
+    assert_eq!(
+        report.uplinks_attached,
+        vec!["uplink1"],
+        "np_from_uplink goes where a route leads"
+    );
+    // The far side routes the pod CIDR back through the node.
+    run_in_ns(
+        &routed.router_netns,
+        "ip",
+        &["route", "add", "10.200.0.0/24", "via", &NODE1.to_string()],
+    );
+    let red = node.pod_ns("red");
+    let red_addr = node.pod_addr("red");
+    let delivered = stat(&node, Stat::FwdLocalPod);
+
+    let watch = IcmpWatch::start(&routed.far_netns);
+    assert_eq!(ping(&red, FAR, 3), 3, "ping red -> far host, routed");
+    assert_eq!(
+        watch.stop().into_iter().collect::<BTreeSet<_>>(),
+        BTreeSet::from([red_addr]),
+        "the far host sees the pod's own address"
+    );
+    let server = udp_echo_server(&routed.far_netns, FAR, 9011, 1);
+    let got = udp_roundtrip(&red, FAR, 9011, b"routed".to_vec());
+    assert_eq!(got.expect("UDP pod -> far host"), b"routed");
+    assert_eq!(
+        peer_ips(&server.join().unwrap()),
+        BTreeSet::from([IpAddr::V4(red_addr)])
+    );
+    // The replies came through the datapath, not the node's stack, and
+    // left no connection state behind.
+    assert!(stat(&node, Stat::FwdLocalPod) >= delivered + 4);
+    assert!(conntrack::list(&node.maps()).unwrap().is_empty());
+    assert_kernel_does_not_forward(&node);
 }
