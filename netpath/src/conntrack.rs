@@ -242,6 +242,55 @@ pub fn gc(maps: &mut NodeMaps, now_ns: u64) -> Result<GcReport, MapsError> {
     Ok(report)
 }
 
+/// What [`purge_address`] deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PurgeReport {
+    /// Connections whose original source was the address.
+    pub connections: usize,
+    /// Reverse entries that led back to the address.
+    pub reverse: usize,
+}
+
+/// Deletes every connection whose original source is `addr` and every
+/// reverse entry that leads back to `addr`: what a deleted pod leaves, so
+/// that the next pod given its address inherits none of it (issue 8,
+/// item 7). Called once the pod's interface is gone (no packet of it can
+/// re-create an entry).
+///
+/// Ownership-checked (I4): the node's own connections (`NODE`) are never
+/// touched, a reverse entry is deleted only if, on a fresh read, it still
+/// leads back to `addr`, and a connection only if it is still there with
+/// that source. The reverse entries go first: a reply arriving in between
+/// then finds no reverse entry (and is not delivered: the pod's endpoint is
+/// already gone) rather than one whose connection it could re-create.
+pub fn purge_address(maps: &mut NodeMaps, addr: Ipv4Addr) -> Result<PurgeReport, MapsError> {
+    let addr = addr.octets();
+    let mut report = PurgeReport::default();
+    for (reply, rev) in &maps.revnat()? {
+        if rev.addr != addr || rev.flags & ct_flags::NODE != 0 {
+            continue;
+        }
+        // Re-read: delete only if it still leads back to `addr`.
+        if maps
+            .revnat_entry(reply)?
+            .is_some_and(|r| r.addr == addr && r.flags & ct_flags::NODE == 0)
+        {
+            maps.remove_revnat(reply)?;
+            report.reverse += 1;
+        }
+    }
+    for (orig, entry) in &maps.conntrack()? {
+        if orig.saddr != addr || entry.flags & ct_flags::NODE != 0 {
+            continue;
+        }
+        if maps.conntrack_entry(orig)?.is_some() {
+            maps.remove_conntrack(orig)?;
+            report.connections += 1;
+        }
+    }
+    Ok(report)
+}
+
 /// Whether the reverse entry `rev` at `reply` is owned by nothing, from a
 /// fresh read of the connection it leads back to. (A connection that maps
 /// here but expired owns it until the first loop deletes both.)

@@ -33,6 +33,9 @@ use crate::{
 /// The interface name inside a pod netpath builds from a configuration.
 pub const POD_IFNAME: &str = "eth0";
 
+/// The MTU of a pod's veth when the node has no uplink (Ethernet's).
+pub const DEFAULT_POD_MTU: u32 = 1500;
+
 /// Everything one node should be, derived from its configuration once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DesiredNode {
@@ -225,6 +228,17 @@ impl DesiredNode {
             settings,
             conntrack_max: ct.max_entries,
             gc_interval: Duration::from_secs(u64::from(ct.gc_interval)),
+        }
+    }
+
+    /// The MTU of every pod's veth (both ends): the uplink's, `uplink_mtu`
+    /// as read on the node (the pods' traffic leaves through it, so a
+    /// larger pod MTU would only make the datapath answer "fragmentation
+    /// needed"), or [`DEFAULT_POD_MTU`] when the node has no uplink.
+    pub fn pod_mtu(&self, uplink_mtu: Option<u32>) -> u32 {
+        match (&self.uplink, uplink_mtu) {
+            (Some(_), Some(mtu)) if mtu > 0 => mtu,
+            _ => DEFAULT_POD_MTU,
         }
     }
 

@@ -50,18 +50,27 @@ pub struct PodState {
     #[serde(default = "default_ifname", skip_serializing_if = "is_default_ifname")]
     pub ifname: String,
     pub address: Ipv4Addr,
+    /// The MTU of both ends of the veth (state files of earlier versions,
+    /// which have none, built pods with the default).
+    #[serde(default = "default_mtu")]
+    pub mtu: u32,
 }
 
 impl PodState {
-    /// The state of `pod` built with `address`.
-    pub fn new(pod: &DesiredPod, address: Ipv4Addr) -> Self {
+    /// The state of `pod` built with `address` and veth MTU `mtu`.
+    pub fn new(pod: &DesiredPod, address: Ipv4Addr, mtu: u32) -> Self {
         Self {
             netns: pod.netns.clone(),
             host_ifname: pod.host_ifname.clone(),
             ifname: pod.ifname.clone(),
             address,
+            mtu,
         }
     }
+}
+
+fn default_mtu() -> u32 {
+    crate::resolve::DEFAULT_POD_MTU
 }
 
 fn default_ifname() -> String {

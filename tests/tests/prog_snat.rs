@@ -446,3 +446,77 @@ fn the_ttl_of_routed_packets_is_checked() {
     assert_eq!(verdict, TC_ACT_SHOT);
     assert_eq!(packets(&mut dp, Stat::DropTtlExceeded), 1);
 }
+
+/// A host behind a router, with a route back to the pod CIDR through the
+/// node (no masquerade on its way).
+const FAR: Ipv4Addr = Ipv4Addr::new(192, 168, 70, 2);
+/// The node's interface towards that router.
+const ROUTER_IFINDEX: u32 = 21;
+
+/// `b` through `np_from_uplink`, arriving on interface `ifindex`.
+fn from_uplink_on(dp: &Datapath, b: &Ipv4Builder, ifindex: u32) -> (u32, Vec<u8>) {
+    packet::test_run_ctx(
+        dp.from_uplink_program(),
+        &b.build(),
+        SkbCtx::ingress(ifindex),
+    )
+}
+
+#[test]
+fn an_untranslated_packet_over_a_route_without_masquerade_is_routed_to_the_pod() {
+    let mut dp = datapath(10, |_| {});
+    let router = RouteNextHop {
+        ifindex: ROUTER_IFINDEX,
+        via: [192, 168, 60, 1],
+    };
+    dp.maps()
+        .sync_routes(&[
+            (
+                "0.0.0.0/0".parse().unwrap(),
+                RouteNextHop {
+                    ifindex: UPLINK_IFINDEX,
+                    via: LAN.octets(),
+                },
+            ),
+            ("192.168.70.0/24".parse().unwrap(), router),
+        ])
+        .unwrap();
+    let udp = Ipv4Builder::udp((FAR, 5000), (POD_A, 7000));
+    let echo = Ipv4Builder::icmp(FAR, POD_A, icmp_echo(0, 9, 1));
+    for (b, dport_or_id) in [(&udp, 7000), (&echo, 9)] {
+        let (verdict, out) = from_uplink_on(&dp, b, ROUTER_IFINDEX);
+        assert_eq!(verdict, TC_ACT_REDIRECT);
+        // TTL − 1 (IP checksum updated), the pod's MACs, nothing else.
+        assert_eq!(out, delivered(b, (POD_A, dport_or_id)));
+    }
+    assert_eq!(packets(&mut dp, Stat::FwdLocalPod), 2);
+    assert!(
+        conntrack(&mut dp).is_empty(),
+        "no state for a routed packet"
+    );
+
+    // An expiring TTL is a counted drop, as for any forwarded packet.
+    let mut last_hop = udp.clone();
+    last_hop.ttl = 1;
+    assert_eq!(
+        from_uplink_on(&dp, &last_hop, ROUTER_IFINDEX).0,
+        TC_ACT_SHOT
+    );
+    assert_eq!(packets(&mut dp, Stat::DropTtlExceeded), 1);
+
+    // To the node's stack, untouched: an address no pod holds; the same
+    // packet on another interface than the route's (reverse path); a
+    // source the pods reach behind a masquerade rule (only translated
+    // replies reach a pod there).
+    let nobody = Ipv4Builder::udp((FAR, 5000), (Ipv4Addr::new(10, 200, 0, 9), 7000));
+    let from_lan = Ipv4Builder::udp((LAN, 5000), (POD_A, 7000));
+    for (b, ifindex) in [
+        (&nobody, ROUTER_IFINDEX),
+        (&udp, UPLINK_IFINDEX),
+        (&from_lan, UPLINK_IFINDEX),
+    ] {
+        let frame = b.build();
+        assert_eq!(from_uplink_on(&dp, b, ifindex), (TC_ACT_OK, frame));
+    }
+    assert_eq!(packets(&mut dp, Stat::FwdLocalPod), 2);
+}

@@ -727,7 +727,8 @@ fn a_second_apply_with_routes_and_masquerade_changes_nothing() {
     node.config.conntrack.udp_timeout = 7;
     let first = node.apply().expect("first apply");
     assert!(first.programs_loaded);
-    assert_eq!(first.uplinks_attached, vec!["uplink0"]);
+    // uplink0 for masquerade and its default route, uplink1 for its route.
+    assert_eq!(first.uplinks_attached, vec!["uplink0", "uplink1"]);
     let before = datapath_snapshot(&node);
     let settings = node.maps().settings().unwrap();
     assert_eq!(
@@ -760,11 +761,23 @@ fn a_second_apply_with_routes_and_masquerade_changes_nothing() {
     );
     assert_eq!(after.masq, before.masq);
 
-    // Without masquerade rules np_from_uplink leaves the uplink.
+    // Without masquerade rules np_from_uplink stays where routes lead
+    // (replies to the pods' own addresses come back there), and leaves an
+    // interface nothing uses any more.
     node.config.masquerade.clear();
     let fourth = node.apply().expect("apply without masquerade");
-    assert_eq!(fourth.uplinks_detached, vec!["uplink0"]);
+    assert!(fourth.uplinks_detached.is_empty(), "{fourth:?}");
     assert!(node.maps().masq().unwrap().is_empty());
+    assert_eq!(
+        reconcile::uplinks(node.instance()).unwrap(),
+        BTreeSet::from(["uplink0".to_owned(), "uplink1".to_owned()])
+    );
+    node.config.routes.clear();
+    let fifth = node.apply().expect("apply without the route via uplink1");
+    assert_eq!(fifth.uplinks_detached, vec!["uplink1"]);
+    node.config.node.uplink.as_mut().unwrap().gateway = None;
+    let sixth = node.apply().expect("apply without routes");
+    assert_eq!(sixth.uplinks_detached, vec!["uplink0"]);
     assert!(
         !PinDir::for_instance(node.instance())
             .ingress_link("uplink0")
@@ -989,4 +1002,132 @@ fn the_daemon_collects_expired_connections_and_reapplies_on_reload() {
         "traffic flows without the daemon"
     );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The connections and reverse NAT entries of `addr` (as original source,
+/// or as where a reply leads back to).
+fn entries_of(node: &TestNode, addr: Ipv4Addr) -> (Vec<CtKey>, Vec<(CtKey, RevNat)>) {
+    let maps = node.maps();
+    let conns = maps
+        .conntrack()
+        .unwrap()
+        .into_iter()
+        .filter(|(k, _)| k.saddr == addr.octets())
+        .map(|(k, _)| k)
+        .collect();
+    let revs = maps
+        .revnat()
+        .unwrap()
+        .into_iter()
+        .filter(|(_, r)| r.addr == addr.octets())
+        .collect();
+    (conns, revs)
+}
+
+#[test]
+fn a_deleted_pods_connections_are_purged_and_its_address_starts_clean() {
+    let mut node = snat_node("purge", &["red", "blue"]);
+    node.apply().expect("apply");
+    let red = node.pod_ns("red");
+    let red_addr = node.pod_addr("red");
+    let blue_addr = node.pod_addr("blue");
+
+    // Live flows of red: a TCP connection held open, a replied UDP flow,
+    // and one of blue's, which must survive red's deletion.
+    let server = tcp_echo_server(&node.lab.lan_netns, LAN, 8093, 1);
+    let mut stream = tcp_connect(&red, LAN, 8093, None).expect("connect");
+    assert_eq!(tcp_exchange(&mut stream, b"hold").unwrap(), b"hold");
+    let udp_server = udp_echo_server(&node.lab.lan_netns, LAN, 5393, 2);
+    udp_roundtrip(&red, LAN, 5393, b"u".to_vec()).expect("UDP from red");
+    udp_roundtrip(&node.pod_ns("blue"), LAN, 5393, b"b".to_vec()).expect("UDP from blue");
+    udp_server.join().unwrap();
+    let (conns, revs) = entries_of(&node, red_addr);
+    assert!(
+        conns.len() >= 2 && revs.len() >= 2,
+        "red's flows are tracked: {conns:?} {revs:?}"
+    );
+    let (blue_conns, blue_revs) = entries_of(&node, blue_addr);
+    assert!(!blue_conns.is_empty() && !blue_revs.is_empty());
+
+    // Red is deleted (an apply without it) while its connection is open.
+    node.config.pods.retain(|p| p.name != "red");
+    node.apply().expect("apply without red");
+    let (conns, revs) = entries_of(&node, red_addr);
+    assert!(
+        conns.is_empty() && revs.is_empty(),
+        "a deleted pod's entries are purged: {conns:?} {revs:?}"
+    );
+    assert_eq!(
+        entries_of(&node, blue_addr),
+        (blue_conns, blue_revs),
+        "another pod's entries are untouched"
+    );
+    drop(stream);
+    let _ = server.join();
+
+    // A new pod given red's address inherits nothing: before its first
+    // packet no connection of its address is listed.
+    let mut green = pod("green");
+    green.address = Some(red_addr);
+    node.config.pods.push(green);
+    node.apply().expect("apply with green at red's address");
+    assert_eq!(node.pod_addr("green"), red_addr);
+    let listed: Vec<_> = conntrack::list(&node.maps())
+        .unwrap()
+        .into_iter()
+        .filter(|c| *c.source().ip() == red_addr)
+        .collect();
+    assert!(listed.is_empty(), "green inherits {listed:?}");
+    let (conns, revs) = entries_of(&node, red_addr);
+    assert!(conns.is_empty() && revs.is_empty(), "{conns:?} {revs:?}");
+    // And it works from its first packet.
+    assert_eq!(ping(&node.pod_ns("green"), LAN, 2), 2);
+}
+
+#[test]
+fn a_route_without_masquerade_gets_its_replies_back_to_the_pods_own_address() {
+    let mut node = TestNode::new("nomasq", &["red"]);
+    node.add_router();
+    let routed = node.routed.clone().unwrap();
+    node.config.routes.push(RouteConfig {
+        dst: "192.168.70.0/24".parse().unwrap(),
+        via: Some(routed.router_addr.addr()),
+        dev: Some("uplink1".into()),
+    });
+    let report = node.apply().expect("apply");
+    assert!(node.maps().masq().unwrap().is_empty());
+    assert_eq!(
+        report.uplinks_attached,
+        vec!["uplink1"],
+        "np_from_uplink goes where a route leads"
+    );
+    // The far side routes the pod CIDR back through the node.
+    run_in_ns(
+        &routed.router_netns,
+        "ip",
+        &["route", "add", "10.200.0.0/24", "via", &NODE1.to_string()],
+    );
+    let red = node.pod_ns("red");
+    let red_addr = node.pod_addr("red");
+    let delivered = stat(&node, Stat::FwdLocalPod);
+
+    let watch = IcmpWatch::start(&routed.far_netns);
+    assert_eq!(ping(&red, FAR, 3), 3, "ping red -> far host, routed");
+    assert_eq!(
+        watch.stop().into_iter().collect::<BTreeSet<_>>(),
+        BTreeSet::from([red_addr]),
+        "the far host sees the pod's own address"
+    );
+    let server = udp_echo_server(&routed.far_netns, FAR, 9011, 1);
+    let got = udp_roundtrip(&red, FAR, 9011, b"routed".to_vec());
+    assert_eq!(got.expect("UDP pod -> far host"), b"routed");
+    assert_eq!(
+        peer_ips(&server.join().unwrap()),
+        BTreeSet::from([IpAddr::V4(red_addr)])
+    );
+    // The replies came through the datapath, not the node's stack, and
+    // left no connection state behind.
+    assert!(stat(&node, Stat::FwdLocalPod) >= delivered + 4);
+    assert!(conntrack::list(&node.maps()).unwrap().is_empty());
+    assert_kernel_does_not_forward(&node);
 }

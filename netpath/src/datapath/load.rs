@@ -3,8 +3,15 @@
 
 use std::path::{Path, PathBuf};
 
-use aya::{Ebpf, EbpfLoader, programs::SchedClassifier};
-use netpath_common::{maps, progs};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{MapType, lpm_trie::Key as LpmKey},
+    programs::SchedClassifier,
+};
+use netpath_common::{
+    Counter, CtEntry, CtKey, Endpoint, EndpointKey, MasqKey, MasqRule, NodeSettings, RevNat,
+    RouteKey, RouteNextHop, STAT_COUNT, maps, progs,
+};
 
 use super::{
     error::DatapathError,
@@ -61,6 +68,105 @@ const ALL_MAPS: [&str; 7] = [
     maps::REVNAT,
 ];
 
+/// The layout a pinned map must have to be reused: what the kernel
+/// reports of it (`bpf_map_info`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MapLayout {
+    pub map_type: MapType,
+    pub key_size: u32,
+    pub value_size: u32,
+    pub max_entries: u32,
+}
+
+impl MapLayout {
+    const fn new<K, V>(map_type: MapType, max_entries: u32) -> Self {
+        Self {
+            map_type,
+            key_size: size_of::<K>() as u32,
+            value_size: size_of::<V>() as u32,
+            max_entries,
+        }
+    }
+
+    /// The layout of a pinned map, as the kernel reports it.
+    fn of(info: &aya::maps::MapInfo) -> Self {
+        Self {
+            map_type: info.map_type().unwrap_or(MapType::Unspecified),
+            key_size: info.key_size(),
+            value_size: info.value_size(),
+            max_entries: info.max_entries(),
+        }
+    }
+}
+
+/// The layout the object expects of each map of [`ALL_MAPS`] (the types of
+/// `netpath-ebpf/src/maps.rs`); the connection table and the reverse NAT
+/// map are sized by `conntrack_max`.
+pub fn expected_layouts(conntrack_max: u32) -> [(&'static str, MapLayout); 7] {
+    [
+        (
+            maps::ENDPOINTS,
+            MapLayout::new::<EndpointKey, Endpoint>(MapType::Hash, maps::ENDPOINTS_MAX),
+        ),
+        (
+            maps::STATS,
+            MapLayout::new::<u32, Counter>(MapType::PerCpuArray, STAT_COUNT),
+        ),
+        (
+            maps::ROUTES,
+            MapLayout::new::<LpmKey<RouteKey>, RouteNextHop>(MapType::LpmTrie, maps::ROUTES_MAX),
+        ),
+        (
+            maps::MASQ,
+            MapLayout::new::<LpmKey<MasqKey>, MasqRule>(MapType::LpmTrie, maps::MASQ_MAX),
+        ),
+        (
+            maps::SETTINGS,
+            MapLayout::new::<u32, NodeSettings>(MapType::Array, 1),
+        ),
+        (
+            maps::CONNTRACK,
+            MapLayout::new::<CtKey, CtEntry>(MapType::LruHash, conntrack_max),
+        ),
+        (
+            maps::REVNAT,
+            MapLayout::new::<CtKey, RevNat>(MapType::Hash, maps::revnat_max(conntrack_max)),
+        ),
+    ]
+}
+
+/// What differs between a pinned map's layout and the expected one, one
+/// phrase per field (`value size 48 → 56`); empty when the pin can be
+/// reused.
+pub fn layout_changes(pinned: &MapLayout, expected: &MapLayout) -> Vec<String> {
+    let mut out = Vec::new();
+    if pinned.map_type != expected.map_type {
+        out.push(format!(
+            "type {:?} → {:?}",
+            pinned.map_type, expected.map_type
+        ));
+    }
+    for (what, have, want) in [
+        ("key size", pinned.key_size, expected.key_size),
+        ("value size", pinned.value_size, expected.value_size),
+        ("max entries", pinned.max_entries, expected.max_entries),
+    ] {
+        if have != want {
+            out.push(format!("{what} {have} → {want}"));
+        }
+    }
+    out
+}
+
+/// What is lost when map `name` is recreated.
+fn loss(name: &str) -> &'static str {
+    if name == maps::CONNTRACK || name == maps::REVNAT {
+        "its entries cannot be read with the old layout: tracked connections are lost          (they get new mappings on their next packet)"
+    } else {
+        "the next apply refills it (counters restart from zero)"
+    }
+}
+
 /// Every program.
 const ALL_PROGS: [&str; 3] = [progs::FROM_POD, progs::FROM_UPLINK, progs::TO_UPLINK];
 
@@ -73,8 +179,11 @@ pub struct Datapath {
 
 impl Datapath {
     /// Loads the eBPF object and its programs into the kernel, reusing
-    /// pinned maps when they exist (a pinned connection table of another
-    /// size is replaced: its connections are lost, and a warning says so).
+    /// pinned maps when they exist and have the layout the object expects
+    /// (type, key and value size, size): a pinned map of another layout
+    /// (an older version's, or a connection table of another size) is
+    /// replaced, with a warning saying what changed and what is lost; pins
+    /// of maps this version no longer has are removed.
     pub fn load(opts: LoadOptions) -> Result<Self, DatapathError> {
         let mut loader = EbpfLoader::new();
         loader.override_global("AYA_LOG_LEVEL", &opts.log_level, false);
@@ -87,11 +196,13 @@ impl Datapath {
             }
             None => Vec::new(),
         };
+        if let Some(pins) = &opts.pins {
+            remove_stale_map_pins(pins)?;
+        }
+        let layouts = expected_layouts(opts.conntrack_max);
         for (name, path) in &map_pins {
-            if *name == maps::CONNTRACK {
-                drop_resized_pin(path, opts.conntrack_max)?;
-            } else if *name == maps::REVNAT {
-                drop_resized_pin(path, maps::revnat_max(opts.conntrack_max))?;
+            if let Some((_, want)) = layouts.iter().find(|(n, _)| n == name) {
+                drop_mismatched_pin(name, path, want)?;
             }
             loader.map_pin_path(name, path.as_path());
         }
@@ -174,20 +285,117 @@ pub fn pinned_logger(
     aya_log::EbpfLogger::init_from_id(id).map_err(|source| DatapathError::Logger { source })
 }
 
-/// Removes a pinned map whose size is not `max_entries` (aya would reuse it
-/// as it is).
-fn drop_resized_pin(path: &Path, max_entries: u32) -> Result<(), DatapathError> {
-    let Ok(map) = aya::maps::MapData::from_pin(path) else {
+/// Removes the pin of map `name` at `path` when its layout is not `want`
+/// (aya would reuse it as it is, and both sides would misread it), with a
+/// warning saying what changed and what is lost.
+fn drop_mismatched_pin(name: &str, path: &Path, want: &MapLayout) -> Result<(), DatapathError> {
+    if !path.exists() {
         return Ok(());
+    }
+    let changes = match aya::maps::MapData::from_pin(path).and_then(|m| m.info()) {
+        Ok(info) => layout_changes(&MapLayout::of(&info), want),
+        Err(e) => vec![format!("the pin cannot be read as a map ({e})")],
     };
-    let size = map.info().map_or(max_entries, |i| i.max_entries());
-    if size != max_entries {
+    if !changes.is_empty() {
         log::warn!(
-            "{}: size changes from {size} to {max_entries}; the table is recreated and \
-             its entries are lost",
-            path.display()
+            "map {name} ({}): layout changed ({}); the map is recreated and {}",
+            path.display(),
+            changes.join(", "),
+            loss(name)
         );
         remove_pin(path)?;
     }
     Ok(())
+}
+
+/// Removes every pin in `maps/` that is not one of [`ALL_MAPS`]: maps of
+/// older layouts (`stats_v1`, `settings_v2`, `conntrack_v1`, ...) that
+/// nothing uses any more.
+fn remove_stale_map_pins(pins: &PinDir) -> Result<(), DatapathError> {
+    let dir = pins.map("");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if !ALL_MAPS.contains(&name.as_ref()) {
+            log::warn!(
+                "map pin {}: not a map of this version (an older layout); removed",
+                entry.path().display()
+            );
+            remove_pin(&entry.path())?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout(name: &str) -> MapLayout {
+        expected_layouts(1000)
+            .into_iter()
+            .find(|(n, _)| *n == name)
+            .unwrap()
+            .1
+    }
+
+    #[test]
+    fn every_pinned_map_has_an_expected_layout() {
+        let layouts = expected_layouts(1000);
+        assert_eq!(layouts.map(|(n, _)| n), ALL_MAPS);
+        assert_eq!(layout(maps::CONNTRACK).max_entries, 1000);
+        assert_eq!(layout(maps::REVNAT).max_entries, maps::revnat_max(1000));
+        assert_eq!(layout(maps::ROUTES).key_size, 8, "prefix length + address");
+        assert_eq!(
+            layout(maps::CONNTRACK).value_size,
+            size_of::<CtEntry>() as u32
+        );
+    }
+
+    #[test]
+    fn the_same_layout_is_reused() {
+        for (_, l) in expected_layouts(1000) {
+            assert!(layout_changes(&l, &l).is_empty());
+        }
+    }
+
+    #[test]
+    fn each_changed_field_is_named() {
+        let want = layout(maps::STATS);
+        let mut old = want;
+        old.value_size -= 8;
+        assert_eq!(
+            layout_changes(&old, &want),
+            [format!(
+                "value size {} → {}",
+                want.value_size - 8,
+                want.value_size
+            )]
+        );
+        old.key_size = 8;
+        old.max_entries = 3;
+        old.map_type = MapType::Array;
+        let changes = layout_changes(&old, &want);
+        assert_eq!(changes.len(), 4, "{changes:?}");
+        assert!(changes[0].starts_with("type Array → PerCpuArray"));
+        assert!(changes[1].starts_with("key size 8 → 4"));
+        assert!(changes[3].starts_with("max entries 3 →"));
+        // A resized connection table is a change, too.
+        let mut resized = layout(maps::CONNTRACK);
+        resized.max_entries = 2000;
+        assert_eq!(
+            layout_changes(&resized, &layout(maps::CONNTRACK)),
+            ["max entries 2000 → 1000"]
+        );
+    }
+
+    #[test]
+    fn losing_the_connection_maps_says_connections_are_lost() {
+        assert!(loss(maps::CONNTRACK).contains("connections are lost"));
+        assert!(loss(maps::REVNAT).contains("connections are lost"));
+        assert!(!loss(maps::STATS).contains("connections"));
+    }
 }

@@ -10,18 +10,20 @@
 //!
 //! ```text
 //! maps/endpoints_v1   local pods          (bpftool map dump pinned ...)
-//! maps/stats_v1       per-CPU counters
+//! maps/stats_v3       per-CPU counters
 //! maps/routes_v1      declared routes (LPM)
 //! maps/masq_v1        masquerade rules (LPM on the source)
-//! maps/settings_v1    node settings (NAT port range, timeouts, ...)
-//! maps/conntrack_v1   translated connections (LRU)
-//! maps/revnat_v1      reverse NAT (LRU)
+//! maps/settings_v3    node settings (NAT port range, timeouts, ...)
+//! maps/conntrack_v2   translated connections (LRU)
+//! maps/revnat_v2      reverse NAT (hash)
 //! progs/np_from_pod   TC program on each pod's host-side veth
 //! progs/np_from_uplink  TC program on each uplink
 //! links/<ifname>_ingress  tcx link of a program on <ifname>
 //! ```
 //!
-//! Maps are reused from their pins when they exist, so a restarted
+//! Maps are reused from their pins when they exist and have the layout the
+//! object expects (`load::expected_layouts`; otherwise they are recreated,
+//! with a warning, and pins of older maps removed), so a restarted
 //! controller keeps the datapath's state; links are tcx links (kernel ≥ 6.6)
 //! pinned so that they outlive the process that made them, and a reload
 //! replaces the program behind each link atomically.

@@ -131,7 +131,7 @@ impl Apply<'_> {
             dp.attach_from_pod(&node.netns, &pod.host_ifname)?;
         }
         // Last, as a rollback could not re-attach it: interfaces no masquerade
-        // rule uses any more lose np_from_uplink.
+        // rule and no declared route uses any more lose np_from_uplink.
         for name in state.uplinks.keys() {
             if !plan.datapath.uplinks.contains_key(name) {
                 info!("np_from_uplink: detaching from {name}");

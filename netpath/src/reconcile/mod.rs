@@ -20,8 +20,8 @@
 //! ```text
 //! sysctl -w net.ipv4.conf.np0.forwarding=1      (only np0: bpf_fib_lookup runs as np0;
 //!                                                no packet enters np0, ip_forward stays 0)
-//! ip route add 0.0.0.0/0 via GW dev UPLINK       → routes_v1 (for pod traffic only)
-//! ip route add DST via VIA dev DEV               → routes_v1
+//! ip route add 0.0.0.0/0 via GW dev UPLINK       → routes_v1 (for pod traffic only) + np_from_uplink on UPLINK
+//! ip route add DST via VIA dev DEV               → routes_v1 + np_from_uplink on DEV
 //! iptables -t nat -A POSTROUTING -s SRC -o OUT -j MASQUERADE
 //!                                                → masq_v1 + np_from_uplink on OUT
 //! port range, conntrack timeouts                 → settings_v1

@@ -140,12 +140,23 @@ pub async fn plan(
         Ok(maps) => maps.endpoints().map_err(PlanError::from)?,
         Err(_) => BTreeMap::new(),
     };
+    // Every pod's veth MTU: the uplink's, read once.
+    let uplink_mtu = match &desired.uplink {
+        Some(u) => node
+            .nl
+            .link_by_name(&u.name)
+            .await
+            .map_err(PlanError::from)?
+            .map(|l| l.mtu),
+        None => None,
+    };
+    let pod_mtu = desired.pod_mtu(uplink_mtu);
     let mut report = ApplyReport::default();
     let mut pods = PodPlan::default();
     for pod in &desired.pods {
         let address = leases.lease(&pod.name).expect("plan leases every pod");
         report.addresses.insert(pod.name.clone(), address);
-        let want = PodState::new(pod, address);
+        let want = PodState::new(pod, address, pod_mtu);
         let have = state.pods.get(&pod.name);
         match plan_pod(node, &endpoints, have, &want).await? {
             PodAction::Unchanged => report.unchanged.push(pod.name.clone()),

@@ -7,7 +7,8 @@
 //!
 //! ```text
 //! ip netns add demo-red                      (only for a namespace netpath owns)
-//! ip -n NODE link add np-red type veth peer name eth0 netns demo-red
+//! ip -n NODE link add np-red mtu MTU type veth peer name eth0 mtu MTU netns demo-red
+//!                                            (MTU: the uplink's, else 1500)
 //! ip -n demo-red addr add 10.200.0.2/32 dev eth0 ; ip -n demo-red link set eth0 up
 //! ip -n demo-red route add 10.200.0.1 dev eth0 scope link
 //! ip -n demo-red route add default via 10.200.0.1 dev eth0 onlink
@@ -25,6 +26,7 @@ use netpath_common::Endpoint;
 
 use super::{error::StepError, failpoint::failpoint, node::Node, undo::Undo};
 use crate::{
+    conntrack::{self, PurgeReport},
     datapath::{Datapath, NodeMaps, PinDir, remove_pin},
     resolve::PodNetns,
     state::PodState,
@@ -35,8 +37,8 @@ use crate::{
 };
 
 /// Whether every piece of a built pod is still there: its namespace, its
-/// host-side interface, its pinned link and its endpoint (with that
-/// interface's index).
+/// host-side interface (with the pod's MTU), its pinned link and its
+/// endpoint (with that interface's index).
 pub async fn pod_healthy(
     node: &Node,
     endpoints: &BTreeMap<Ipv4Addr, Endpoint>,
@@ -48,6 +50,9 @@ pub async fn pod_healthy(
     let Some(link) = node.nl.link_by_name(&pod.host_ifname).await? else {
         return Ok(false);
     };
+    if link.mtu != pod.mtu {
+        return Ok(false);
+    }
     Ok(endpoints
         .get(&pod.address)
         .is_some_and(|ep| ep.ifindex == link.index))
@@ -73,7 +78,8 @@ pub async fn create_pod(
         PodNetns::Given { path } => Netns::open_path(path)?,
     };
     // ip link add HOST type veth peer name eth0 netns POD
-    nl.add_veth(&pod.host_ifname, &pod.ifname, &pod_ns).await?;
+    nl.add_veth_mtu(&pod.host_ifname, &pod.ifname, &pod_ns, Some(pod.mtu))
+        .await?;
     undo.push(Undo::DeleteLink {
         ifname: pod.host_ifname.clone(),
     });
@@ -147,8 +153,9 @@ pub async fn create_pod(
 }
 
 /// Removes `pod`: its endpoint, its pinned link, its host-side interface
-/// (which takes the pod side with it) and, if netpath owns it, its
-/// namespace. What cannot be reached is skipped: no maps (`maps` is
+/// (which takes the pod side with it), its connections and reverse NAT
+/// entries (a pod given its address later inherits none of them) and, if
+/// netpath owns it, its namespace. What cannot be reached is skipped: no maps (`maps` is
 /// `None`), or no node namespace any more (`nl` is `None`). A namespace
 /// netpath was given is never deleted.
 pub async fn delete_pod(
@@ -157,7 +164,8 @@ pub async fn delete_pod(
     pins: &PinDir,
     pod: &PodState,
 ) -> Result<(), StepError> {
-    if let Some(maps) = maps {
+    let mut maps = maps;
+    if let Some(maps) = maps.as_deref_mut() {
         maps.remove_endpoint(pod.address)?;
     }
     remove_pin(&pins.ingress_link(&pod.host_ifname))?;
@@ -166,6 +174,18 @@ pub async fn delete_pod(
     {
         // ip link del HOST (takes the pod side with it)
         nl.delete_link(link.index).await?;
+    }
+    if let Some(maps) = maps {
+        // After the interface: no packet of the pod can re-create an entry.
+        let purged = conntrack::purge_address(maps, pod.address)?;
+        if purged != PurgeReport::default() {
+            log::info!(
+                "pod at {}: {} connections and {} reverse NAT entries removed",
+                pod.address,
+                purged.connections,
+                purged.reverse
+            );
+        }
     }
     if let PodNetns::Owned(name) = &pod.netns {
         // ip netns del POD

@@ -31,8 +31,11 @@ pub struct DatapathPlan {
     pub routes: Vec<(Ipv4Net, RouteNextHop)>,
     /// `masq_v1`, sorted by out interface, then source prefix.
     pub masq: Vec<(Ipv4Net, MasqRule)>,
-    /// Interface name → ifindex of every masquerade `out`: `np_from_uplink`
-    /// goes there (the replies to translated traffic arrive there).
+    /// Interface name → ifindex of every masquerade `out` and every
+    /// declared route's `dev` (the uplink gateway's default route
+    /// included): `np_from_uplink` goes there (the replies to translated
+    /// traffic, and to routed traffic from the pods' own addresses, arrive
+    /// there).
     pub uplinks: BTreeMap<String, u32>,
 }
 
@@ -76,6 +79,7 @@ pub async fn plan_datapath(desired: &DesiredNode, nl: &Netlink) -> Result<Datapa
     };
 
     let mut routes: BTreeMap<Ipv4Net, RouteNextHop> = BTreeMap::new();
+    let mut uplinks = BTreeMap::new();
     for route in &desired.routes {
         let DesiredRoute { dst, via, ref dev } = *route;
         let (ifindex, nets) = lookup(dev, format!("route to {dst}"), "dev").await?;
@@ -99,10 +103,12 @@ pub async fn plan_datapath(desired: &DesiredNode, nl: &Netlink) -> Result<Datapa
         }
         let via = via.map_or([0; 4], |v| v.octets());
         routes.insert(dst, RouteNextHop { ifindex, via });
+        // The replies of untranslated traffic routed out here come back
+        // here, to the pods' own addresses.
+        uplinks.insert(dev.clone(), ifindex);
     }
 
     let mut masq = Vec::new();
-    let mut uplinks = BTreeMap::new();
     for rule in &desired.masquerade {
         let source = rule.source;
         let out = rule.out.clone();

@@ -56,3 +56,14 @@ fn pod_netns_keeps_the_state_file_format() {
     assert_eq!(given.to_string(), "/proc/42/ns/net");
     assert_eq!(owned.path(), Path::new("/run/netns/demo-red"));
 }
+
+#[test]
+fn pods_get_the_uplinks_mtu_or_ethernets() {
+    let d = DesiredNode::resolve(&Config::demo());
+    assert!(d.uplink.is_some());
+    assert_eq!(d.pod_mtu(Some(1400)), 1400);
+    assert_eq!(d.pod_mtu(Some(9000)), 9000);
+    assert_eq!(d.pod_mtu(None), DEFAULT_POD_MTU);
+    let no_uplink = DesiredNode { uplink: None, ..d };
+    assert_eq!(no_uplink.pod_mtu(Some(1400)), 1500);
+}

@@ -260,14 +260,30 @@ impl Netlink {
         peer: &str,
         peer_ns: &Netns,
     ) -> Result<(), NetlinkError> {
+        self.add_veth_mtu(name, peer, peer_ns, None).await
+    }
+
+    /// [`Netlink::add_veth`] with both ends given `mtu` (`ip link add NAME
+    /// mtu MTU type veth peer name PEER mtu MTU netns NS`); `None` keeps the
+    /// kernel's default (1500).
+    pub async fn add_veth_mtu(
+        &self,
+        name: &str,
+        peer: &str,
+        peer_ns: &Netns,
+        mtu: Option<u32>,
+    ) -> Result<(), NetlinkError> {
         // The fd is read when the kernel parses the request, which happens
         // before this future completes, while `peer_ns` is still borrowed.
-        let peer_msg = LinkUnspec::new_with_name(peer)
-            .setns_by_fd(peer_ns.as_fd().as_raw_fd())
-            .build();
-        let msg = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
-            .name(name)
-            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg)))
+        let mut peer_msg = LinkUnspec::new_with_name(peer).setns_by_fd(peer_ns.as_fd().as_raw_fd());
+        let mut builder =
+            LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth).name(name);
+        if let Some(mtu) = mtu {
+            peer_msg = peer_msg.mtu(mtu);
+            builder = builder.mtu(mtu);
+        }
+        let msg = builder
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg.build())))
             .build();
         self.handle
             .link()

@@ -1,0 +1,70 @@
+//! A pinned map of another layout (an older version's, or a stray one) is
+//! never reused as it is: an apply recreates it with the layout the object
+//! expects, removes the pins of maps this version no longer has, and
+//! reuses the pins that match.
+
+use aya::maps::{Array, HashMap, MapData, MapInfo, MapType};
+use netpath::datapath::PinDir;
+use netpath_common::{Counter, CtEntry, CtKey, maps};
+use tests::harness::TestNode;
+
+fn info(pins: &PinDir, name: &str) -> MapInfo {
+    MapInfo::from_pin(pins.map(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+#[test]
+fn pinned_maps_of_another_layout_are_recreated_and_stale_ones_removed() {
+    let node = TestNode::new("layout", &["red"]);
+    let pins = PinDir::for_instance(node.instance());
+    pins.create().expect("pin directory");
+
+    // stats as an older version could have pinned it: a plain array of
+    // 8-byte values; the connection table as a plain hash with a shorter
+    // value; and a map of an older layout this version does not have.
+    let mut stats = Array::<MapData, u64>::create(4, 0).expect("create an array");
+    stats.set(0, 77, 0).unwrap();
+    stats
+        .pin(pins.map(maps::STATS))
+        .expect("pin the wrong stats");
+    let ct = HashMap::<MapData, CtKey, [u8; 16]>::create(64, 0).expect("create a hash");
+    ct.pin(pins.map(maps::CONNTRACK))
+        .expect("pin the wrong conntrack");
+    let stale = Array::<MapData, u32>::create(1, 0).expect("create an array");
+    stale.pin(pins.map("stats_v1")).expect("pin a stale map");
+
+    node.apply().expect("apply over pins of other layouts");
+
+    let stats = info(&pins, maps::STATS);
+    assert_eq!(stats.map_type().unwrap(), MapType::PerCpuArray);
+    assert_eq!(stats.value_size() as usize, size_of::<Counter>());
+    assert_eq!(stats.max_entries(), netpath_common::STAT_COUNT);
+    let ct = info(&pins, maps::CONNTRACK);
+    assert_eq!(ct.map_type().unwrap(), MapType::LruHash);
+    assert_eq!(ct.value_size() as usize, size_of::<CtEntry>());
+    assert!(
+        !pins.map("stats_v1").exists(),
+        "a stale pin is removed: {:?}",
+        pins.list()
+    );
+    // The recreated maps are the ones the datapath uses.
+    let m = node.maps();
+    assert!(m.stats().is_ok() && m.conntrack().unwrap().is_empty());
+
+    // Pins of the right layout are reused: a second apply keeps every map.
+    let ids = |p: &PinDir| -> Vec<u32> {
+        [
+            maps::ENDPOINTS,
+            maps::STATS,
+            maps::ROUTES,
+            maps::MASQ,
+            maps::SETTINGS,
+            maps::CONNTRACK,
+            maps::REVNAT,
+        ]
+        .map(|n| info(p, n).id())
+        .to_vec()
+    };
+    let before = ids(&pins);
+    node.apply().expect("second apply");
+    assert_eq!(ids(&pins), before, "maps of the right layout are reused");
+}
