@@ -59,7 +59,7 @@ pub enum NextHop {
 
 /// Looks up the next hop of `f`. A BPF subprogram of its own
 /// (`inline(never)`): its `bpf_fib_lookup` parameters then live in its own
-/// stack frame, not in the walk's (see `icmp_reply::answer`).
+/// stack frame, not in the walk's (see `from_pod`: the walk's frames must fit the 512-byte BPF stack).
 #[inline(never)]
 pub fn lookup(ctx: &TcContext, f: &Flow, settings: &NodeSettings) -> NextHop {
     let key = Key::new(32, RouteKey { addr: f.daddr });

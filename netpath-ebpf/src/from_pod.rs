@@ -162,7 +162,7 @@ fn head(ctx: &TcContext) -> Result<Option<i32>, Stat> {
     if let Some(ep) = endpoint::lookup(dst) {
         if ttl <= 1 {
             let f = parse::flow(ctx, &pkt)?;
-            return router::ttl_expired(ctx, &f, &src, settings()).map(Some);
+            return router::ttl_expired(&f, &src, settings()).map(Some);
         }
         return endpoint::deliver(ctx, &pkt, &ep).map(Some);
     }
@@ -190,7 +190,7 @@ fn head(ctx: &TcContext) -> Result<Option<i32>, Stat> {
 
     // As ip_forward: TTL, then MTU, before any state is made.
     if f.ttl <= 1 {
-        return router::ttl_expired(ctx, &f, &src, settings).map(Some);
+        return router::ttl_expired(&f, &src, settings).map(Some);
     }
     if let Some(answered) = router::check_mtu(ctx, &f, &src, settings, egress)? {
         return Ok(Some(answered));
@@ -277,7 +277,7 @@ fn tail(ctx: &TcContext) -> Result<i32, Stat> {
 
 /// The node settings (slot 0), or the defaults before userspace wrote them.
 /// A reference, not a copy: the walk's stack frame is tight (see
-/// [`icmp_reply::answer`]).
+/// [`icmp_reply::defer`]).
 #[inline(always)]
 fn settings() -> &'static NodeSettings {
     SETTINGS.get(0).unwrap_or(&NodeSettings::DEFAULT)

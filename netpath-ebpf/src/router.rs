@@ -89,13 +89,7 @@ const ICMP_FRAG_NEEDED: u8 = 4;
 /// Answers a packet whose TTL expired (`f.ttl <= 1`) with a time exceeded
 /// from the gateway, or drops it.
 #[inline(always)]
-pub fn ttl_expired(
-    ctx: &TcContext,
-    f: &Flow,
-    src: &Endpoint,
-    settings: &NodeSettings,
-) -> Result<i32, Stat> {
-    let len = ctx.len();
+pub fn ttl_expired(f: &Flow, src: &Endpoint, settings: &NodeSettings) -> Result<i32, Stat> {
     if settings.gateway == [0; 4] || !icmp_reply::may_answer(f) {
         return Err(Stat::DropTtlExceeded);
     }
@@ -105,7 +99,6 @@ pub fn ttl_expired(
         code: 0,
         rest: [0; 4],
     };
-    let _ = (ctx, len);
     icmp_reply::defer(f, src, answer, Stat::ReplyTimeExceeded)
 }
 
@@ -158,6 +151,5 @@ pub fn check_mtu(
         code: ICMP_FRAG_NEEDED,
         rest: [0, 0, m[0], m[1]],
     };
-    let _ = len;
     icmp_reply::defer(f, src, answer, Stat::ReplyFragNeeded).map(Some)
 }

@@ -3,4 +3,5 @@
 
 pub mod fuzz;
 pub mod harness;
+pub mod node;
 pub mod packet;

@@ -12,79 +12,18 @@
 
 use std::net::Ipv4Addr;
 
-use netpath::datapath::{Datapath, LoadOptions};
-use netpath_common::{
-    CtEntry, CtKey, Endpoint, MasqRule, NodeSettings, RevNat, RouteNextHop, Stat, ct_state,
-};
+use netpath::datapath::Datapath;
+use netpath_common::{CtEntry, CtKey, RevNat, Stat, ct_state};
 use tests::packet::{
     self, IPPROTO_UDP, Ipv4Builder, L4, SkbCtx, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, TCP_ACK,
     TCP_SYN, icmp_echo, inet_checksum,
 };
 
-const POD_A: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 2);
-const POD_B: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 3);
-const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 1);
-const NODE: Ipv4Addr = Ipv4Addr::new(192, 168, 50, 2);
-const LAN: Ipv4Addr = Ipv4Addr::new(192, 168, 50, 1);
-/// An egress that exists in no namespace of the tests (`mtu_unchecked`).
-const UPLINK_IFINDEX: u32 = 20;
-const POD_A_IFINDEX: u32 = 11;
-const POD_B_IFINDEX: u32 = 12;
-const POD_A_MAC: [u8; 6] = [0x02, 0xaa, 0, 0, 0, 0x02];
-const POD_A_GW_MAC: [u8; 6] = [0x02, 0x99, 0, 0, 0, 0x02];
-const POD_B_MAC: [u8; 6] = [0x02, 0xaa, 0, 0, 0, 0x03];
+use tests::node::*;
 
-fn endpoint(ifindex: u32, last: u8) -> Endpoint {
-    Endpoint {
-        ifindex,
-        flags: 0,
-        pod_mac: [0x02, 0xaa, 0, 0, 0, last],
-        gw_mac: [0x02, 0x99, 0, 0, 0, last],
-    }
-}
-
-/// Pods A and B, the gateway, a default route via the LAN host, the node's
-/// address to its stack, masquerade of the pod CIDR.
+/// The shared node with its default route and masquerade on the uplink.
 fn datapath() -> Datapath {
-    let mut dp = Datapath::load(LoadOptions::default()).expect("load the eBPF object");
-    let maps = dp.maps();
-    maps.upsert_endpoint(POD_A, endpoint(POD_A_IFINDEX, 2))
-        .unwrap();
-    maps.upsert_endpoint(POD_B, endpoint(POD_B_IFINDEX, 3))
-        .unwrap();
-    maps.set_settings(NodeSettings {
-        nat_port_min: 40000,
-        nat_port_max: 40009,
-        gateway: GATEWAY.octets(),
-        ..NodeSettings::DEFAULT
-    })
-    .unwrap();
-    maps.sync_routes(&[
-        (
-            "0.0.0.0/0".parse().unwrap(),
-            RouteNextHop {
-                ifindex: UPLINK_IFINDEX,
-                via: LAN.octets(),
-            },
-        ),
-        (
-            "192.168.50.2/32".parse().unwrap(),
-            RouteNextHop {
-                ifindex: 0,
-                via: [0; 4],
-            },
-        ),
-    ])
-    .unwrap();
-    maps.sync_masq(&[(
-        "10.200.0.0/24".parse().unwrap(),
-        MasqRule {
-            ifindex: UPLINK_IFINDEX,
-            nat_addr: NODE.octets(),
-        },
-    )])
-    .unwrap();
-    dp
+    tests::node::datapath(UPLINK_IFINDEX)
 }
 
 /// A frame as pod A (or B) sends it, on its veth.

@@ -195,8 +195,9 @@ impl<'de> Deserialize<'de> for PortRange {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ConntrackConfig {
-    /// Entries of the connection table (and of the reverse NAT map); when
-    /// full, the least recently used connection is evicted.
+    /// Entries of the connection table; when full, the least recently used
+    /// connection is evicted. The reverse NAT map holds 1.5 times as many
+    /// (`maps::revnat_max`), so a live claim is never evicted.
     pub max_entries: u32,
     pub tcp_syn_timeout: u32,
     pub tcp_established_timeout: u32,
