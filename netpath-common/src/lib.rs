@@ -11,6 +11,7 @@
 //! value sizes, so an old pin must never be opened with a new layout.
 #![no_std]
 
+pub mod lb;
 pub mod mac;
 pub mod proto;
 
@@ -25,7 +26,8 @@ pub mod maps {
     /// Per-CPU packet/byte counters indexed by [`crate::Stat`].
     /// v3: the router, fragment, anti-spoofing and conntrack/NAT
     /// consistency counters.
-    pub const STATS: &str = "stats_v3";
+    /// v4: DNAT, load balancing and XDP counters.
+    pub const STATS: &str = "stats_v4";
     /// Maximum number of local pods one node can hold.
     pub const ENDPOINTS_MAX: u32 = 4096;
     /// Declared routes: LPM trie of [`crate::RouteKey`] → [`crate::RouteNextHop`].
@@ -39,7 +41,8 @@ pub mod maps {
     /// Datapath settings: a one-slot array of [`crate::NodeSettings`].
     /// v3: the former padding holds the pods' gateway address; netfilter's
     /// SYN_RECV, CLOSE_WAIT, LAST_ACK and unacknowledged timeouts.
-    pub const SETTINGS: &str = "settings_v3";
+    /// v4: the node namespace's cookie (the socket hooks act only there).
+    pub const SETTINGS: &str = "settings_v4";
     /// Connection table (LRU): original tuple [`crate::CtKey`] → [`crate::CtEntry`].
     /// v2: per-direction TCP sequence tracking, netfilter's states.
     pub const CONNTRACK: &str = "conntrack_v2";
@@ -65,6 +68,32 @@ pub mod maps {
     pub const FRAGS: &str = "frags_v1";
     /// Datagrams in flight in fragments at once (both directions).
     pub const FRAGS_MAX: u32 = 8192;
+
+    /// Frontends (service VIP:port/proto, or a node address and forwarded
+    /// port): [`crate::FrontendKey`] → [`crate::Frontend`].
+    pub const FRONTENDS: &str = "frontends_v1";
+    /// Maximum number of frontends (service ports plus port-forwards).
+    pub const FRONTENDS_MAX: u32 = 8192;
+    /// Backends of every frontend: [`crate::BackendKey`] (frontend id,
+    /// backend index) → [`crate::Backend`].
+    pub const BACKENDS: &str = "backends_v1";
+    pub const BACKENDS_MAX: u32 = 262_144;
+    /// Maglev lookup tables: a hash of maps, frontend id → an array of
+    /// [`MAGLEV_SIZE`] backend indices (one inner array per frontend,
+    /// swapped whole when its backends change).
+    pub const MAGLEV: &str = "maglev_v1";
+    /// Slots of one Maglev table: a prime, well above the number of
+    /// backends of a frontend (Maglev's balance is within a few percent
+    /// while the backends number under a hundredth of it).
+    pub const MAGLEV_SIZE: u32 = 4093;
+    /// ClientIP session affinity (LRU): [`crate::AffinityKey`] →
+    /// [`crate::Affinity`].
+    pub const AFFINITY: &str = "affinity_v1";
+    pub const AFFINITY_MAX: u32 = 65_536;
+    /// The XDP prefilter's deny list: LPM trie of source prefixes
+    /// ([`crate::RouteKey`]) → [`crate::DenyRule`].
+    pub const PREFILTER: &str = "prefilter_v1";
+    pub const PREFILTER_MAX: u32 = 16_384;
 }
 
 /// Names of the programs in the eBPF object.
@@ -76,6 +105,25 @@ pub mod progs {
     /// TC egress on an uplink: the node's own connections, translated to
     /// another port when a pod's translated flow holds theirs.
     pub const TO_UPLINK: &str = "np_to_uplink";
+    /// XDP on an uplink: the prefilter (deny list) and the fast path of
+    /// established inbound flows; everything else passes to `np_from_uplink`.
+    pub const XDP_UPLINK: &str = "np_xdp_uplink";
+    /// XDP on a pod's `eth0` (inside the pod): passes everything. Its
+    /// presence lets `XDP_REDIRECT` from the uplink into the pod's veth
+    /// deliver (veth drops redirected frames when its peer has no XDP
+    /// program).
+    pub const XDP_POD: &str = "np_xdp_pod";
+    /// cgroup `connect4`: the node's own processes connecting to a frontend
+    /// get a backend at `connect()` time (socket-level load balancing).
+    pub const SOCK_CONNECT: &str = "np_sock_connect4";
+    /// cgroup `sendmsg4`: the same for unconnected UDP sends.
+    pub const SOCK_SENDMSG: &str = "np_sock_sendmsg4";
+    /// cgroup `recvmsg4`: a datagram from a backend is shown as from its
+    /// frontend to an unconnected UDP socket.
+    pub const SOCK_RECVMSG: &str = "np_sock_recvmsg4";
+    /// cgroup `getpeername4`: a connected socket's peer is shown as the
+    /// frontend it connected to.
+    pub const SOCK_GETPEERNAME: &str = "np_sock_getpeername4";
 }
 
 /// Key of the route and masquerade LPM tries (the prefix length is carried
@@ -169,8 +217,15 @@ pub struct NodeSettings {
     /// The pods' gateway address (network order): the source of the ICMP
     /// errors the datapath answers for the node as a router (time
     /// exceeded, fragmentation needed). `0.0.0.0` (not configured): those
-    /// packets are dropped and counted without an answer.
+    /// packets are dropped and counted without an answer. Also the source a
+    /// hairpinned connection (a pod reaching a frontend that selects the pod
+    /// itself) gets.
     pub gateway: [u8; 4],
+    /// The network namespace cookie of the node namespace
+    /// (`SO_NETNS_COOKIE`): the socket hooks (cgroup `connect4` ...) are
+    /// attached to a cgroup shared by every namespace, and act only on
+    /// sockets of this one. 0: they act nowhere.
+    pub netns_cookie: u64,
 }
 
 impl NodeSettings {
@@ -192,6 +247,7 @@ impl NodeSettings {
         tcp_last_ack_timeout: 30,
         tcp_unack_timeout: 300,
         gateway: [0; 4],
+        netns_cookie: 0,
     };
 }
 
@@ -321,6 +377,15 @@ pub mod ct_flags {
     pub const FIN_ORIG: u8 = 16;
     /// TCP: a FIN was seen from the reply side.
     pub const FIN_REPLY: u8 = 32;
+    /// A destination-translated connection (a service or a port-forward):
+    /// the original tuple is client → frontend, `nat_addr`/`nat_port` of the
+    /// connection entry are the backend's, and the reverse entry holds the
+    /// frontend (see [`dnat_reply_key`]).
+    pub const DNAT: u8 = 64;
+    /// With [`DNAT`]: the backend is the client itself (a hairpin); the
+    /// connection also has the gateway address as its source, so the
+    /// backend's replies come back to the node.
+    pub const HAIRPIN: u8 = 128;
 }
 
 /// Sequence tracking of one direction of a TCP connection (netfilter's
@@ -385,18 +450,49 @@ pub const REVNAT_ORPHAN_GRACE_NS: u64 = 2_000_000_000;
 
 impl RevNat {
     /// Whether this reverse entry was made for the connection whose
-    /// original tuple is `orig`.
+    /// original tuple is `orig`: for a source translation it holds the
+    /// original source, for a destination translation ([`ct_flags::DNAT`])
+    /// the original destination (the frontend). The rest of the original
+    /// tuple is in the reverse entry's key ([`original_of`]).
     pub const fn leads_back(&self, orig: &CtKey) -> bool {
-        self.addr[0] == orig.saddr[0]
-            && self.addr[1] == orig.saddr[1]
-            && self.addr[2] == orig.saddr[2]
-            && self.addr[3] == orig.saddr[3]
-            && self.port == orig.sport
+        let (addr, port) = if self.flags & ct_flags::DNAT != 0 {
+            (orig.daddr, orig.dport)
+        } else {
+            (orig.saddr, orig.sport)
+        };
+        self.addr[0] == addr[0]
+            && self.addr[1] == addr[1]
+            && self.addr[2] == addr[2]
+            && self.addr[3] == addr[3]
+            && self.port == port
     }
 }
 
 /// The original tuple the reverse entry `rev` at `reply` was made for.
+///
+/// - Source NAT: `reply` is remote → NAT address; the original is
+///   `rev` (the pod) → remote.
+/// - Destination NAT ([`ct_flags::DNAT`]): `reply` is backend → client;
+///   the original is client → `rev` (the frontend). For a hairpin
+///   ([`ct_flags::HAIRPIN`]) `reply` is backend → gateway and the client
+///   is the backend itself, with its own port (a hairpin keeps the
+///   client's port).
 pub const fn original_of(reply: &CtKey, rev: &RevNat) -> CtKey {
+    if rev.flags & ct_flags::DNAT != 0 {
+        let client = if rev.flags & ct_flags::HAIRPIN != 0 {
+            reply.saddr
+        } else {
+            reply.daddr
+        };
+        return CtKey {
+            saddr: client,
+            daddr: rev.addr,
+            sport: reply.dport,
+            dport: rev.port,
+            proto: reply.proto,
+            _pad: [0; 3],
+        };
+    }
     CtKey {
         saddr: rev.addr,
         daddr: reply.saddr,
@@ -405,6 +501,136 @@ pub const fn original_of(reply: &CtKey, rev: &RevNat) -> CtKey {
         proto: reply.proto,
         _pad: [0; 3],
     }
+}
+
+/// The reply tuple of a destination-translated connection `orig` (client
+/// → frontend) given backend `backend:backend_port`: what the backend sends
+/// back (the key of its reverse entry). `hairpin_src` is the gateway
+/// address for a hairpin ([`ct_flags::HAIRPIN`]: the backend is the client
+/// and sees the connection coming from the gateway), `None` otherwise.
+pub const fn dnat_reply_key(
+    orig: &CtKey,
+    backend: [u8; 4],
+    backend_port: u16,
+    hairpin_src: Option<[u8; 4]>,
+) -> CtKey {
+    CtKey {
+        saddr: backend,
+        daddr: match hairpin_src {
+            Some(gw) => gw,
+            None => orig.saddr,
+        },
+        sport: backend_port,
+        dport: orig.sport,
+        proto: orig.proto,
+        _pad: [0; 3],
+    }
+}
+
+/// The reply tuple of the connection `e` at original tuple `orig`, whatever
+/// its translation: [`reply_key`] for a source translation,
+/// [`dnat_reply_key`] for a destination one (`gateway`: the node settings'
+/// gateway, the source of a hairpin).
+pub const fn reply_of(orig: &CtKey, e: &CtEntry, gateway: [u8; 4]) -> CtKey {
+    if e.flags & ct_flags::DNAT != 0 {
+        let hairpin = if e.flags & ct_flags::HAIRPIN != 0 {
+            Some(gateway)
+        } else {
+            None
+        };
+        dnat_reply_key(orig, e.nat_addr, e.nat_port, hairpin)
+    } else {
+        reply_key(orig, e.nat_addr, e.nat_port)
+    }
+}
+
+/// Key of the frontend map: where clients send. Ports host order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FrontendKey {
+    /// A service VIP, or a node address (port-forwards).
+    pub addr: [u8; 4],
+    pub port: u16,
+    /// IP protocol (6 TCP, 17 UDP).
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+/// [`Frontend::flags`] bits.
+pub mod frontend_flags {
+    /// A port-forward (`hostPort`, `iptables -t nat ... DNAT`), not a
+    /// service VIP.
+    pub const PORT_FORWARD: u8 = 1;
+    /// ClientIP session affinity: a client's new connections go to the
+    /// backend its last one got, while within the timeout.
+    pub const AFFINITY: u8 = 2;
+}
+
+/// A frontend: its backends are `BackendKey { frontend: id, index: 0.. }`
+/// and its Maglev table is the inner map at `id`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Frontend {
+    /// Stable identifier, assigned by the controller (never 0).
+    pub id: u32,
+    /// Number of backends; 0 rejects new connections (TCP RST, ICMP port
+    /// unreachable).
+    pub backends: u16,
+    /// [`frontend_flags`] bits.
+    pub flags: u8,
+    pub _pad: u8,
+    /// ClientIP affinity timeout, seconds (with [`frontend_flags::AFFINITY`]).
+    pub affinity_timeout_secs: u32,
+}
+
+/// Key of the backend map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct BackendKey {
+    /// [`Frontend::id`].
+    pub frontend: u32,
+    /// The backend's index, as the Maglev table holds it; stable while the
+    /// backend stays.
+    pub index: u32,
+}
+
+/// A backend: the destination a new connection to its frontend gets.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Backend {
+    pub addr: [u8; 4],
+    /// Host order.
+    pub port: u16,
+    /// Reserved; 0.
+    pub flags: u8,
+    pub _pad: u8,
+}
+
+/// Key of the affinity map: one client of one frontend.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct AffinityKey {
+    pub frontend: u32,
+    pub client: [u8; 4],
+}
+
+/// The backend a client's connections to a frontend go to, and when the
+/// client last opened one (CLOCK_MONOTONIC).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Affinity {
+    pub index: u32,
+    pub _pad: u32,
+    pub last_used_ns: u64,
+}
+
+/// A prefilter deny rule: packets from its source prefix are dropped by
+/// XDP before any skb is built (`drop_xdp_prefilter`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DenyRule {
+    /// The rule's position in the configuration (for `netpath` to report).
+    pub id: u32,
 }
 
 /// Directions of [`FragKey::dir`].
@@ -656,6 +882,60 @@ stats! {
     /// Drop: a pod sent a packet to an address no router forwards to
     /// (0.0.0.0/8, 127.0.0.0/8, 240.0.0.0/4 but the limited broadcast).
     DropMartian = "drop_martian",
+    // --- DNAT: port-forwards and services (stats_v4; dnat.rs, lb.rs) ---
+    /// Info: a new connection to a frontend got a backend (Maglev).
+    DnatNew = "dnat_new",
+    /// Info: a new connection's backend came from ClientIP affinity.
+    LbAffinityHit = "lb_affinity_hit",
+    /// Info: a pod reached a frontend that selected the pod itself; the
+    /// connection got the gateway as its source (hairpin).
+    DnatHairpin = "dnat_hairpin",
+    /// Verdict: a packet to a frontend was translated to its backend and
+    /// delivered to it (a local pod).
+    FwdDnat = "fwd_dnat",
+    /// Verdict: a backend's reply was translated back (the frontend as its
+    /// source) and forwarded to the client.
+    FwdRevDnat = "fwd_revdnat",
+    /// Verdict: a new connection to a frontend without backends was
+    /// refused (TCP RST, or ICMP port unreachable from the frontend).
+    ReplyNoBackend = "reply_no_backend",
+    /// Drop: a frontend without backends, and no refusal could be sent
+    /// (a fragment, or a packet that may not be answered).
+    DropNoBackend = "drop_no_backend",
+    /// Drop: the Maglev table or a backend it names was missing (a
+    /// frontend being updated).
+    DropLbBackendMissing = "drop_lb_backend_missing",
+    /// Drop: the backend's reply tuple for this connection is held by
+    /// another connection (two frontends leading one client port to one
+    /// backend).
+    DropDnatTupleTaken = "drop_dnat_tuple_taken",
+    /// Drop: a packet from an uplink to a frontend whose backend is not a
+    /// local pod (backends off the node are reachable from pods only).
+    DropDnatRemoteBackend = "drop_dnat_remote_backend",
+    /// Info: an ICMP error about a destination-translated connection was
+    /// translated (quoted header included).
+    IcmpErrorDnat = "icmp_error_dnat",
+    /// Info: the node's own socket connecting to a frontend got a backend
+    /// at `connect()`/`sendmsg()` time.
+    SockLbConnect = "sock_lb_connect",
+    /// Info: the node's own socket connecting to a frontend without
+    /// backends was refused (`ECONNREFUSED`).
+    SockLbNoBackend = "sock_lb_no_backend",
+    // --- XDP on the uplink (stats_v4; xdp_uplink.rs) ---
+    /// Verdict: XDP left the packet to the TC program (first packets,
+    /// fragments, unknown flows, anything it cannot handle).
+    XdpPass = "xdp_pass",
+    /// Drop: the source matched the prefilter's deny list.
+    DropXdpPrefilter = "drop_xdp_prefilter",
+    /// Verdict: XDP translated a reply of a masqueraded connection and
+    /// redirected it to its pod.
+    XdpFwdRevSnat = "xdp_fwd_revsnat",
+    /// Verdict: XDP translated a packet of an established port-forward or
+    /// service connection and redirected it to its backend pod.
+    XdpFwdDnat = "xdp_fwd_dnat",
+    /// Verdict: XDP passed a packet it would have redirected because the
+    /// redirect failed; TC handles it.
+    XdpRedirectFailed = "xdp_redirect_failed",
 }
 
 /// Number of counters in the stats map.
@@ -691,6 +971,20 @@ mod user {
     unsafe impl aya::Pod for super::FragKey {}
     // SAFETY: as above (`_pad` is always zero).
     unsafe impl aya::Pod for super::FragEntry {}
+    // SAFETY: as above (`_pad` is always zero).
+    unsafe impl aya::Pod for super::FrontendKey {}
+    // SAFETY: as above (`_pad` is always zero).
+    unsafe impl aya::Pod for super::Frontend {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::BackendKey {}
+    // SAFETY: as above (`_pad` is always zero).
+    unsafe impl aya::Pod for super::Backend {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::AffinityKey {}
+    // SAFETY: as above (`_pad` is always zero).
+    unsafe impl aya::Pod for super::Affinity {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::DenyRule {}
 }
 
 #[cfg(test)]
@@ -706,8 +1000,14 @@ mod tests {
         assert_eq!(core::mem::size_of::<CtKey>(), 16);
         assert_eq!(core::mem::size_of::<CtEntry>(), 8 + 4 * 8 + 16);
         assert_eq!(core::mem::size_of::<RevNat>(), 16);
-        // fib_ifindex, the port range, 11 timeouts, the gateway.
-        assert_eq!(core::mem::size_of::<NodeSettings>(), 4 + 4 + 11 * 4 + 4);
+        // fib_ifindex, the port range, 11 timeouts, the gateway, the cookie.
+        assert_eq!(core::mem::size_of::<NodeSettings>(), 4 + 4 + 11 * 4 + 4 + 8);
+        assert_eq!(core::mem::size_of::<FrontendKey>(), 8);
+        assert_eq!(core::mem::size_of::<Frontend>(), 12);
+        assert_eq!(core::mem::size_of::<BackendKey>(), 8);
+        assert_eq!(core::mem::size_of::<Backend>(), 8);
+        assert_eq!(core::mem::size_of::<AffinityKey>(), 8);
+        assert_eq!(core::mem::size_of::<Affinity>(), 16);
         assert_eq!(core::mem::size_of::<RouteNextHop>(), 8);
         assert_eq!(core::mem::size_of::<FragKey>(), 12);
         assert_eq!(core::mem::size_of::<FragEntry>(), 16);
@@ -821,5 +1121,57 @@ mod tests {
         assert_eq!(original_of(&reply, &rev), orig);
         assert!(!RevNat { port: 41001, ..rev }.leads_back(&orig));
         assert!(maps::revnat_max(maps::CONNTRACK_DEFAULT_MAX) > maps::CONNTRACK_DEFAULT_MAX);
+    }
+
+    #[test]
+    fn a_dnat_reverse_entry_leads_back_to_client_and_frontend() {
+        let orig = CtKey {
+            saddr: [192, 168, 50, 1],
+            daddr: [192, 168, 50, 2],
+            sport: 5555,
+            dport: 8080,
+            proto: 6,
+            _pad: [0; 3],
+        };
+        let reply = dnat_reply_key(&orig, [10, 200, 0, 3], 80, None);
+        assert_eq!(reply.saddr, [10, 200, 0, 3]);
+        assert_eq!(reply.daddr, orig.saddr);
+        let rev = RevNat {
+            addr: orig.daddr,
+            port: orig.dport,
+            flags: ct_flags::DNAT,
+            _pad: 0,
+            created_ns: 0,
+        };
+        assert!(rev.leads_back(&orig));
+        assert_eq!(original_of(&reply, &rev), orig);
+
+        // A hairpin: pod 10.200.0.3 reaches a VIP that selects itself.
+        let orig = CtKey {
+            saddr: [10, 200, 0, 3],
+            daddr: [10, 96, 0, 10],
+            sport: 41000,
+            dport: 80,
+            proto: 6,
+            _pad: [0; 3],
+        };
+        let gw = [10, 200, 0, 1];
+        let reply = dnat_reply_key(&orig, orig.saddr, 80, Some(gw));
+        let rev = RevNat {
+            addr: orig.daddr,
+            port: orig.dport,
+            flags: ct_flags::DNAT | ct_flags::HAIRPIN,
+            _pad: 0,
+            created_ns: 0,
+        };
+        assert_eq!(reply.daddr, gw);
+        assert_eq!(original_of(&reply, &rev), orig);
+        let e = CtEntry {
+            flags: ct_flags::DNAT | ct_flags::HAIRPIN,
+            nat_addr: orig.saddr,
+            nat_port: 80,
+            ..tcp_entry(ct_state::TCP_SYN_SENT, 0, 0)
+        };
+        assert_eq!(reply_of(&orig, &e, gw), reply);
     }
 }

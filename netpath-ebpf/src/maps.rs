@@ -6,7 +6,7 @@
 //! field names of keys and values.
 
 use aya_ebpf::{
-    btf_maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
+    btf_maps::{Array, HashMap, HashOfMaps, LpmTrie, LruHashMap, PerCpuArray},
     macros::btf_map,
 };
 use netpath_common::{
@@ -20,7 +20,7 @@ pub static ENDPOINTS: HashMap<EndpointKey, Endpoint, { maps::ENDPOINTS_MAX as us
     HashMap::new();
 
 /// A counter per verdict and drop reason, per CPU.
-#[btf_map(name = "stats_v3")]
+#[btf_map(name = "stats_v4")]
 pub static STATS: PerCpuArray<Counter, { STAT_COUNT as usize }> = PerCpuArray::new();
 
 /// Declared routes (longest prefix match on the destination).
@@ -33,7 +33,7 @@ pub static ROUTES: LpmTrie<RouteKey, RouteNextHop, { maps::ROUTES_MAX as usize }
 pub static MASQ: LpmTrie<MasqKey, MasqRule, { maps::MASQ_MAX as usize }> = LpmTrie::new();
 
 /// Node settings in slot 0.
-#[btf_map(name = "settings_v3")]
+#[btf_map(name = "settings_v4")]
 pub static SETTINGS: Array<NodeSettings, 1> = Array::new();
 
 /// Translated connections by original tuple (LRU: a full table evicts the
@@ -68,3 +68,46 @@ pub static FRAGS: LruHashMap<
 
 // The per-CPU scratch slots live beside the types they hold (`nat`,
 // `from_pod`, `icmp_reply`): this module imports no walk.
+
+// --- DNAT: port-forwards and services, and the XDP prefilter ---
+
+/// Frontends: service VIPs and forwarded node ports.
+#[btf_map(name = "frontends_v1")]
+pub static FRONTENDS: HashMap<
+    netpath_common::FrontendKey,
+    netpath_common::Frontend,
+    { maps::FRONTENDS_MAX as usize },
+> = HashMap::new();
+
+/// Every frontend's backends, by (frontend id, backend index).
+#[btf_map(name = "backends_v1")]
+pub static BACKENDS: HashMap<
+    netpath_common::BackendKey,
+    netpath_common::Backend,
+    { maps::BACKENDS_MAX as usize },
+> = HashMap::new();
+
+/// Maglev tables: frontend id → an array of backend indices (one per
+/// frontend, replaced whole by the controller when its backends change).
+#[btf_map(name = "maglev_v1")]
+pub static MAGLEV: HashOfMaps<
+    u32,
+    Array<u32, { maps::MAGLEV_SIZE as usize }>,
+    { maps::FRONTENDS_MAX as usize },
+> = HashOfMaps::new();
+
+/// ClientIP session affinity (LRU).
+#[btf_map(name = "affinity_v1")]
+pub static AFFINITY: LruHashMap<
+    netpath_common::AffinityKey,
+    netpath_common::Affinity,
+    { maps::AFFINITY_MAX as usize },
+> = LruHashMap::new();
+
+/// The XDP prefilter's deny list (longest prefix match on the source).
+#[btf_map(name = "prefilter_v1")]
+pub static PREFILTER: LpmTrie<
+    RouteKey,
+    netpath_common::DenyRule,
+    { maps::PREFILTER_MAX as usize },
+> = LpmTrie::new();

@@ -28,6 +28,7 @@ pub mod datapath;
 pub mod demo;
 pub mod ebpf;
 pub mod ipam;
+pub mod lb;
 pub mod reconcile;
 pub mod render;
 pub mod resolve;

@@ -10,10 +10,10 @@
 //!
 //! ```text
 //! maps/endpoints_v1   local pods          (bpftool map dump pinned ...)
-//! maps/stats_v3       per-CPU counters
+//! maps/stats_v4       per-CPU counters
 //! maps/routes_v1      declared routes (LPM)
 //! maps/masq_v1        masquerade rules (LPM on the source)
-//! maps/settings_v3    node settings (NAT port range, timeouts, ...)
+//! maps/settings_v4    node settings (NAT port range, timeouts, ...)
 //! maps/conntrack_v2   translated connections (LRU)
 //! maps/revnat_v2      reverse NAT (hash)
 //! progs/np_from_pod   TC program on each pod's host-side veth

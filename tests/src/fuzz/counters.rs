@@ -41,6 +41,13 @@ pub fn class(stat: Stat) -> Class {
         // The router's answers: the frame becomes an ICMP error redirected
         // back into the pod.
         Stat::ReplyTimeExceeded | Stat::ReplyFragNeeded => Redirect,
+        // DNAT: delivered to a backend, a reply sent back, a refusal
+        // (RST / ICMP port unreachable) redirected back to the client.
+        Stat::FwdDnat | Stat::FwdRevDnat | Stat::ReplyNoBackend => Redirect,
+        // XDP verdicts (the fuzzer runs only the TC programs): a redirect,
+        // or the packet left to TC.
+        Stat::XdpFwdRevSnat | Stat::XdpFwdDnat => Redirect,
+        Stat::XdpPass | Stat::XdpRedirectFailed => Pass,
         Stat::PassToHost
         | Stat::PassNotIpv4
         | Stat::PassFibLocal
@@ -72,7 +79,12 @@ pub fn class(stat: Stat) -> Class {
         | Stat::DropCtInvalid
         | Stat::DropNatTableFull
         | Stat::DropNatScratch
-        | Stat::DropNodeNatNoPort => Drop,
+        | Stat::DropNodeNatNoPort
+        | Stat::DropNoBackend
+        | Stat::DropLbBackendMissing
+        | Stat::DropDnatTupleTaken
+        | Stat::DropDnatRemoteBackend
+        | Stat::DropXdpPrefilter => Drop,
         Stat::Ipv4Options
         | Stat::Ipv4Fragment
         | Stat::Ipv4BigTcp
@@ -91,7 +103,14 @@ pub fn class(stat: Stat) -> Class {
         | Stat::NatStaleReverse
         | Stat::NatRaceLost
         | Stat::CtRstOutOfWindow
-        | Stat::NodeNatNew => Info,
+        | Stat::NodeNatNew
+        | Stat::DnatNew
+        | Stat::LbAffinityHit
+        | Stat::DnatHairpin
+        | Stat::IcmpErrorDnat
+        // The socket hooks count connections, not frames.
+        | Stat::SockLbConnect
+        | Stat::SockLbNoBackend => Info,
     }
 }
 

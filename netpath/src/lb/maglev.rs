@@ -1,0 +1,215 @@
+//! Maglev consistent hashing (Eisenbud et al., NSDI 2016): a lookup table
+//! of `M` slots (`maps::MAGLEV_SIZE`, a prime) in which every backend owns
+//! close to `M / N` slots, and which changes little when a backend comes or
+//! goes: removing one of `N` backends reassigns only the slots it owned
+//! (plus a small fraction more), so established flows of the other
+//! backends keep their backend even when their connection entry is lost.
+//!
+//! Each backend has a preference list of slots, a permutation of the table
+//! given by two hashes of its *name* (`offset`, `skip`): the backends take
+//! turns claiming their next preferred free slot until the table is full.
+//! The name is the backend's `address:port`, so a backend keeps its
+//! preferences whatever its position in the configuration.
+
+use netpath_common::maps::MAGLEV_SIZE;
+
+/// A backend as the table builder sees it: a stable name (its preferences)
+/// and the index the table stores for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    pub name: String,
+    pub index: u32,
+}
+
+/// FNV-1a, 64-bit, from `seed`: stable across builds and platforms (the
+/// standard library's hasher is not guaranteed to be).
+fn fnv1a(seed: u64, bytes: &[u8]) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325_u64 ^ seed;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// Builds the lookup table of `members` with `size` slots (a prime): each
+/// slot holds a member's `index`. Empty when there are no members.
+///
+/// # Panics
+///
+/// When `size` is below 2 or members outnumber the slots.
+pub fn table_of_size(members: &[Member], size: u32) -> Vec<u32> {
+    if members.is_empty() {
+        return Vec::new();
+    }
+    assert!(size >= 2 && members.len() <= size as usize, "maglev size");
+    let m = u64::from(size);
+    let prefs: Vec<(u64, u64)> = members
+        .iter()
+        .map(|b| {
+            let offset = fnv1a(0x6d61_676c, b.name.as_bytes()) % m;
+            let skip = fnv1a(0x736b_6970, b.name.as_bytes()) % (m - 1) + 1;
+            (offset, skip)
+        })
+        .collect();
+    let mut next = vec![0_u64; members.len()];
+    let mut table: Vec<Option<u32>> = vec![None; size as usize];
+    let mut filled = 0_u32;
+    'fill: loop {
+        for (i, &(offset, skip)) in prefs.iter().enumerate() {
+            let mut slot = (offset + next[i] * skip) % m;
+            while table[slot as usize].is_some() {
+                next[i] += 1;
+                slot = (offset + next[i] * skip) % m;
+            }
+            table[slot as usize] = Some(members[i].index);
+            next[i] += 1;
+            filled += 1;
+            if filled == size {
+                break 'fill;
+            }
+        }
+    }
+    table.into_iter().map(Option::unwrap_or_default).collect()
+}
+
+/// [`table_of_size`] with the datapath's table size.
+pub fn table(members: &[Member]) -> Vec<u32> {
+    table_of_size(members, MAGLEV_SIZE)
+}
+
+/// The table after a change of members, given the `previous` one: when no
+/// member was added (a backend removed, or nothing changed), every slot of
+/// a remaining member keeps it (its flows stay where they are) and only the
+/// slots of removed members are shared out, each remaining member taking
+/// its next preferred free slot in turn while under its fair share. With a
+/// new member, the fresh [`table`] (a new backend must take slots from the
+/// others; Maglev keeps that move small).
+pub fn table_after(previous: &[u32], members: &[Member]) -> Vec<u32> {
+    let size = MAGLEV_SIZE;
+    let known = |index: u32| members.iter().any(|m| m.index == index);
+    let added = members.iter().any(|m| !previous.contains(&m.index));
+    if members.is_empty() || previous.len() != size as usize || added {
+        return table(members);
+    }
+    let m = u64::from(size);
+    let fair = size.div_ceil(u32::try_from(members.len()).unwrap_or(u32::MAX));
+    let mut table: Vec<Option<u32>> = previous.iter().map(|&i| known(i).then_some(i)).collect();
+    let mut owned: Vec<u32> = members
+        .iter()
+        .map(|mb| u32::try_from(previous.iter().filter(|&&i| i == mb.index).count()).unwrap_or(0))
+        .collect();
+    let mut free = table.iter().filter(|s| s.is_none()).count();
+    let mut next = vec![0_u64; members.len()];
+    while free > 0 {
+        for (i, mb) in members.iter().enumerate() {
+            if free == 0 {
+                break;
+            }
+            if owned[i] >= fair {
+                continue;
+            }
+            let offset = fnv1a(0x6d61_676c, mb.name.as_bytes()) % m;
+            let skip = fnv1a(0x736b_6970, mb.name.as_bytes()) % (m - 1) + 1;
+            let mut slot = (offset + next[i] * skip) % m;
+            while table[slot as usize].is_some() {
+                next[i] += 1;
+                slot = (offset + next[i] * skip) % m;
+            }
+            table[slot as usize] = Some(mb.index);
+            next[i] += 1;
+            owned[i] += 1;
+            free -= 1;
+        }
+    }
+    table.into_iter().map(Option::unwrap_or_default).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn members(names: &[&str]) -> Vec<Member> {
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| Member {
+                name: (*n).to_owned(),
+                index: u32::try_from(i).unwrap() + 1,
+            })
+            .collect()
+    }
+
+    fn share(table: &[u32], index: u32) -> usize {
+        table.iter().filter(|&&i| i == index).count()
+    }
+
+    #[test]
+    fn every_backend_owns_about_an_equal_share() {
+        let ms = members(&["10.200.0.2:80", "10.200.0.3:80", "10.200.0.4:80"]);
+        let t = table(&ms);
+        assert_eq!(t.len(), MAGLEV_SIZE as usize);
+        let fair = MAGLEV_SIZE as usize / 3;
+        for m in &ms {
+            let s = share(&t, m.index);
+            assert!(s.abs_diff(fair) <= 2, "{}: {s} of {}", m.name, t.len());
+        }
+    }
+
+    #[test]
+    fn removing_a_backend_moves_only_its_slots() {
+        let all = members(&["10.200.0.2:80", "10.200.0.3:80", "10.200.0.4:80"]);
+        let before = table(&all);
+        let after = table_after(&before, &[all[0].clone(), all[2].clone()]);
+        let fair = MAGLEV_SIZE as usize / 2;
+        for m in [&all[0], &all[2]] {
+            assert!(share(&after, m.index).abs_diff(fair) <= 2);
+        }
+        for (slot, (&b, &a)) in before.iter().zip(&after).enumerate() {
+            if b != all[1].index {
+                assert_eq!(b, a, "slot {slot} of a remaining backend moved");
+            }
+        }
+    }
+
+    #[test]
+    fn a_backend_keeps_its_slots_whatever_its_position() {
+        let ab = members(&["10.200.0.2:80", "10.200.0.3:80"]);
+        let ba = vec![
+            Member {
+                name: ab[1].name.clone(),
+                index: ab[1].index,
+            },
+            Member {
+                name: ab[0].name.clone(),
+                index: ab[0].index,
+            },
+        ];
+        // Same names and indices, other order: nearly the same table (the
+        // turn order only settles ties).
+        let (t1, t2) = (table(&ab), table(&ba));
+        let same = t1.iter().zip(&t2).filter(|(a, b)| a == b).count();
+        assert!(same * 100 >= t1.len() * 95, "{same} of {}", t1.len());
+    }
+
+    #[test]
+    fn a_plain_rebuild_moves_few_slots_of_the_others() {
+        // Without the previous table (a fresh start), Maglev alone still
+        // keeps most flows of the remaining backends in place.
+        let all = members(&["10.200.0.2:80", "10.200.0.3:80", "10.200.0.4:80"]);
+        let before = table(&all);
+        let after = table(&[all[0].clone(), all[2].clone()]);
+        let kept = before
+            .iter()
+            .zip(&after)
+            .filter(|(b, a)| **b != all[1].index && b == a)
+            .count();
+        let others = before.iter().filter(|&&b| b != all[1].index).count();
+        assert!(kept * 100 >= others * 80, "{kept} of {others}");
+    }
+
+    #[test]
+    fn no_members_no_table() {
+        assert!(table(&[]).is_empty());
+    }
+}

@@ -1,0 +1,3 @@
+//! Load balancing: the Maglev tables the datapath picks backends from.
+
+pub mod maglev;
