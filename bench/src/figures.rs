@@ -13,9 +13,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     condition::Condition,
-    load::{crr, iperf, rr, udp},
+    load::{crr, flood, iperf, rr, udp},
     metrics::cpu::{BpfStats, ProgStats, prog_stats},
-    topology::{Endpoints, SetupKind},
+    topology::{Endpoints, Scenario, Setup, SetupKind},
 };
 
 /// Whether more or less of a metric is better.
@@ -69,6 +69,12 @@ const UDP: &[Metric] = &[
     m("sent", "kpps", Higher, false),
     m("cpu_per_packet", "ns", Lower, false),
 ];
+const FLOOD: &[Metric] = &[
+    m("dropped", "kpps", Higher, true),
+    m("sent", "kpps", Higher, false),
+    m("dropped_share", "%", Higher, false),
+    m("cpu_per_drop", "ns", Lower, false),
+];
 const BPF: &[Metric] = &[
     m("prog_ns_per_run", "ns", Lower, true),
     m("prog_runs_per_packet", "runs", Lower, false),
@@ -94,20 +100,25 @@ pub enum Figure {
     Udp64,
     /// netpath's program run time per packet (BPF statistics on).
     BpfCost,
+    /// Dropping a flood from a denied source: netpath's XDP prefilter
+    /// against `iptables -t raw ... -j DROP`.
+    Prefilter,
 }
 
 /// What a measurement needs besides its endpoints.
-pub struct MeasureCtx {
+pub struct MeasureCtx<'a> {
     pub secs: f64,
     /// The setup's pinned BPF programs ([`Figure::BpfCost`]).
     pub progs: Vec<PathBuf>,
+    /// The setup itself (its drop counter, [`Figure::Prefilter`]).
+    pub setup: &'a dyn Setup,
 }
 
 pub type Values = BTreeMap<String, f64>;
 
 impl Figure {
     /// Every figure, in report order.
-    pub const ALL: [Figure; 7] = [
+    pub const ALL: [Figure; 8] = [
         Figure::Tcp1,
         Figure::Tcp4,
         Figure::Rr1,
@@ -115,6 +126,7 @@ impl Figure {
         Figure::Crr,
         Figure::Udp64,
         Figure::BpfCost,
+        Figure::Prefilter,
     ];
     /// The figures repeated under the scaling conditions.
     pub const SCALING: [Figure; 4] = [Figure::Tcp1, Figure::Rr1, Figure::Crr, Figure::Udp64];
@@ -128,6 +140,7 @@ impl Figure {
             Figure::Crr => "crr",
             Figure::Udp64 => "udp_64b",
             Figure::BpfCost => "bpf_cost",
+            Figure::Prefilter => "prefilter_drop",
         }
     }
 
@@ -140,6 +153,7 @@ impl Figure {
             Figure::Crr => "new TCP connections",
             Figure::Udp64 => "UDP 64 B datagrams",
             Figure::BpfCost => "BPF program run time",
+            Figure::Prefilter => "denied source flood (drop)",
         }
     }
 
@@ -153,6 +167,7 @@ impl Figure {
             Figure::Crr => "CRR",
             Figure::Udp64 => "UDP 64B",
             Figure::BpfCost => "BPF ns",
+            Figure::Prefilter => "deny",
         }
     }
 
@@ -163,6 +178,7 @@ impl Figure {
             Figure::Crr => CRR,
             Figure::Udp64 => UDP,
             Figure::BpfCost => BPF,
+            Figure::Prefilter => FLOOD,
         }
     }
 
@@ -172,15 +188,26 @@ impl Figure {
 
     /// Whether the figure means anything for a setup (`Err`: why not).
     pub fn applies_to(self, kind: SetupKind) -> Result<(), &'static str> {
-        if self == Figure::BpfCost && kind != SetupKind::Netpath {
-            Err("no BPF programs in this datapath")
-        } else {
-            Ok(())
+        match (self, kind) {
+            (Figure::BpfCost, SetupKind::Limit | SetupKind::Classic) => {
+                Err("no BPF programs in this datapath")
+            }
+            (Figure::Prefilter, SetupKind::Limit) => Err("a bare veth pair filters nothing"),
+            (Figure::Prefilter, SetupKind::NetpathTc) => {
+                Err("the prefilter is part of the XDP program (XDP off)")
+            }
+            _ => Ok(()),
         }
     }
 
+    /// Whether the figure is measured in a scenario: the flood of a denied
+    /// source comes from the LAN host only.
+    pub fn applies_in(self, scenario: Scenario) -> bool {
+        self != Figure::Prefilter || scenario == Scenario::LanToPod
+    }
+
     /// Runs the figure's load once.
-    pub fn measure(self, ep: &Endpoints, ctx: &MeasureCtx) -> Result<Values> {
+    pub fn measure(self, ep: &Endpoints, ctx: &MeasureCtx<'_>) -> Result<Values> {
         let mut v = Values::new();
         let mut put = |k: &str, x: f64| {
             if x.is_finite() {
@@ -242,6 +269,13 @@ impl Figure {
                 }
                 put("delivered_with_stats", r.delivered_pps / 1e3);
             }
+            Figure::Prefilter => {
+                let r = flood::run(ep, ctx.secs, &|| ctx.setup.denied_drops())?;
+                put("dropped", r.dropped_pps / 1e3);
+                put("sent", r.sent_pps / 1e3);
+                put("dropped_share", r.dropped_share * 100.0);
+                put("cpu_per_drop", r.cpu_ns_per_drop);
+            }
         }
         Ok(v)
     }
@@ -277,5 +311,10 @@ mod tests {
         assert!(Figure::BpfCost.applies_to(SetupKind::Classic).is_err());
         assert!(Figure::BpfCost.applies_to(SetupKind::Limit).is_err());
         assert!(Figure::Tcp1.applies_to(SetupKind::Limit).is_ok());
+        assert!(Figure::Prefilter.applies_to(SetupKind::Classic).is_ok());
+        assert!(Figure::Prefilter.applies_to(SetupKind::NetpathTc).is_err());
+        assert!(Figure::Prefilter.applies_in(Scenario::LanToPod));
+        assert!(!Figure::Prefilter.applies_in(Scenario::PodToPod));
+        assert!(Figure::Udp64.applies_in(Scenario::PodToPod));
     }
 }

@@ -177,7 +177,7 @@ pub fn run(opts: &Options) -> Result<Results> {
             all.push(match kind {
                 SetupKind::Limit => Box::new(Limit::new(&names)),
                 SetupKind::Classic => Box::new(Classic::new(&names)),
-                SetupKind::Netpath => Box::new(Netpath::new(&names)),
+                SetupKind::Netpath | SetupKind::NetpathTc => Box::new(Netpath::new(&names, kind)),
             });
         }
     }
@@ -313,7 +313,7 @@ pub fn run(opts: &Options) -> Result<Results> {
                     order.rotate_left((round + fi) % len);
                     for kind in order {
                         ns::check_stop()?;
-                        if figure.applies_to(kind).is_err() {
+                        if figure.applies_to(kind).is_err() || !figure.applies_in(scenario) {
                             continue;
                         }
                         let s = setups
@@ -478,6 +478,7 @@ fn measure(
     let ctx = MeasureCtx {
         secs: opts.secs,
         progs: s.bpf_pins().progs,
+        setup: s,
     };
     let t = Instant::now();
     let res = figure.measure(ep, &ctx);

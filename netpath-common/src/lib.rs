@@ -1175,3 +1175,58 @@ mod tests {
         assert_eq!(reply_of(&orig, &e, gw), reply);
     }
 }
+
+/// The socket load balancer's reverse map (`np_sock_*` cgroup hooks): a
+/// socket of the node that `connect()`ed or `sendmsg()`ed to a frontend
+/// is shown its frontend, not the backend it got, by `getpeername()` and
+/// `recvmsg()`.
+pub mod sock {
+    /// Name of the map: LRU [`SockRevKey`] → [`SockRevNat`].
+    pub const REVNAT_MAP: &str = "sock_revnat_v1";
+    /// Sockets (× backends each talks to) remembered at once; the least
+    /// recently used go first (a long-idle socket then shows the backend).
+    pub const REVNAT_MAX: u32 = 65_536;
+
+    /// One socket's view of one backend: the socket cookie and the backend
+    /// it was sent to. The backend is in the key so that one unconnected UDP
+    /// socket can talk to several frontends (`recvmsg` sees the backend as
+    /// the datagram's source and must find which frontend it stands for).
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub struct SockRevKey {
+        /// `bpf_get_socket_cookie()`.
+        pub cookie: u64,
+        pub backend: [u8; 4],
+        /// Host order.
+        pub port: u16,
+        pub _pad: u16,
+    }
+
+    /// The frontend a socket asked for.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct SockRevNat {
+        pub frontend: [u8; 4],
+        /// Host order.
+        pub port: u16,
+        pub _pad: u16,
+    }
+
+    #[cfg(feature = "user")]
+    mod user {
+        // SAFETY: plain `#[repr(C)]` data with no padding and no pointers
+        // (`_pad` is always zero).
+        unsafe impl aya::Pod for super::SockRevKey {}
+        // SAFETY: as above.
+        unsafe impl aya::Pod for super::SockRevNat {}
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn layouts_have_no_padding() {
+            assert_eq!(core::mem::size_of::<super::SockRevKey>(), 16);
+            assert_eq!(core::mem::size_of::<super::SockRevNat>(), 8);
+        }
+    }
+}

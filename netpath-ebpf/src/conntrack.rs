@@ -220,9 +220,10 @@ pub fn update(ct: &mut CtEntry, f: &Flow, seg: &Segment, reply: bool, now: u64) 
                 && (ct.state == ct_state::TCP_TIME_WAIT || ct.state == ct_state::TCP_CLOSE)
             {
                 // A new connection reusing the tuple of a closed one: fresh
-                // state, the NAT mapping (and the node flag) kept.
+                // state, the NAT mapping (and the node, DNAT and hairpin
+                // flags, which say how to read it) kept.
                 ct.state = ct_state::TCP_SYN_SENT;
-                ct.flags &= ct_flags::NODE;
+                ct.flags &= ct_flags::NODE | ct_flags::DNAT | ct_flags::HAIRPIN;
                 ct.created_ns = now;
                 ct.packets_orig = 0;
                 ct.packets_reply = 0;

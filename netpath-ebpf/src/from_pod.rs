@@ -12,14 +12,26 @@
 //!    martian one is a counted drop (`drop_martian`), the limited broadcast
 //!    and multicast go to the node's stack; neither is routed or
 //!    masqueraded.
-//! 3. A local pod as destination: TTL ([`crate::router`]: time exceeded
+//! 3. DNAT ([`crate::dnat`]): a backend pod's reply gets its frontend back
+//!    as source (a hairpin's, the client as destination), a packet to a
+//!    frontend (a service VIP or a node port-forward) its backend as
+//!    destination (a hairpin's, the gateway as source); a frontend without
+//!    backends is refused ([`crate::reject`]). It runs first, from the
+//!    entry point, in its own subprogram (the stack), and checks step 2
+//!    itself before it translates anything (a packet that fails it is left
+//!    to the head, which drops it); the head does not verify a translated
+//!    packet's source again (it may be the frontend or the gateway). The
+//!    walk goes on with the translated packet, and counts `fwd_dnat` /
+//!    `fwd_revdnat` as its verdict where it would have counted
+//!    `fwd_local_pod` / `fwd_routed`.
+//! 4. A local pod as destination: TTL ([`crate::router`]: time exceeded
 //!    from the gateway when it expires), then delivery
 //!    ([`crate::endpoint`]). Fragments need no state here.
-//! 4. Otherwise the route ([`crate::fib`]): the node itself (or nobody
+//! 5. Otherwise the route ([`crate::fib`]): the node itself (or nobody
 //!    knows) → the node's stack; unreachable → counted drop.
-//! 5. Routed: TTL, then the egress MTU ([`crate::router`]: time exceeded or
+//! 6. Routed: TTL, then the egress MTU ([`crate::router`]: time exceeded or
 //!    fragmentation needed from the gateway), both before any state.
-//! 6. A masquerade rule for the source and egress device: SNAT
+//! 7. A masquerade rule for the source and egress device: SNAT
 //!    ([`crate::nat`]). Every check that drops a packet (source, martian,
 //!    TTL, MTU, and the parser's: a TCP/UDP/ICMP header shorter than its
 //!    minimum within the IP total length is `drop_l4_truncated`) runs
@@ -29,7 +41,7 @@
 //!    accepted; a first fragment's translation is recorded and the
 //!    later fragments of its datagram get the same source address
 //!    ([`crate::frag`]).
-//! 7. TTL − 1, addresses and MACs ([`crate::l3`]), redirect out of the
+//! 8. TTL − 1, addresses and MACs ([`crate::l3`]), redirect out of the
 //!    egress device (`bpf_redirect` with the FIB's MACs, else
 //!    `bpf_redirect_neigh`).
 
@@ -43,13 +55,14 @@ use aya_ebpf::{btf_maps::PerCpuArray, macros::btf_map};
 use netpath_common::{MasqKey, NodeSettings, Stat, frag_dir};
 
 use crate::{
-    endpoint,
+    dnat, endpoint,
     fib::{self, NextHop},
     frag, icmp_reply,
     l3::{self, Headers},
     maps::{MASQ, SETTINGS},
     nat,
     parse::{self, Flow, Parsed},
+    reject,
     router::{self, Destination},
     source,
     stats::count,
@@ -60,6 +73,11 @@ const AF_INET: u32 = 2;
 /// Action codes of [`head_subprog`] that are not TC actions.
 const HEAD_DROP: i32 = -100;
 const HEAD_ROUTED: i32 = -101;
+/// [`Routed::dnat`]: no DNAT, a packet translated toward its backend, a
+/// reply translated back toward its client.
+const ROUTED_PLAIN: u8 = 0;
+const ROUTED_DNAT: u8 = 1;
+const ROUTED_REVDNAT: u8 = 2;
 
 /// What the first half of the walk decided for a routed packet, handed to
 /// the second half through the per-CPU [`WALK`] slot. Plain fields (no
@@ -75,6 +93,9 @@ pub struct Routed {
     pub smac: [u8; 6],
     pub dmac: [u8; 6],
     pub has_macs: u8,
+    /// How DNAT translated the packet ([`ROUTED_PLAIN`], [`ROUTED_DNAT`],
+    /// [`ROUTED_REVDNAT`]): the verdict the tail counts.
+    pub dnat: u8,
 }
 
 /// The walk, in two BPF subprograms run one after the other: [`head`]
@@ -85,6 +106,19 @@ pub struct Routed {
 #[inline(always)]
 pub fn try_from_pod(ctx: &TcContext) -> Result<i32, Stat> {
     let mut stat = Stat::DropRewriteFailed;
+    // DNAT first, in its own subprogram (it verifies the source itself:
+    // the translated packet may carry the frontend or the gateway as its
+    // source, which the head then does not verify again).
+    match dnat::from_pod_subprog(ctx, &mut stat) {
+        dnat::DROP => return Err(stat),
+        dnat::REJECT => {
+            return match reject::send_subprog(ctx, true, &mut stat) {
+                -1 => Err(stat),
+                action => Ok(action),
+            };
+        }
+        _ => {}
+    }
     match head_subprog(ctx, &mut stat) {
         HEAD_DROP => Err(stat),
         icmp_reply::ANSWER_PENDING => match icmp_reply::send_pending(ctx, &mut stat) {
@@ -149,7 +183,12 @@ fn head(ctx: &TcContext) -> Result<Option<i32>, Stat> {
             (*pkt.eth).src_addr,
         )
     };
-    let src = source::verify_ipv4(ctx, saddr, smac)?;
+    let src = if dnat::code() == dnat::NONE {
+        source::verify_ipv4(ctx, saddr, smac)?
+    } else {
+        // Verified by the DNAT subprogram before it translated.
+        dnat::source()?
+    };
     match router::destination(dst) {
         Destination::Unicast => {}
         Destination::LinkLocal => {
@@ -164,7 +203,13 @@ fn head(ctx: &TcContext) -> Result<Option<i32>, Stat> {
             let f = parse::flow(ctx, &pkt)?;
             return router::ttl_expired(&f, &src, settings()).map(Some);
         }
-        return endpoint::deliver(ctx, &pkt, &ep).map(Some);
+        let dnat = routed_dnat();
+        if dnat == ROUTED_PLAIN {
+            return endpoint::deliver(ctx, &pkt, &ep).map(Some);
+        }
+        let ret = l3::deliver_to_pod(ctx, &ep, None)?;
+        count(dnat_verdict(dnat), len);
+        return Ok(Some(ret));
     }
 
     let f = parse::flow(ctx, &pkt)?;
@@ -208,6 +253,7 @@ fn head(ctx: &TcContext) -> Result<Option<i32>, Stat> {
             smac,
             dmac,
             has_macs: u8::from(macs.is_some()),
+            dnat: routed_dnat(),
         };
     }
     Ok(None)
@@ -271,8 +317,28 @@ fn tail(ctx: &TcContext) -> Result<i32, Stat> {
     if ret != i64::from(TC_ACT_REDIRECT) {
         return Err(Stat::DropRewriteFailed);
     }
-    count(Stat::FwdRouted, len);
+    count(dnat_verdict(r.dnat), len);
     Ok(TC_ACT_REDIRECT as i32)
+}
+
+/// What DNAT did to this packet, as [`Routed::dnat`] says it.
+#[inline(always)]
+fn routed_dnat() -> u8 {
+    match dnat::code() {
+        dnat::FORWARD => ROUTED_DNAT,
+        dnat::REVERSE => ROUTED_REVDNAT,
+        _ => ROUTED_PLAIN,
+    }
+}
+
+/// The verdict of a forwarded packet, by what DNAT did to it.
+#[inline(always)]
+fn dnat_verdict(dnat: u8) -> Stat {
+    match dnat {
+        ROUTED_DNAT => Stat::FwdDnat,
+        ROUTED_REVDNAT => Stat::FwdRevDnat,
+        _ => Stat::FwdRouted,
+    }
 }
 
 /// The node settings (slot 0), or the defaults before userspace wrote them.

@@ -16,25 +16,124 @@
 //!    (its stack reassembles or drops it).
 //! 3. The pod: TTL − 1 (an expired one is a counted drop), MACs,
 //!    `bpf_redirect_peer` ([`crate::l3::deliver_to_pod`]).
-//! 4. Untranslated, to a local pod's own address, from a source the pod
+//! 4. No SNAT reply: DNAT ([`crate::dnat`], its own subprogram): a packet
+//!    to a frontend (a node port-forward, or a service VIP the LAN routes
+//!    through the node) goes to its backend, a local pod (as in 3, counted
+//!    `fwd_dnat`; a backend elsewhere is `drop_dnat_remote_backend`), and
+//!    ICMP errors toward a frontend about a backend's reply reach the
+//!    backend; a frontend without backends is refused back out of the
+//!    uplink ([`crate::reject`]).
+//! 5. Untranslated, to a local pod's own address, from a source the pod
 //!    reaches over a declared route without masquerade that leaves through
 //!    the interface the packet came in on ([`routed_back`]): delivered as
 //!    in 3, counted `fwd_local_pod`. Anything else: the node's stack.
 
 use aya_ebpf::{bindings::TC_ACT_OK, btf_maps::lpm_trie::Key, programs::TcContext};
 use netpath_common::{MasqKey, RouteKey, Stat, frag_dir};
+use network_types::eth::EthHdr;
 
 use crate::{
-    endpoint, frag, icmp, l3,
+    dnat, endpoint, frag, icmp, l3,
     maps::{MASQ, ROUTES},
     nat,
     parse::{self, ICMP_ECHO_REPLY, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Parsed},
-    router,
+    reject, router,
     stats::count,
 };
 
+/// [`snat_subprog`]'s code for a packet no SNAT reply matched (its flow is
+/// stashed for DNAT: `dnat::stash_flow`), and for a drop.
+const UNTRANSLATED: i32 = -100;
+const WALK_DROP: i32 = -101;
+/// [`snat_subprog`]'s code for a TCP/UDP reply translated back to its pod
+/// (the pod in `dnat::target`, the translated flow stashed): it may be a
+/// service backend's reply to that pod, translated back by DNAT next.
+const REVERSED: i32 = -102;
+
+/// The walk, in two BPF subprograms run one after the other: steps 1-3
+/// ([`snat_subprog`]) and DNAT ([`dnat::from_uplink_subprog`]); each has
+/// its own stack frame, which together would not fit the 512-byte BPF
+/// stack.
 #[inline(always)]
 pub fn try_from_uplink(ctx: &TcContext) -> Result<i32, Stat> {
+    let len = ctx.len();
+    let mut stat = Stat::DropRewriteFailed;
+    match snat_subprog(ctx, &mut stat) {
+        WALK_DROP => return Err(stat),
+        UNTRANSLATED => {}
+        REVERSED => {
+            // A backend off the node answering a pod's connection to a
+            // service reaches the node masqueraded: its source becomes the
+            // frontend again.
+            let verdict = match dnat::reverse_subprog(ctx, &mut stat) {
+                dnat::DROP => return Err(stat),
+                dnat::REVERSE => Stat::FwdRevDnat,
+                _ => Stat::FwdRevNat,
+            };
+            let pod = dnat::target()?;
+            let Some(ep) = endpoint::lookup(pod) else {
+                return Err(Stat::DropRevNatNoPod);
+            };
+            let ret = l3::deliver_to_pod(ctx, &ep, Some(pod))?;
+            count(verdict, len);
+            return Ok(ret);
+        }
+        action => return Ok(action),
+    }
+    match dnat::from_uplink_subprog(ctx, &mut stat) {
+        dnat::DROP => return Err(stat),
+        dnat::REJECT => {
+            return match reject::send_subprog(ctx, false, &mut stat) {
+                -1 => Err(stat),
+                action => Ok(action),
+            };
+        }
+        dnat::FORWARD => {
+            let ep = endpoint::lookup(dnat::target()?).ok_or(Stat::DropDnatRemoteBackend)?;
+            // The destination is rewritten already; TTL and MACs.
+            let ret = l3::deliver_to_pod(ctx, &ep, None)?;
+            count(Stat::FwdDnat, len);
+            return Ok(ret);
+        }
+        _ => {}
+    }
+    // No translation: a packet routed to a pod's own address over a
+    // declared route without masquerade (whose far side routes the pod
+    // CIDR back through the node) goes to the pod as a router forwards
+    // it, its later fragments with it (they carry the same destination).
+    // Anything else is the node's: behind a masquerade rule only
+    // translated replies reach a pod. (The packet is untouched: its
+    // addresses are read from it.)
+    let addrs: [u8; 8] = ctx
+        .load(EthHdr::LEN + 12)
+        .map_err(|_| Stat::DropTruncated)?;
+    let saddr = [addrs[0], addrs[1], addrs[2], addrs[3]];
+    let daddr = [addrs[4], addrs[5], addrs[6], addrs[7]];
+    if routed_back(ctx, saddr, daddr)
+        && let Some(ep) = endpoint::lookup(daddr)
+    {
+        let ret = l3::deliver_to_pod(ctx, &ep, None)?;
+        count(Stat::FwdLocalPod, len);
+        return Ok(ret);
+    }
+    count(Stat::PassUplink, len);
+    Ok(TC_ACT_OK as i32)
+}
+
+#[inline(never)]
+fn snat_subprog(ctx: &TcContext, stat: &mut Stat) -> i32 {
+    match snat_walk(ctx) {
+        Ok(action) => action,
+        Err(s) => {
+            *stat = s;
+            WALK_DROP
+        }
+    }
+}
+
+/// Steps 1 to 3: the TC action, or [`UNTRANSLATED`].
+#[inline(always)]
+fn snat_walk(ctx: &TcContext) -> Result<i32, Stat> {
     let len = ctx.len();
     if parse::vlan_tagged(ctx) {
         count(Stat::PassUplinkVlan, len);
@@ -73,22 +172,20 @@ pub fn try_from_uplink(ctx: &TcContext) -> Result<i32, Stat> {
         pod
     };
     let Some(pod) = pod else {
-        // No translation: a packet routed to a pod's own address over a
-        // declared route without masquerade (whose far side routes the pod
-        // CIDR back through the node) goes to the pod as a router forwards
-        // it, its later fragments with it (they carry the same
-        // destination). Anything else is the node's: behind a masquerade
-        // rule only translated replies reach a pod.
-        if routed_back(ctx, f.saddr, f.daddr)
-            && let Some(ep) = endpoint::lookup(f.daddr)
-        {
-            let ret = l3::deliver_to_pod(ctx, &ep, None)?;
-            count(Stat::FwdLocalPod, len);
-            return Ok(ret);
-        }
-        count(Stat::PassUplink, len);
-        return Ok(TC_ACT_OK as i32);
+        dnat::stash_flow(&f)?;
+        return Ok(UNTRANSLATED);
     };
+    if !f.later_fragment && (f.proto == IPPROTO_TCP || f.proto == IPPROTO_UDP) {
+        // The flow as translated so far (the destination address is
+        // written on delivery; the port is in the packet already).
+        let port: [u8; 2] = ctx.load(f.l4 + 2).map_err(|_| Stat::DropTruncated)?;
+        let mut to_pod = f;
+        to_pod.daddr = pod;
+        to_pod.dport = u16::from_be_bytes(port);
+        dnat::stash_flow(&to_pod)?;
+        dnat::set_target(pod)?;
+        return Ok(REVERSED);
+    }
     let Some(ep) = endpoint::lookup(pod) else {
         return Err(Stat::DropRevNatNoPod);
     };

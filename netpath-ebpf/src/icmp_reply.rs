@@ -39,17 +39,53 @@ use crate::{
     stats::count,
 };
 
-/// Length of the new IPv4 and ICMP headers.
-const NEW_HDRS: usize = Ipv4Hdr::LEN + 8;
-/// Where the quote starts in the answer.
-const QUOTE_AT: usize = EthHdr::LEN + NEW_HDRS;
+/// Length of the new IPv4 and ICMP headers of an ICMP error the datapath
+/// builds (here, and `reject.rs`'s port unreachable).
+pub const NEW_HDRS: usize = Ipv4Hdr::LEN + 8;
+/// Where the quote starts in such an error.
+pub const QUOTE_AT: usize = EthHdr::LEN + NEW_HDRS;
 /// Payload bytes quoted (RFC 792).
-const QUOTE_L4: usize = 8;
+pub const QUOTE_L4: usize = 8;
 /// Payload bytes quoted when the packet's L4 checksum is partial: enough to
 /// hold the TCP (16..18) and UDP (6..8) checksum fields.
-const QUOTE_L4_PARTIAL: usize = 20;
+pub const QUOTE_L4_PARTIAL: usize = 20;
 /// The longest quote: a 60-byte IPv4 header and [`QUOTE_L4_PARTIAL`].
-const MAX_QUOTE: usize = 60 + QUOTE_L4_PARTIAL;
+pub const MAX_QUOTE: usize = 60 + QUOTE_L4_PARTIAL;
+
+/// The one's-complement sum (unfolded) of the `qlen` quoted bytes at
+/// [`QUOTE_AT`] of a built ICMP error, 16 bits at a time; an odd last byte
+/// is summed as if followed by a zero byte.
+#[inline(always)]
+pub fn quote_sum(data: usize, end: usize, qlen: usize) -> Result<u32, Stat> {
+    let mut sum = 0u32;
+    let mut i = 0;
+    // Verifier: a loop with a constant bound.
+    while i < MAX_QUOTE / 2 {
+        if 2 * i + 2 > qlen {
+            break;
+        }
+        let at = data + QUOTE_AT + 2 * i;
+        // Verifier: each quoted word lies within the packet.
+        if at + 2 > end {
+            return Err(Stat::DropRewriteFailed);
+        }
+        // SAFETY: bounds-checked just above.
+        let w = unsafe { [*(at as *const u8), *((at + 1) as *const u8)] };
+        sum += u32::from(u16::from_be_bytes(w));
+        i += 1;
+    }
+    if qlen % 2 == 1 {
+        // An odd last byte is summed as if followed by a zero byte.
+        let at = data + QUOTE_AT + qlen - 1;
+        // Verifier: the last quoted byte lies within the packet.
+        if at + 1 > end {
+            return Err(Stat::DropRewriteFailed);
+        }
+        // SAFETY: bounds-checked just above.
+        sum += u32::from(unsafe { *(at as *const u8) }) << 8;
+    }
+    Ok(sum)
+}
 /// ICMP source quench and redirect (deprecated, but still errors).
 const ICMP_SOURCE_QUENCH: u8 = 4;
 const ICMP_REDIRECT: u8 = 5;
@@ -184,32 +220,7 @@ fn send_to_pod(ctx: &TcContext, f: &Flow, src: &Endpoint, answer: &Answer) -> Re
     let mut sum: u32 = u32::from(u16::from_be_bytes([ty, code]))
         + u32::from(u16::from_be_bytes([rest[0], rest[1]]))
         + u32::from(u16::from_be_bytes([rest[2], rest[3]]));
-    let mut i = 0;
-    // Verifier: a loop with a constant bound.
-    while i < MAX_QUOTE / 2 {
-        if 2 * i + 2 > qlen {
-            break;
-        }
-        let at = data + QUOTE_AT + 2 * i;
-        // Verifier: each quoted word lies within the packet.
-        if at + 2 > end {
-            return Err(Stat::DropRewriteFailed);
-        }
-        // SAFETY: bounds-checked just above.
-        let w = unsafe { [*(at as *const u8), *((at + 1) as *const u8)] };
-        sum += u32::from(u16::from_be_bytes(w));
-        i += 1;
-    }
-    if qlen % 2 == 1 {
-        // An odd last byte is summed as if followed by a zero byte.
-        let at = data + QUOTE_AT + qlen - 1;
-        // Verifier: the last quoted byte lies within the packet.
-        if at + 1 > end {
-            return Err(Stat::DropRewriteFailed);
-        }
-        // SAFETY: bounds-checked just above.
-        sum += u32::from(unsafe { *(at as *const u8) }) << 8;
-    }
+    sum += quote_sum(data, end, qlen)?;
     let icmp_check = !csum::fold(sum);
 
     // IPv4: version/IHL 0x45, DSCP CS6 (0xc0, as Linux sends ICMP errors),

@@ -13,6 +13,12 @@
 //! - [`to_uplink`] (`np_to_uplink`, egress): the node's own packets →
 //!   [`nat::node_snat`] when a pod's flow holds their tuple.
 //!
+//! - [`xdp`] (`np_xdp_uplink`, XDP on an uplink): the prefilter, and the
+//!   fast path of established inbound flows to local pods (everything else
+//!   passes to `np_from_uplink`); `np_xdp_pod` on each pod's `eth0`;
+//! - [`sock`] (`np_sock_*`, cgroup hooks): the node's own connections to a
+//!   service get a backend at `connect()` time.
+//!
 //! Every verdict and drop reason is counted in [`stats`]; a walk that drops
 //! returns its reason, and [`stats::drop`] counts (and, when the loader
 //! enabled it, logs) it in one place.
@@ -21,6 +27,7 @@
 
 mod conntrack;
 mod csum;
+mod dnat;
 mod endpoint;
 mod fib;
 mod frag;
@@ -29,13 +36,17 @@ mod from_uplink;
 mod icmp;
 mod icmp_reply;
 mod l3;
+mod lb;
 mod maps;
 mod nat;
 mod parse;
+mod reject;
 mod router;
+mod sock;
 mod source;
 mod stats;
 mod to_uplink;
+mod xdp;
 
 use aya_ebpf::{macros::classifier, programs::TcContext};
 
@@ -77,3 +88,46 @@ fn panic(_info: &core::panic::PanicInfo) -> ! {
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]
 static LICENSE: [u8; 4] = *b"GPL\0";
+
+// --- XDP and the socket load balancer ---
+
+/// XDP on an uplink: the prefilter and the fast path of established
+/// inbound flows to local pods; everything else passes to `np_from_uplink`.
+#[aya_ebpf::macros::xdp]
+pub fn np_xdp_uplink(ctx: aya_ebpf::programs::XdpContext) -> u32 {
+    xdp::try_xdp_uplink(&ctx)
+}
+
+/// XDP on a pod's `eth0` (inside the pod): passes everything. veth
+/// delivers `XDP_REDIRECT`ed frames only to a peer with NAPI on, which an
+/// XDP program turns on.
+#[aya_ebpf::macros::xdp]
+pub fn np_xdp_pod(_ctx: aya_ebpf::programs::XdpContext) -> u32 {
+    aya_ebpf::bindings::xdp_action::XDP_PASS
+}
+
+/// cgroup `connect4`: the node's sockets connecting to a frontend get a
+/// backend.
+#[aya_ebpf::macros::cgroup_sock_addr(connect4)]
+pub fn np_sock_connect4(ctx: aya_ebpf::programs::SockAddrContext) -> i32 {
+    sock::try_sock_connect(&ctx)
+}
+
+/// cgroup `sendmsg4`: the same for unconnected UDP sends.
+#[aya_ebpf::macros::cgroup_sock_addr(sendmsg4)]
+pub fn np_sock_sendmsg4(ctx: aya_ebpf::programs::SockAddrContext) -> i32 {
+    sock::try_sock_connect(&ctx)
+}
+
+/// cgroup `recvmsg4`: a datagram from a backend shows its frontend as
+/// source.
+#[aya_ebpf::macros::cgroup_sock_addr(recvmsg4)]
+pub fn np_sock_recvmsg4(ctx: aya_ebpf::programs::SockAddrContext) -> i32 {
+    sock::try_sock_peer(&ctx)
+}
+
+/// cgroup `getpeername4`: a connected socket's peer shows as its frontend.
+#[aya_ebpf::macros::cgroup_sock_addr(getpeername4)]
+pub fn np_sock_getpeername4(ctx: aya_ebpf::programs::SockAddrContext) -> i32 {
+    sock::try_sock_peer(&ctx)
+}

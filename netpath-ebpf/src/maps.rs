@@ -111,3 +111,13 @@ pub static PREFILTER: LpmTrie<
     netpath_common::DenyRule,
     { maps::PREFILTER_MAX as usize },
 > = LpmTrie::new();
+
+// --- the socket load balancer (`sock.rs`) ---
+
+/// Socket cookie and backend → the frontend the socket asked for (LRU).
+#[btf_map(name = "sock_revnat_v1")]
+pub static SOCK_REVNAT: LruHashMap<
+    netpath_common::sock::SockRevKey,
+    netpath_common::sock::SockRevNat,
+    { netpath_common::sock::REVNAT_MAX as usize },
+> = LruHashMap::new();

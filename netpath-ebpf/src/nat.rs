@@ -91,7 +91,7 @@ use aya_ebpf::{
 use aya_ebpf::{btf_maps::PerCpuArray, macros::btf_map};
 use netpath_common::{
     CtEntry, CtKey, MasqRule, NodeSettings, REVNAT_ORPHAN_GRACE_NS, RevNat, Stat, ct_flags,
-    original_of, reply_key,
+    original_of, reply_key, reply_of,
 };
 
 use crate::{
@@ -411,7 +411,9 @@ fn partner(
 ) -> Partner {
     // SAFETY: read of a map value.
     match unsafe { REVNAT.get(rkey) } {
-        Some(r) if r.leads_back(key) && r.flags & ct_flags::NODE == owner => return Partner::Ok,
+        Some(r) if r.leads_back(key) && r.flags & (ct_flags::NODE | ct_flags::DNAT) == owner => {
+            return Partner::Ok;
+        }
         Some(_) => return Partner::Taken,
         None => {}
     }
@@ -649,18 +651,28 @@ fn claim(ctx: &TcContext, sc: *mut NatScratch, port: u16, own_socket_ok: bool) -
 /// missing and the entry is past its grace period.
 #[inline(always)]
 fn dead(sc: *mut NatScratch, rkey: &CtKey, r: &RevNat, now: u64) -> bool {
-    let s = SETTINGS.get(0).unwrap_or(&NodeSettings::DEFAULT);
     // SAFETY: the per-CPU scratch slot; `claim_owner` is only used here.
-    let owner = unsafe {
-        (*sc).claim_owner = original_of(rkey, r);
-        &(*sc).claim_owner
-    };
+    let owner = unsafe { &mut (*sc).claim_owner };
+    claim_dead(owner, rkey, r, now)
+}
+
+/// [`dead`] for any claim, source or destination translated (the DNAT
+/// path's claims use it too): `owner` is scratch space for the original
+/// tuple `r` leads back to. The connection there must map to `rkey` by
+/// [`reply_of`] (which knows DNAT and hairpin tuples) with the same NODE
+/// and DNAT flags, and be live; or, missing, `r` must be past its grace
+/// period.
+#[inline(always)]
+pub fn claim_dead(owner: &mut CtKey, rkey: &CtKey, r: &RevNat, now: u64) -> bool {
+    let s = SETTINGS.get(0).unwrap_or(&NodeSettings::DEFAULT);
+    *owner = original_of(rkey, r);
+    let owner: &CtKey = owner;
+    const KIND: u8 = ct_flags::NODE | ct_flags::DNAT | ct_flags::HAIRPIN;
     // SAFETY: read of a map value.
     match unsafe { CONNTRACK.get(owner) } {
         Some(e) => {
-            e.nat_addr != rkey.daddr
-                || e.nat_port != rkey.dport
-                || e.flags & ct_flags::NODE != r.flags & ct_flags::NODE
+            reply_of(owner, e, s.gateway) != *rkey
+                || e.flags & KIND != r.flags & KIND
                 || s.ct_expired(e, now)
         }
         None => now > r.created_ns && now - r.created_ns > REVNAT_ORPHAN_GRACE_NS,
@@ -729,6 +741,10 @@ pub fn rev_snat(ctx: &TcContext, f: &Flow) -> Result<Option<[u8; 4]>, Stat> {
     let Some(rev) = (unsafe { REVNAT.get(&rkey) }).copied() else {
         return Ok(None);
     };
+    if rev.flags & ct_flags::DNAT != 0 {
+        // A destination-translated connection's claim: `dnat.rs` owns it.
+        return Ok(None);
+    }
     let settings = SETTINGS.get(0).unwrap_or(&NodeSettings::DEFAULT);
     let seg = conntrack::segment(ctx, f)?;
     let orig = original_of(&rkey, &rev);

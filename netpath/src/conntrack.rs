@@ -32,9 +32,31 @@ use std::{
 };
 
 use netpath_common::{
-    CtEntry, CtKey, NodeSettings, REVNAT_ORPHAN_GRACE_NS, RevNat, ct_flags, ct_state, original_of,
-    reply_key,
+    CtEntry, CtKey, FrontendKey, NodeSettings, REVNAT_ORPHAN_GRACE_NS, RevNat, ct_flags, ct_state,
+    original_of, reply_of,
 };
+
+/// The flags that say how to read a connection's mapping: its reverse
+/// entry must carry the same ones.
+const KIND: u8 = ct_flags::NODE | ct_flags::DNAT | ct_flags::HAIRPIN;
+
+/// The reverse entry connection `e` at `orig` owns: the original source
+/// for a source translation, the frontend for a destination translation
+/// (`RevNat::leads_back`).
+fn reverse_of(orig: &CtKey, e: &CtEntry, now_ns: u64) -> RevNat {
+    let (addr, port) = if e.flags & ct_flags::DNAT != 0 {
+        (orig.daddr, orig.dport)
+    } else {
+        (orig.saddr, orig.sport)
+    };
+    RevNat {
+        addr,
+        port,
+        flags: e.flags & KIND,
+        _pad: 0,
+        created_ns: now_ns,
+    }
+}
 
 use crate::datapath::{MapsError, NodeMaps};
 
@@ -88,7 +110,7 @@ impl Connection {
         Self {
             orig,
             entry,
-            reply: reply_key(&orig, entry.nat_addr, entry.nat_port),
+            reply: reply_of(&orig, &entry, settings.gateway),
             revnat: None,
             age: Duration::from_nanos(now_ns.saturating_sub(entry.created_ns)),
             expires_in: Duration::from_nanos(deadline.saturating_sub(now_ns)),
@@ -111,7 +133,8 @@ impl Connection {
         SocketAddrV4::new(Ipv4Addr::from(self.orig.daddr), self.orig.dport)
     }
 
-    /// The source the connection has outside the node.
+    /// The source the connection has outside the node; for a destination
+    /// translation ([`Connection::is_dnat`]), the backend.
     pub fn nat(&self) -> SocketAddrV4 {
         SocketAddrV4::new(Ipv4Addr::from(self.entry.nat_addr), self.entry.nat_port)
     }
@@ -119,6 +142,20 @@ impl Connection {
     /// `ESTABLISHED`, `SYN_SENT`, `UNREPLIED`, ...
     pub fn state(&self) -> &'static str {
         ct_state::name(self.entry.state)
+    }
+
+    /// Whether this is a destination translation (a service or a
+    /// port-forward): the destination is the frontend, [`Connection::nat`]
+    /// the backend.
+    pub fn is_dnat(&self) -> bool {
+        self.entry.flags & ct_flags::DNAT != 0
+    }
+
+    /// Whether the connection carries traffic now: TCP established, or UDP
+    /// (and ICMP) not expired.
+    pub fn is_established(&self) -> bool {
+        !self.expired
+            && (self.orig.proto != proto::TCP || self.entry.state == ct_state::TCP_ESTABLISHED)
     }
 }
 
@@ -183,7 +220,7 @@ pub fn gc(maps: &mut NodeMaps, now_ns: u64) -> Result<GcReport, MapsError> {
     let mut report = GcReport::default();
     let mut deleted = 0;
     for (key, entry) in &conntrack {
-        let reply = reply_key(key, entry.nat_addr, entry.nat_port);
+        let reply = reply_of(key, entry, settings.gateway);
         // Re-read: act only on the entry as it is now.
         if maps.conntrack_entry(key)? != Some(*entry) {
             continue;
@@ -214,13 +251,7 @@ pub fn gc(maps: &mut NodeMaps, now_ns: u64) -> Result<GcReport, MapsError> {
                 }
             }
             None => {
-                let rev = RevNat {
-                    addr: key.saddr,
-                    port: key.sport,
-                    flags: entry.flags & ct_flags::NODE,
-                    _pad: 0,
-                    created_ns: now_ns,
-                };
+                let rev = reverse_of(key, entry, now_ns);
                 if maps.claim_revnat(reply, rev)? {
                     report.repaired += 1;
                 }
@@ -228,11 +259,13 @@ pub fn gc(maps: &mut NodeMaps, now_ns: u64) -> Result<GcReport, MapsError> {
         }
     }
     for (reply, rev) in &revnat {
-        if !orphaned(maps, reply, rev, now_ns)? {
+        if !orphaned(maps, reply, rev, &settings, now_ns)? {
             continue;
         }
         // Re-read both entries now.
-        if maps.revnat_entry(reply)? != Some(*rev) || !orphaned(maps, reply, rev, now_ns)? {
+        if maps.revnat_entry(reply)? != Some(*rev)
+            || !orphaned(maps, reply, rev, &settings, now_ns)?
+        {
             continue;
         }
         maps.remove_revnat(reply)?;
@@ -251,8 +284,10 @@ pub struct PurgeReport {
     pub reverse: usize,
 }
 
-/// Deletes every connection whose original source is `addr` and every
-/// reverse entry that leads back to `addr`: what a deleted pod leaves, so
+/// Deletes every connection whose original source is `addr` (or, for a
+/// destination translation, whose backend is `addr`) and every reverse
+/// entry that leads back to `addr` (or comes from it as a backend): what a
+/// deleted pod leaves, so
 /// that the next pod given its address inherits none of it (issue 8,
 /// item 7). Called once the pod's interface is gone (no packet of it can
 /// re-create an entry).
@@ -266,21 +301,31 @@ pub struct PurgeReport {
 pub fn purge_address(maps: &mut NodeMaps, addr: Ipv4Addr) -> Result<PurgeReport, MapsError> {
     let addr = addr.octets();
     let mut report = PurgeReport::default();
+    // The client of the connection a reverse entry leads back to (for a
+    // source translation, the entry's own address; for a destination
+    // translation, in its key), or for a destination translation the
+    // backend whose replies it matches.
+    let client_is = |reply: &CtKey, r: &RevNat| {
+        r.flags & ct_flags::NODE == 0
+            && (original_of(reply, r).saddr == addr
+                || (r.flags & ct_flags::DNAT != 0 && reply.saddr == addr))
+    };
     for (reply, rev) in &maps.revnat()? {
-        if rev.addr != addr || rev.flags & ct_flags::NODE != 0 {
+        if !client_is(reply, rev) {
             continue;
         }
         // Re-read: delete only if it still leads back to `addr`.
         if maps
             .revnat_entry(reply)?
-            .is_some_and(|r| r.addr == addr && r.flags & ct_flags::NODE == 0)
+            .is_some_and(|r| client_is(reply, &r))
         {
             maps.remove_revnat(reply)?;
             report.reverse += 1;
         }
     }
     for (orig, entry) in &maps.conntrack()? {
-        if orig.saddr != addr || entry.flags & ct_flags::NODE != 0 {
+        let backend = entry.flags & ct_flags::DNAT != 0 && entry.nat_addr == addr;
+        if !(orig.saddr == addr || backend) || entry.flags & ct_flags::NODE != 0 {
             continue;
         }
         if maps.conntrack_entry(orig)?.is_some() {
@@ -291,15 +336,74 @@ pub fn purge_address(maps: &mut NodeMaps, addr: Ipv4Addr) -> Result<PurgeReport,
     Ok(report)
 }
 
+/// Deletes the connections to frontend `frontend` that were translated to
+/// `backend` (`None`: to any backend): what a backend leaving a service (or
+/// a removed frontend) leaves behind. The connections of the frontend's
+/// other backends, and every source translation, are not touched.
+///
+/// For each connection, on fresh reads: its reverse entry first (if it
+/// still leads back to it), then the connection (if still translated to
+/// that backend), then the reverse entry once more (a packet of the
+/// connection in between may have repaired it). The reverse entry goes
+/// first so that a reply of the backend arriving in between finds nothing
+/// to follow, rather than a reverse entry from which the datapath would
+/// repair the connection.
+pub fn purge_backend(
+    maps: &mut NodeMaps,
+    frontend: FrontendKey,
+    backend: Option<SocketAddrV4>,
+) -> Result<PurgeReport, MapsError> {
+    let gateway = maps.settings()?.gateway;
+    let matches = |orig: &CtKey, e: &CtEntry| {
+        e.flags & ct_flags::DNAT != 0
+            && orig.daddr == frontend.addr
+            && orig.dport == frontend.port
+            && orig.proto == frontend.proto
+            && backend.is_none_or(|b| e.nat_addr == b.ip().octets() && e.nat_port == b.port())
+    };
+    let mut report = PurgeReport::default();
+    for (orig, entry) in &maps.conntrack()? {
+        if !matches(orig, entry) {
+            continue;
+        }
+        let reply = reply_of(orig, entry, gateway);
+        let mut drop_reverse = |maps: &mut NodeMaps| -> Result<(), MapsError> {
+            if maps
+                .revnat_entry(&reply)?
+                .is_some_and(|r| r.flags & ct_flags::DNAT != 0 && r.leads_back(orig))
+            {
+                maps.remove_revnat(&reply)?;
+                report.reverse += 1;
+            }
+            Ok(())
+        };
+        drop_reverse(maps)?;
+        if maps
+            .conntrack_entry(orig)?
+            .is_some_and(|e| matches(orig, &e))
+        {
+            maps.remove_conntrack(orig)?;
+            report.connections += 1;
+        }
+        drop_reverse(maps)?;
+    }
+    Ok(report)
+}
+
 /// Whether the reverse entry `rev` at `reply` is owned by nothing, from a
 /// fresh read of the connection it leads back to. (A connection that maps
 /// here but expired owns it until the first loop deletes both.)
-fn orphaned(maps: &NodeMaps, reply: &CtKey, rev: &RevNat, now_ns: u64) -> Result<bool, MapsError> {
+fn orphaned(
+    maps: &NodeMaps,
+    reply: &CtKey,
+    rev: &RevNat,
+    settings: &NodeSettings,
+    now_ns: u64,
+) -> Result<bool, MapsError> {
     let orig = original_of(reply, rev);
     Ok(match maps.conntrack_entry(&orig)? {
         Some(e) => {
-            reply_key(&orig, e.nat_addr, e.nat_port) != *reply
-                || e.flags & ct_flags::NODE != rev.flags & ct_flags::NODE
+            reply_of(&orig, &e, settings.gateway) != *reply || e.flags & KIND != rev.flags & KIND
         }
         None => now_ns.saturating_sub(rev.created_ns) > REVNAT_ORPHAN_GRACE_NS,
     })
@@ -355,7 +459,12 @@ impl std::fmt::Display for Violation {
 
 /// Checks the NAT invariants a dump of both maps can show at `now_ns`
 /// (I1 pairing, I2 one tuple per connection, ports inside the range or the
-/// connection's own, node connections keeping their address). Reverse
+/// connection's own, node connections keeping their address). A
+/// destination-translated connection (DNAT: original tuple client →
+/// frontend, the backend as its NAT address and port) pairs with the
+/// reverse entry at its backend's reply tuple (`reply_of`: backend →
+/// client, or → gateway for a hairpin) holding the frontend with the same
+/// DNAT/HAIRPIN flags; its port is the backend's, not from the range. Reverse
 /// entries without a live connection are not violations (an LRU eviction
 /// leaves them; replies repair them, claims and GC reclaim them).
 ///
@@ -375,12 +484,10 @@ pub fn check_nat_invariants(
         if settings.ct_expired(e, now_ns) {
             continue;
         }
-        let reply = reply_key(orig, e.nat_addr, e.nat_port);
+        let reply = reply_of(orig, e, settings.gateway);
         match revnat.get(&reply) {
             None => out.push(Violation::MissingReverse { orig: *orig, reply }),
-            Some(r)
-                if !r.leads_back(orig) || r.flags & ct_flags::NODE != e.flags & ct_flags::NODE =>
-            {
+            Some(r) if !r.leads_back(orig) || r.flags & KIND != e.flags & KIND => {
                 out.push(Violation::ReverseElsewhere {
                     orig: *orig,
                     reply,
@@ -396,8 +503,10 @@ pub fn check_nat_invariants(
                 b: *orig,
             });
         }
+        // A destination translation's port is the backend's.
         let in_range = (settings.nat_port_min..=settings.nat_port_max).contains(&e.nat_port);
-        if !in_range && e.nat_port != orig.sport {
+        // A destination translation's port is its backend's.
+        if e.flags & ct_flags::DNAT == 0 && !in_range && e.nat_port != orig.sport {
             out.push(Violation::PortOutOfRange {
                 orig: *orig,
                 nat_port: e.nat_port,
@@ -469,6 +578,7 @@ pub fn format_table(conns: &[Connection]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use netpath_common::reply_key;
 
     fn key(sport: u16, dport: u16, proto: u8) -> CtKey {
         CtKey {
@@ -666,5 +776,68 @@ mod tests {
         // Expired connections are not checked.
         let old = entry(ct_state::TCP_CLOSE, 1);
         assert_eq!(check_nat_invariants(&[(a, old)], &[], &s, now), vec![]);
+    }
+
+    #[test]
+    fn the_invariant_checker_pairs_a_dnat_connection_with_its_backends_reply_tuple() {
+        let s = NodeSettings {
+            nat_port_min: 40000,
+            nat_port_max: 40009,
+            gateway: [10, 200, 0, 1],
+            ..NodeSettings::DEFAULT
+        };
+        let now = 100 * 1_000_000_000;
+        // LAN client → the node's port-forward 8080 → pod 10.200.0.3:80.
+        let orig = CtKey {
+            saddr: [192, 168, 50, 1],
+            daddr: [192, 168, 50, 2],
+            sport: 5555,
+            dport: 8080,
+            proto: proto::TCP,
+            _pad: [0; 3],
+        };
+        let mut e = entry(ct_state::TCP_ESTABLISHED, 99);
+        (e.nat_addr, e.nat_port, e.flags) = ([10, 200, 0, 3], 80, ct_flags::DNAT);
+        let reply = netpath_common::dnat_reply_key(&orig, e.nat_addr, 80, None);
+        let rev = RevNat {
+            addr: orig.daddr,
+            port: orig.dport,
+            flags: ct_flags::DNAT,
+            _pad: 0,
+            created_ns: 0,
+        };
+        let ct = [(orig, e)];
+        // The backend's port 80 is outside the NAT range: not a violation.
+        assert_eq!(check_nat_invariants(&ct, &[(reply, rev)], &s, now), vec![]);
+        assert!(matches!(
+            check_nat_invariants(&ct, &[], &s, now)[..],
+            [Violation::MissingReverse { .. }]
+        ));
+        // A reverse entry without the DNAT flag is another connection's.
+        let snat_rev = RevNat { flags: 0, ..rev };
+        assert!(matches!(
+            check_nat_invariants(&ct, &[(reply, snat_rev)], &s, now)[..],
+            [Violation::ReverseElsewhere { .. }]
+        ));
+        // A hairpin pairs with the reply to the gateway.
+        let hp = CtKey {
+            saddr: [10, 200, 0, 3],
+            daddr: [10, 96, 0, 10],
+            ..orig
+        };
+        let mut he = e;
+        he.flags = ct_flags::DNAT | ct_flags::HAIRPIN;
+        let hreply = netpath_common::dnat_reply_key(&hp, hp.saddr, 80, Some(s.gateway));
+        let hrev = RevNat {
+            addr: hp.daddr,
+            port: hp.dport,
+            flags: he.flags,
+            ..rev
+        };
+        assert_eq!(
+            check_nat_invariants(&[(hp, he)], &[(hreply, hrev)], &s, now),
+            vec![]
+        );
+        assert_eq!(reverse_of(&hp, &he, 0), hrev);
     }
 }

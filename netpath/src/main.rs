@@ -8,8 +8,11 @@ use netpath::{
     config::Config,
     conntrack, daemon,
     datapath::{NodeMaps, PinDir, pinned_logger},
-    demo, reconcile, render,
+    demo,
+    lb::{frontends, inspect},
+    reconcile, render,
     resolve::DesiredNode,
+    state::{STATE_ROOT, StateDir},
 };
 
 #[derive(Parser)]
@@ -72,6 +75,16 @@ enum Command {
         #[command(subcommand)]
         command: ConntrackCommand,
     },
+    /// Inspect the services (VIPs load-balanced over backends by Maglev).
+    Service {
+        #[command(subcommand)]
+        command: ServiceCommand,
+    },
+    /// Inspect the port-forwards (node ports forwarded to pods).
+    PortForward {
+        #[command(subcommand)]
+        command: PortForwardCommand,
+    },
     /// Apply the configuration, then keep running: collect expired
     /// connections every `[conntrack] gc_interval` seconds, re-apply the file
     /// on SIGHUP, stop on SIGINT/SIGTERM (the datapath stays in place).
@@ -101,6 +114,47 @@ enum ConntrackCommand {
         #[arg(long)]
         instance: String,
     },
+}
+
+#[derive(Subcommand)]
+enum ServiceCommand {
+    /// List the services: frontend, backends by index, established flows
+    /// per backend.
+    List {
+        /// Default: the only instance there is.
+        #[arg(long)]
+        instance: Option<String>,
+        #[arg(short, long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Show a service's Maglev table: how many slots each backend owns.
+    Maglev {
+        /// The service's name.
+        name: String,
+        /// Default: the only instance there is.
+        #[arg(long)]
+        instance: Option<String>,
+        /// Print the raw table too (slot → backend index).
+        #[arg(long)]
+        slots: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum PortForwardCommand {
+    /// List the port-forwards: node address:port → destination, flows.
+    List {
+        /// Default: the only instance there is.
+        #[arg(long)]
+        instance: Option<String>,
+    },
+}
+
+/// How a list is printed.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Output {
+    Table,
+    Json,
 }
 
 fn main() -> Result<()> {
@@ -168,6 +222,45 @@ async fn run(command: Command) -> Result<()> {
                 print!("{}", render::gc(&daemon::gc_once(&instance)?));
             }
         },
+        Command::Service { command } => match command {
+            ServiceCommand::List { instance, output } => {
+                let (_, views) = lb_views(&instance_or_only(instance)?)?;
+                match output {
+                    Output::Table => print!("{}", render::services(&views)),
+                    Output::Json => print!("{}", render::services_json(&views)),
+                }
+            }
+            ServiceCommand::Maglev {
+                name,
+                instance,
+                slots,
+            } => {
+                let instance = instance_or_only(instance)?;
+                let (lb, views) = lb_views(&instance)?;
+                let view = views
+                    .iter()
+                    .find(|v| !v.port_forward && v.service.as_deref() == Some(name.as_str()))
+                    .with_context(|| {
+                        format!(
+                            "instance {instance} has no service '{name}' (`netpath service list \
+                             --instance {instance}` lists them)"
+                        )
+                    })?;
+                let fe = lb
+                    .values()
+                    .find(|f| f.id == view.id)
+                    .expect("views come from these frontends");
+                let counts = inspect::slot_counts(fe);
+                let table = slots.then_some(fe.maglev.as_slice());
+                print!("{}", render::maglev(view, &counts, table));
+            }
+        },
+        Command::PortForward {
+            command: PortForwardCommand::List { instance },
+        } => {
+            let (_, views) = lb_views(&instance_or_only(instance)?)?;
+            print!("{}", render::port_forwards(&views));
+        }
         Command::Daemon { config } => {
             let events = daemon::signal_events()?;
             daemon::run(&config, events).await?;
@@ -179,6 +272,13 @@ async fn run(command: Command) -> Result<()> {
             let mut events = daemon::signal_events()?;
             let (lab, config) = demo::lab_and_config();
             let report = demo::up(&lab, &config).await?;
+            let responders = match demo::serve(&lab, &config, &report).await {
+                Ok(r) => r,
+                Err(e) => {
+                    demo::clean(&lab, &config).await?;
+                    return Err(e.into());
+                }
+            };
             say(&render::demo(&lab, &config, &report));
             if !once {
                 // Collect expired connections while the demo runs.
@@ -190,12 +290,48 @@ async fn run(command: Command) -> Result<()> {
             // `cargo xtask run | tee log` and Ctrl-C: tee is gone before we
             // are, so nothing on the way to the cleanup may need stdout.
             say("removing the demo ...");
+            drop(responders);
             demo::clean(&lab, &config).await?;
             say("done: no namespace, link or pin of the demo is left.");
         }
         Command::DemoConfig => print!("{}", Config::demo().to_toml_string()),
     }
     Ok(())
+}
+
+/// The frontends of `instance` (its load balancer's maps, named by its
+/// state file, with flows counted from its connection table).
+fn lb_views(instance: &str) -> Result<(frontends::LbState, Vec<inspect::FrontendView>)> {
+    let maps = NodeMaps::open_pinned(&PinDir::for_instance(instance))?;
+    let lb = frontends::read(maps.lb())?;
+    let state = StateDir::for_instance(instance).load()?;
+    let conns = conntrack::list(&maps)?;
+    let views = inspect::frontends(&lb, &state.frontends, &conns);
+    Ok((lb, views))
+}
+
+/// `instance`, or else the only instance this machine has state for.
+fn instance_or_only(instance: Option<String>) -> Result<String> {
+    if let Some(i) = instance {
+        return Ok(i);
+    }
+    let mut found: Vec<String> = std::fs::read_dir(STATE_ROOT)
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    match found.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => anyhow::bail!(
+            "no netpath instance is running here ({STATE_ROOT} is empty); apply one first"
+        ),
+        many => anyhow::bail!(
+            "there are several instances ({}); pick one with --instance",
+            many.join(", ")
+        ),
+    }
 }
 
 /// Prints `text` and a newline to stdout, ignoring a closed or broken

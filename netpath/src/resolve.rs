@@ -26,7 +26,7 @@ use netpath_common::NodeSettings;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    config::{Config, PodConfig, UplinkConfig},
+    config::{Config, L4Proto, PodConfig, SessionAffinity, Target, UplinkConfig},
     sys::netns::{Netns, NetnsError},
 };
 
@@ -63,6 +63,59 @@ pub struct DesiredNode {
     pub conntrack_max: u32,
     /// How often the daemon (and the demo) collect expired connections.
     pub gc_interval: Duration,
+    /// XDP on the uplink (`node.xdp`, default native).
+    pub xdp: crate::datapath::xdp::XdpMode,
+    /// The prefilter's deny list (`node.deny_sources`).
+    pub deny_sources: Vec<Ipv4Net>,
+    /// Where the services' VIPs live.
+    pub service_cidr: Option<Ipv4Net>,
+    /// The port-forwards, in configuration order.
+    pub port_forwards: Vec<DesiredPortForward>,
+    /// The services, in configuration order.
+    pub services: Vec<DesiredService>,
+}
+
+/// Where a frontend's connections go: a pod (its address is the lease
+/// IPAM gives it, known when the apply is planned) or a fixed address, and
+/// the port, with its default filled in.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DesiredTarget {
+    pub target: Target,
+    pub port: u16,
+}
+
+impl fmt::Display for DesiredTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.target {
+            Target::Pod(name) => write!(f, "{name}:{}", self.port),
+            Target::Address(a) => write!(f, "{a}"),
+        }
+    }
+}
+
+/// One port-forward with its defaults filled in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredPortForward {
+    pub proto: L4Proto,
+    pub port: u16,
+    /// `None`: every address of the uplink and the pods' gateway (known
+    /// when the apply is planned).
+    pub address: Option<Ipv4Addr>,
+    pub to: DesiredTarget,
+}
+
+/// One service with its defaults filled in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredService {
+    pub name: String,
+    pub vip: Ipv4Addr,
+    pub port: u16,
+    pub proto: L4Proto,
+    /// In configuration order (the order does not matter to Maglev: a
+    /// backend's slots follow from its address and port).
+    pub backends: Vec<DesiredTarget>,
+    /// ClientIP affinity timeout in seconds; `None`: no affinity.
+    pub affinity_timeout: Option<u32>,
 }
 
 /// One pod as it should be.
@@ -228,7 +281,50 @@ impl DesiredNode {
             settings,
             conntrack_max: ct.max_entries,
             gc_interval: Duration::from_secs(u64::from(ct.gc_interval)),
+            service_cidr: config.node.service_cidr,
+            port_forwards: config
+                .port_forwards
+                .iter()
+                .map(|pf| DesiredPortForward {
+                    proto: pf.proto,
+                    port: pf.port,
+                    address: pf.address,
+                    to: DesiredTarget {
+                        target: pf.to.clone(),
+                        port: pf.target_port(),
+                    },
+                })
+                .collect(),
+            services: config
+                .services
+                .iter()
+                .map(|svc| DesiredService {
+                    name: svc.name.clone(),
+                    vip: svc.vip,
+                    port: svc.port,
+                    proto: svc.proto,
+                    backends: svc
+                        .backends
+                        .iter()
+                        .map(|b| DesiredTarget {
+                            target: b.clone(),
+                            port: svc.backend_port(b),
+                        })
+                        .collect(),
+                    affinity_timeout: (svc.affinity == SessionAffinity::ClientIp)
+                        .then(|| svc.affinity_timeout_secs()),
+                })
+                .collect(),
+            xdp: config.node.xdp.unwrap_or_default(),
+            deny_sources: config.node.deny_sources.clone(),
         }
+    }
+
+    /// Whether the node has any frontend (a port-forward or a service):
+    /// then `np_from_uplink` is attached to the uplink, where clients of
+    /// the LAN arrive.
+    pub fn has_frontends(&self) -> bool {
+        !self.port_forwards.is_empty() || !self.services.is_empty()
     }
 
     /// The MTU of every pod's veth (both ends): the uplink's, `uplink_mtu`

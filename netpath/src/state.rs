@@ -8,13 +8,14 @@
 use std::{
     collections::BTreeMap,
     fs, io,
-    net::Ipv4Addr,
+    net::{Ipv4Addr, SocketAddrV4},
     path::{Path, PathBuf},
 };
 
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    config::L4Proto,
     resolve::{DesiredPod, POD_IFNAME, PodNetns},
     sys::file::write_atomic,
 };
@@ -95,6 +96,32 @@ pub struct NodeState {
     /// `out` interfaces), with their ifindex when it was attached.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub uplinks: BTreeMap<String, u32>,
+    /// The frontends (services and port-forward addresses) the load
+    /// balancer's maps hold, with the names the configuration gave them.
+    /// The maps themselves are the truth about ids, indices and tables;
+    /// this is what `netpath service list` needs to name them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub frontends: Vec<FrontendRecord>,
+}
+
+/// One frontend as built.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FrontendRecord {
+    pub address: Ipv4Addr,
+    pub port: u16,
+    pub proto: L4Proto,
+    /// The service's name; `None` for a port-forward.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    pub backends: Vec<BackendRecord>,
+}
+
+/// One backend of a frontend as built.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackendRecord {
+    pub address: SocketAddrV4,
+    /// The pod's name, or the address as configured.
+    pub target: String,
 }
 
 /// Paths of one instance's state.

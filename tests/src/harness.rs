@@ -50,6 +50,7 @@ impl TestNode {
                 name: name.clone(),
                 netns: Some(lab.node_netns.clone()),
                 pod_cidr: "10.200.0.0/24".parse().unwrap(),
+                service_cidr: None,
                 gateway: None,
                 pod_netns_prefix: Some(format!("{name}-")),
                 uplink: Some(UplinkConfig {
@@ -57,12 +58,16 @@ impl TestNode {
                     address: None,
                     gateway: None,
                 }),
+                xdp: None,
+                deny_sources: Vec::new(),
             },
             pods: pods.iter().map(|p| pod(p)).collect(),
             routes: Vec::new(),
             masquerade: Vec::new(),
             nat: NatConfig::default(),
             conntrack: ConntrackConfig::default(),
+            port_forwards: Vec::new(),
+            services: Vec::new(),
         };
         Self {
             lab,

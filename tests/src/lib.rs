@@ -5,3 +5,4 @@ pub mod fuzz;
 pub mod harness;
 pub mod node;
 pub mod packet;
+pub mod responder;

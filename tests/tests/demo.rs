@@ -2,13 +2,22 @@
 //! without a trace.
 
 use netpath::{datapath::PinDir, demo, render, sys::netns::Netns};
-use tests::harness::{block_on, ping};
+use tests::harness::{block_on, ping, run_in_ns};
+
+/// `ip netns exec NS curl -s --max-time 3 URL`, as the demo prints it.
+fn curl(ns: &str, url: &str) -> String {
+    run_in_ns(ns, "curl", &["-s", "--max-time", "3", url])
+}
 
 #[test]
 fn the_demo_builds_red_and_blue_that_reach_each_other_and_cleans_up() {
     let (lab, config) = demo::lab_and_config();
     let report = block_on(demo::up(&lab, &config)).expect("demo up");
-    let result = std::panic::catch_unwind(|| {
+    let responders = block_on(demo::serve(&lab, &config, &report)).map_err(|e| e.to_string());
+    // The responders' threads are joined on drop, inside or after the
+    // closure; nothing observes them half-updated.
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _responders = responders.expect("the pods' HTTP responders");
         let text = render::demo(&lab, &config, &report);
         assert!(text.contains("bpftool map dump pinned"), "{text}");
         assert!(text.contains("conntrack list --instance demo"), "{text}");
@@ -24,7 +33,36 @@ fn the_demo_builds_red_and_blue_that_reach_each_other_and_cleans_up() {
         // The LAN host has no route to the pods: only the masquerade
         // brings the replies back.
         assert_eq!(ping(&red_ns, lab.lan_addr.addr(), 2), 2, "red -> LAN host");
-    });
+
+        // The classic port-forward: the LAN host reaches blue through the
+        // node's address, and blue sees the LAN host's own address.
+        assert!(text.contains("curl -s http://192.168.50.2:8080/"), "{text}");
+        let lan = &lab.lan_netns;
+        let answer = curl(lan, "http://192.168.50.2:8080/");
+        assert!(
+            answer.starts_with("hello from blue") && answer.contains("you are 192.168.50.1:"),
+            "port-forward: {answer:?}"
+        );
+        // The service, from the LAN host, a pod and the node itself: each
+        // answer names red or blue, and over enough connections both.
+        assert!(text.contains("curl -s http://10.96.0.10:80/"), "{text}");
+        let mut seen = std::collections::BTreeSet::new();
+        for ns in [lan.as_str(), red_ns.as_str(), lab.node_netns.as_str()] {
+            for _ in 0..8 {
+                let answer = curl(ns, "http://10.96.0.10:80/");
+                let pod = answer
+                    .strip_prefix("hello from ")
+                    .and_then(|r| r.split(' ').next())
+                    .unwrap_or_else(|| panic!("service from {ns}: {answer:?}"));
+                seen.insert(pod.to_owned());
+            }
+        }
+        assert_eq!(
+            seen.into_iter().collect::<Vec<_>>(),
+            ["blue", "red"],
+            "both backends answer"
+        );
+    }));
     block_on(demo::clean(&lab, &config)).expect("demo clean");
     for ns in [&lab.node_netns, &lab.lan_netns, &"demo-red".to_string()] {
         assert!(!Netns::exists(ns), "{ns} left behind");

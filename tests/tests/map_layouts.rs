@@ -68,3 +68,52 @@ fn pinned_maps_of_another_layout_are_recreated_and_stale_ones_removed() {
     node.apply().expect("second apply");
     assert_eq!(ids(&pins), before, "maps of the right layout are reused");
 }
+
+#[test]
+fn lb_maps_round_trip_and_a_maglev_table_is_swapped_whole() {
+    use netpath::datapath::lb_maps::frontend_key;
+    use netpath_common::{Backend, BackendKey, Frontend};
+
+    let node = TestNode::new("lbmaps", &["red"]);
+    node.apply().expect("apply");
+    let mut m = node.maps();
+    let key = frontend_key("10.96.0.10".parse().unwrap(), 80, 6);
+    let fe = Frontend {
+        id: 7,
+        backends: 2,
+        flags: 0,
+        _pad: 0,
+        affinity_timeout_secs: 0,
+    };
+    m.lb_mut().set_frontend(key, fe).expect("set frontend");
+    for index in 0..2 {
+        let be = Backend {
+            addr: [10, 200, 0, 2 + index as u8],
+            port: 8080,
+            flags: 0,
+            _pad: 0,
+        };
+        m.lb_mut()
+            .set_backend(BackendKey { frontend: 7, index }, be)
+            .expect("set backend");
+    }
+    assert_eq!(m.lb().frontend(&key).unwrap().map(|f| f.id), Some(7));
+    assert_eq!(m.lb().backends().unwrap().len(), 2);
+
+    let first: Vec<u32> = (0..maps::MAGLEV_SIZE).map(|s| s % 2).collect();
+    m.lb_mut().set_maglev(7, &first).expect("first table");
+    assert_eq!(m.lb().maglev(7).unwrap().as_deref(), Some(&first[..]));
+    let second = vec![1; maps::MAGLEV_SIZE as usize];
+    m.lb_mut().set_maglev(7, &second).expect("second table");
+    assert_eq!(m.lb().maglev(7).unwrap().as_deref(), Some(&second[..]));
+    assert!(
+        m.lb_mut().set_maglev(7, &[0; 3]).is_err(),
+        "a table of the wrong size is refused"
+    );
+
+    m.lb_mut().remove_maglev(7).unwrap();
+    m.lb_mut().remove_maglev(7).expect("absent is fine");
+    assert_eq!(m.lb().maglev(7).unwrap(), None);
+    m.lb_mut().remove_frontend(&key).unwrap();
+    assert_eq!(m.lb().frontend(&key).unwrap(), None);
+}

@@ -54,6 +54,12 @@ const TOOLS: &[Tool] = &[
         command: "ip",
         version_args: &["-V"],
     },
+    // The demo's and the service tests' HTTP requests, as a user makes them.
+    Tool {
+        package: "curl",
+        command: "curl",
+        version_args: &["--version"],
+    },
     // Benchmarks (`cargo xtask bench`).
     Tool {
         package: "iperf3",

@@ -44,7 +44,7 @@ pub struct CrrResult {
 
 pub fn run(ep: &Endpoints, secs: f64) -> Result<CrrResult> {
     check_target(ep.server_addr)?;
-    let port = PORT;
+    let port = ep.forward.map_or(PORT, |f| f.port());
     let total = Duration::from_secs_f64(secs);
     let server_deadline = Instant::now() + total + Duration::from_secs(5);
     let done = Arc::new(AtomicBool::new(false));

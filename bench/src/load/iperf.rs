@@ -13,7 +13,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use serde_json::Value;
 
-use super::{CLIENT_CPU, SERVER_CPU, check_target, cpu_index, port};
+use super::{CLIENT_CPU, SERVER_CPU, check_target, cpu_index, port_for, target};
 use crate::{metrics::cpu::CpuMeter, ns, topology::Endpoints};
 
 #[derive(Debug, Clone)]
@@ -47,7 +47,7 @@ pub fn whole_seconds(secs: f64) -> u64 {
 
 pub fn run(ep: &Endpoints, streams: u32, secs: f64) -> Result<IperfResult> {
     check_target(ep.server_addr)?;
-    let port = port();
+    let port = port_for(ep);
     let t = whole_seconds(secs);
     // Under a second (smoke runs): a fixed amount of data instead of time.
     let amount = if secs < 1.0 {
@@ -56,6 +56,7 @@ pub fn run(ep: &Endpoints, streams: u32, secs: f64) -> Result<IperfResult> {
         vec!["-t".to_owned(), t.to_string()]
     };
     let addr = ep.server_addr.to_string();
+    let dst = target(ep, port).ip().to_string();
     let port_s = port.to_string();
 
     let mut server_cmd = Command::new("iperf3");
@@ -86,7 +87,7 @@ pub fn run(ep: &Endpoints, streams: u32, secs: f64) -> Result<IperfResult> {
     client_cmd
         .args([
             "-c",
-            &addr,
+            &dst,
             "-p",
             &port_s,
             "-J",

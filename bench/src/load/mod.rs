@@ -8,6 +8,7 @@
 //! conntrack table.
 
 pub mod crr;
+pub mod flood;
 pub mod flows;
 pub mod iperf;
 pub mod rr;
@@ -34,6 +35,12 @@ pub fn port() -> u16 {
         NEXT_PORT.store(20_000, Ordering::Relaxed);
     }
     p
+}
+
+/// The server port of a measurement: the port-forward's when the
+/// endpoints have one, a fresh one otherwise.
+pub fn port_for(ep: &Endpoints) -> u16 {
+    ep.forward.map_or_else(port, |f| f.port())
 }
 
 /// Accepts one connection, giving up at `deadline` or on stop.
@@ -103,7 +110,7 @@ pub fn tcp_server<T: Send + 'static>(
 /// Whether the client can reach the server: a TCP connect and a one-byte
 /// echo within `timeout`.
 pub fn probe(ep: &Endpoints, timeout: Duration) -> Result<()> {
-    let port = port();
+    let port = port_for(ep);
     let deadline = Instant::now() + timeout;
     let server = tcp_server(ep, port, move |l| {
         let mut s = accept_until(&l, deadline)?;
@@ -113,7 +120,7 @@ pub fn probe(ep: &Endpoints, timeout: Duration) -> Result<()> {
         s.write_all(&b)?;
         Ok(())
     })?;
-    let dst = SocketAddrV4::new(ep.server_addr, port);
+    let dst = target(ep, port);
     let client = ns::in_ns(&ep.client_ns, move || -> Result<()> {
         let mut s = TcpStream::connect_timeout(&dst.into(), timeout)
             .with_context(|| format!("TCP connect to {dst}"))?;
@@ -169,9 +176,11 @@ pub fn force_buffer(fd: std::os::fd::RawFd, opt: libc::c_int, bytes: libc::c_int
     }
 }
 
-/// The address a client connects to, for messages.
+/// The address a client connects to: the server's, or the port-forward's
+/// in front of it.
 pub fn target(ep: &Endpoints, port: u16) -> SocketAddrV4 {
-    SocketAddrV4::new(ep.server_addr, port)
+    ep.forward
+        .unwrap_or_else(|| SocketAddrV4::new(ep.server_addr, port))
 }
 
 /// Percentile (0..=100) of sorted values, nearest rank.

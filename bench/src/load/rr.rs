@@ -13,7 +13,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 
 use super::{
-    CLIENT_CPU, accept_until, check_target, percentile, pin_to_cpu, port, target, tcp_server,
+    CLIENT_CPU, accept_until, check_target, percentile, pin_to_cpu, port_for, target, tcp_server,
 };
 use crate::{metrics::cpu::CpuMeter, ns, topology::Endpoints};
 
@@ -33,7 +33,7 @@ pub struct RrResult {
 
 pub fn run(ep: &Endpoints, size: usize, secs: f64) -> Result<RrResult> {
     check_target(ep.server_addr)?;
-    let port = port();
+    let port = port_for(ep);
     let warmup = Duration::from_secs_f64((secs * 0.1).min(0.3));
     let total = warmup + Duration::from_secs_f64(secs);
     let server_deadline = Instant::now() + total + Duration::from_secs(10);

@@ -18,7 +18,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use super::{CLIENT_CPU, SERVER_CPU, check_target, force_buffer, pin_to_cpu, port, target};
+use super::{CLIENT_CPU, SERVER_CPU, check_target, force_buffer, pin_to_cpu, port_for, target};
 use crate::{metrics::cpu::CpuMeter, ns, topology::Endpoints};
 
 pub const PAYLOAD: usize = 64;
@@ -41,7 +41,7 @@ pub struct UdpResult {
 /// statistics.
 pub fn run(ep: &Endpoints, secs: f64, mut during: impl FnMut()) -> Result<UdpResult> {
     check_target(ep.server_addr)?;
-    let port = port();
+    let port = port_for(ep);
     let bind = SocketAddrV4::new(ep.server_addr, port);
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = mpsc::channel();

@@ -16,6 +16,10 @@ use crate::{
     topology::{Scenario, SetupKind},
 };
 
+/// The scenarios whose packets cross the uplink inbound, where netpath's
+/// XDP program runs: the headline compares XDP on and off there.
+const XDP_SCENARIOS: [Scenario; 2] = [Scenario::PodToLan, Scenario::LanToPod];
+
 /// A number with about three significant digits.
 pub fn num(v: f64) -> String {
     if !v.is_finite() {
@@ -142,11 +146,22 @@ pub fn render(r: &Results, page: &Path, json: &Path, png: Option<&Path>) -> Stri
         "Above 1 means netpath is higher; ↑ marks figures where higher is better, ↓ where \
          lower is better.\n"
     );
-    let _ = writeln!(
-        o,
-        "| figure | pod → pod: netpath / classic | pod → pod: netpath / limit | pod → LAN: netpath / classic | pod → LAN: netpath / limit |"
-    );
-    let _ = writeln!(o, "|---|---|---|---|---|");
+    let mut header = String::from("| figure ");
+    let mut rule = String::from("|---");
+    for sc in Scenario::ALL {
+        let _ = write!(
+            header,
+            "| {0}: netpath / classic | {0}: netpath / limit ",
+            sc.short()
+        );
+        rule.push_str("|---|---");
+    }
+    for sc in XDP_SCENARIOS {
+        let _ = write!(header, "| {}: XDP / TC only ", sc.short());
+        rule.push_str("|---");
+    }
+    let _ = writeln!(o, "{header}|");
+    let _ = writeln!(o, "{rule}|");
     for f in Figure::ALL {
         let metric = f.main_metric();
         let rows: Vec<Option<&SummaryRow>> = Scenario::ALL
@@ -169,6 +184,14 @@ pub fn render(r: &Results, page: &Path, json: &Path, png: Option<&Path>) -> Stri
                 "| {} | {} ",
                 ratio_cell(row.and_then(|r| r.netpath_vs_classic.as_ref())),
                 ratio_cell(row.and_then(|r| r.netpath_vs_limit.as_ref()))
+            );
+        }
+        for sc in XDP_SCENARIOS {
+            let row = r.row("baseline", sc, f, metric.id);
+            let _ = write!(
+                line,
+                "| {} ",
+                ratio_cell(row.and_then(|r| r.netpath_vs_tc.as_ref()))
             );
         }
         let _ = writeln!(o, "{line}|");
@@ -233,9 +256,10 @@ pub fn render(r: &Results, page: &Path, json: &Path, png: Option<&Path>) -> Stri
             }
             let _ = writeln!(
                 o,
-                "| figure | metric | limit | classic | netpath | netpath / classic | netpath / limit |"
+                "| figure | metric | limit | classic | netpath | netpath TC only | netpath / classic \
+                 | netpath / limit | XDP / TC only |"
             );
-            let _ = writeln!(o, "|---|---|---|---|---|---|---|");
+            let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|");
             for x in rows {
                 let unit = if x.unit.is_empty() {
                     String::new()
@@ -244,7 +268,7 @@ pub fn render(r: &Results, page: &Path, json: &Path, png: Option<&Path>) -> Stri
                 };
                 let _ = writeln!(
                     o,
-                    "| {} | {}{} {} | {} | {} | {} | {} | {} |",
+                    "| {} | {}{} {} | {} | {} | {} | {} | {} | {} | {} |",
                     x.figure.title(),
                     x.metric.replace('_', " "),
                     unit,
@@ -252,8 +276,10 @@ pub fn render(r: &Results, page: &Path, json: &Path, png: Option<&Path>) -> Stri
                     cell(x.setups.get(&SetupKind::Limit)),
                     cell(x.setups.get(&SetupKind::Classic)),
                     cell(x.setups.get(&SetupKind::Netpath)),
+                    cell(x.setups.get(&SetupKind::NetpathTc)),
                     ratio_cell(x.netpath_vs_classic.as_ref()),
                     ratio_cell(x.netpath_vs_limit.as_ref()),
+                    ratio_cell(x.netpath_vs_tc.as_ref()),
                 );
             }
             let _ = writeln!(o);
@@ -417,10 +443,17 @@ const METHOD: &str = "## Method
 | new TCP connections | connect, send 1 byte, read 1 byte, the server closes, the client closes; one connection at a time, client and server on one CPU; default ephemeral ports (reused within a run: the NAT must replace TIME_WAIT entries) |
 | UDP 64 B datagrams | the client (CPU 0) sends 64-byte datagrams on a connected socket in a loop, unpaced; the server (CPU 1) counts what arrives; delivered = received / send time, loss = 1 − received / sent |
 | BPF program run time | the UDP load, netpath only, with BPF statistics on; `run_time_ns` / `run_cnt` deltas of the instance's pinned programs |
+| denied source flood (drop) | the LAN host sends 64-byte UDP datagrams from its second address 192.168.50.200 to the port-forward as fast as it can (CPU 0); the node denies that source (netpath: `deny_sources`, dropped by the XDP prefilter and counted in `drop_xdp_prefilter`; classic: `iptables -t raw -A PREROUTING -s 192.168.50.200 -j DROP`, its packet counter); dropped = counter delta / send time. On a veth uplink the drop runs in the sender's softirq, so the send rate is bounded by the cost of the drop path |
 
 Scenarios: **pod → pod** is pod `red` → pod `blue` on the node; **pod → LAN** is pod
 `red` → the LAN host namespace (192.168.50.1) through the node's SNAT (the server sees
-the node's uplink address). For the limit setup both scenarios run over its one veth pair.
+the node's uplink address); **LAN → pod** is the LAN host → the node's uplink address,
+port 18080, forwarded to pod `blue` port 18080 (netpath: a `[[port_forwards]]` entry;
+classic: `iptables -t nat -A PREROUTING -d NODE -p tcp|udp --dport 18080 -j DNAT
+--to-destination 10.201.0.3:18080`, as the CNI `portmap` plugin does it). For the limit
+setup every scenario runs over its one veth pair. netpath runs twice: with its XDP
+program on the uplink (`xdp = native`, the netpath column) and with XDP off (`xdp =
+off`, TC only), at baseline, in the scenarios that cross the uplink.
 Before measuring, every scenario is probed with a TCP connect; when the probe fails the
 figures are `null` in the JSON and n/a here, with the reason.
 

@@ -92,6 +92,9 @@ pub struct SummaryRow {
     pub netpath_vs_classic: Option<Spread>,
     /// netpath / limit, likewise.
     pub netpath_vs_limit: Option<Spread>,
+    /// netpath (XDP on) / netpath with XDP off, likewise.
+    #[serde(default)]
+    pub netpath_vs_tc: Option<Spread>,
 }
 
 /// What a condition did to each setup before its figures ran.
@@ -263,6 +266,7 @@ pub fn summarize(conditions: &[ConditionRecord], samples: &[Sample]) -> Vec<Summ
                         main,
                         netpath_vs_classic: ratio(SetupKind::Classic),
                         netpath_vs_limit: ratio(SetupKind::Limit),
+                        netpath_vs_tc: ratio(SetupKind::NetpathTc),
                         setups,
                         missing,
                     });

@@ -132,7 +132,7 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
 type DrawResult = std::result::Result<(), Box<dyn std::error::Error>>;
 
 fn draw(r: &Results, path: &Path) -> DrawResult {
-    let root = BitMapBackend::new(path, (1400, 640)).into_drawing_area();
+    let root = BitMapBackend::new(path, (2000, 640)).into_drawing_area();
     root.fill(&WHITE)?;
     let title = format!(
         "netpath / classic and netpath / limit, main figure of each load (baseline; {} round{}; Linux {}, {} cores)",
@@ -149,7 +149,7 @@ fn draw(r: &Results, path: &Path) -> DrawResult {
         (20, 2),
         (FONT, 14),
     ))?;
-    let panels = body.split_evenly((1, 2));
+    let panels = body.split_evenly((1, Scenario::ALL.len()));
     let ymax = Scenario::ALL
         .iter()
         .flat_map(|&sc| groups(r, sc))

@@ -14,6 +14,10 @@
 //! # the node:
 //! ip netns exec NODE sysctl -w net.ipv4.ip_forward=1
 //! ip netns exec NODE iptables -t nat -A POSTROUTING -s 10.201.0.0/24 ! -d 10.201.0.0/24 -j MASQUERADE
+//! # the port-forward, as the CNI portmap plugin's hostPort (tcp and udp):
+//! ip netns exec NODE iptables -t nat -A PREROUTING -d NODE_ADDR -p tcp --dport 18080 -j DNAT --to-destination 10.201.0.3:18080
+//! # the prefilter figure's deny rule, before conntrack:
+//! ip netns exec NODE iptables -t raw -A PREROUTING -s 192.168.50.200 -j DROP
 //! ```
 //!
 //! `net.bridge.bridge-nf-call-iptables` keeps its default (1, what
@@ -33,7 +37,7 @@ use netpath::{
 };
 use rtnetlink::{LinkBridge, LinkUnspec};
 
-use super::{Endpoints, Scenario, Setup, SetupKind};
+use super::{DENIED_SOURCE, Endpoints, FORWARD_PORT, Scenario, Setup, SetupKind};
 use crate::{
     condition::thousands,
     ns::{self, Names},
@@ -56,6 +60,8 @@ pub struct Classic {
     built: bool,
     routes: usize,
     masquerade: Vec<String>,
+    /// The port-forward and deny rules, as added (for the report).
+    rules: Vec<String>,
     /// `net.bridge.bridge-nf-call-iptables` in the node, as found.
     bridge_nf: Option<String>,
 }
@@ -68,6 +74,7 @@ impl Classic {
             built: false,
             routes: 0,
             bridge_nf: None,
+            rules: Vec::new(),
             masquerade: vec![
                 "-t".into(),
                 "nat".into(),
@@ -177,6 +184,46 @@ impl Setup for Classic {
         if !rules.contains("MASQUERADE") {
             bail!("the MASQUERADE rule is missing after adding it: {rules}");
         }
+        let node_addr = self.lab.node_addr.addr().to_string();
+        let blue = format!("{}:{FORWARD_PORT}", PODS[1].1);
+        let port = FORWARD_PORT.to_string();
+        let denied = DENIED_SOURCE.to_string();
+        let mut rules: Vec<Vec<&str>> = ["tcp", "udp"]
+            .into_iter()
+            .map(|proto| {
+                vec![
+                    "-t",
+                    "nat",
+                    "-A",
+                    "PREROUTING",
+                    "-d",
+                    &node_addr,
+                    "-p",
+                    proto,
+                    "--dport",
+                    &port,
+                    "-j",
+                    "DNAT",
+                    "--to-destination",
+                    &blue,
+                ]
+            })
+            .collect();
+        rules.push(vec![
+            "-t",
+            "raw",
+            "-A",
+            "PREROUTING",
+            "-s",
+            &denied,
+            "-j",
+            "DROP",
+        ]);
+        for rule in rules {
+            self.iptables(&rule)?;
+            self.rules.push(format!("iptables {}", rule.join(" ")));
+        }
+        super::add_denied_source(&self.lab)?;
         self.bridge_nf = ns::read_sysctl(self.node_ns(), "bridge/bridge-nf-call-iptables").ok();
         Ok(())
     }
@@ -200,13 +247,34 @@ impl Setup for Classic {
                 client_ns: self.pod_ns("red"),
                 server_ns: self.pod_ns("blue"),
                 server_addr: PODS[1].1,
+                forward: None,
             },
             Scenario::PodToLan => Endpoints {
                 client_ns: self.pod_ns("red"),
                 server_ns: self.lab.lan_netns.clone(),
                 server_addr: self.lab.lan_addr.addr(),
+                forward: None,
+            },
+            Scenario::LanToPod => Endpoints {
+                client_ns: self.lab.lan_netns.clone(),
+                server_ns: self.pod_ns("blue"),
+                server_addr: PODS[1].1,
+                forward: Some(super::forward_target(&self.lab)),
             },
         })
+    }
+
+    /// The packet counter of the raw table's DROP rule
+    /// (`iptables -t raw -L PREROUTING -v -x -n`).
+    fn denied_drops(&self) -> Result<u64, String> {
+        let out = self
+            .iptables(&["-t", "raw", "-L", "PREROUTING", "-v", "-x", "-n"])
+            .map_err(|e| format!("{e:#}"))?;
+        out.lines()
+            .find(|l| l.contains("DROP") && l.contains(&DENIED_SOURCE.to_string()))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| format!("no DROP rule for {DENIED_SOURCE} in:\n{out}"))
     }
 
     fn add_routes(&mut self, n: usize) -> Result<String, String> {
@@ -262,6 +330,7 @@ impl Setup for Classic {
             ));
         }
         lines.push(format!("iptables {}", self.masquerade.join(" ")));
+        lines.extend(self.rules.iter().cloned());
         lines
     }
 }

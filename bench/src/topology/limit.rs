@@ -91,6 +91,7 @@ impl Setup for Limit {
             client_ns: self.a.clone(),
             server_ns: self.b.clone(),
             server_addr: B_ADDR,
+            forward: None,
         })
     }
 
@@ -100,7 +101,7 @@ impl Setup for Limit {
                 "netns {} eth0 {A_ADDR}/24 ══ veth ══ netns {} eth0 {B_ADDR}/24",
                 self.a, self.b
             ),
-            "both scenarios run over this one pair (no bridge, routing or netfilter)".into(),
+            "every scenario runs over this one pair (no bridge, routing, NAT or netfilter)".into(),
         ]
     }
 }

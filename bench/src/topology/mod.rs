@@ -1,18 +1,23 @@
-//! The three ways the bench wires the same two pods and LAN host, behind one
+//! The ways the bench wires the same two pods and LAN host, behind one
 //! [`Setup`] trait: [`limit`] (a bare veth pair, the ceiling), [`classic`]
-//! (bridge + `ip_forward` + iptables MASQUERADE, as the CNI `bridge` plugin
-//! with `ipMasq` does it) and [`netpath`] (the controller's own pods).
+//! (bridge + `ip_forward` + iptables MASQUERADE and DNAT, as the CNI
+//! `bridge` and `portmap` plugins do it) and [`netpath`] (the controller's
+//! own pods), the latter twice: with its XDP program on the uplink, and with
+//! XDP off (TC only), so that what XDP buys is measured, not assumed.
 //!
-//! A new scenario (DNAT, services, ...) adds a [`Scenario`] variant and the
-//! endpoints each setup offers for it; a setup that cannot serve it says why
-//! in [`Setup::endpoints`] and its figures are reported as `null` with that
+//! A new scenario adds a [`Scenario`] variant and the endpoints each setup
+//! offers for it; a setup that cannot serve it says why in
+//! [`Setup::endpoints`] and its figures are reported as `null` with that
 //! reason.
 
 pub mod classic;
 pub mod limit;
 pub mod netpath;
 
-use std::{net::Ipv4Addr, path::PathBuf};
+use std::{
+    net::{Ipv4Addr, SocketAddrV4},
+    path::PathBuf,
+};
 
 use ::netpath::sys::{
     netlink::{Netlink, Route},
@@ -31,21 +36,50 @@ pub enum SetupKind {
     Limit,
     /// Linux bridge + ip_forward + iptables MASQUERADE.
     Classic,
-    /// netpath's eBPF datapath.
+    /// netpath's eBPF datapath (XDP on the uplink, TC everywhere).
     Netpath,
+    /// netpath with XDP off: TC programs only.
+    NetpathTc,
 }
 
 impl SetupKind {
-    pub const ALL: [SetupKind; 3] = [SetupKind::Limit, SetupKind::Classic, SetupKind::Netpath];
+    pub const ALL: [SetupKind; 4] = [
+        SetupKind::Limit,
+        SetupKind::Classic,
+        SetupKind::Netpath,
+        SetupKind::NetpathTc,
+    ];
 
     pub fn id(self) -> &'static str {
         match self {
             SetupKind::Limit => "limit",
             SetupKind::Classic => "classic",
             SetupKind::Netpath => "netpath",
+            SetupKind::NetpathTc => "netpath_tc",
+        }
+    }
+
+    /// The column title in the report.
+    pub fn title(self) -> &'static str {
+        match self {
+            SetupKind::Limit => "limit",
+            SetupKind::Classic => "classic",
+            SetupKind::Netpath => "netpath",
+            SetupKind::NetpathTc => "netpath TC only",
         }
     }
 }
+
+/// The node port of the port-forward scenario (outside netpath's SNAT port
+/// range, 32768-60999, and the loads' own 20000-29000): the LAN host
+/// connects to the node's uplink address on it and the pod listens on the
+/// same port.
+pub const FORWARD_PORT: u16 = 18_080;
+
+/// A second address of the LAN host whose traffic the node denies (the
+/// prefilter figure): netpath's XDP prefilter, the classic node's
+/// `iptables -t raw -A PREROUTING -s ADDR -j DROP`.
+pub const DENIED_SOURCE: Ipv4Addr = Ipv4Addr::new(192, 168, 50, 200);
 
 /// What talks to what.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -55,15 +89,19 @@ pub enum Scenario {
     PodToPod,
     /// Pod `red` → the LAN host, through the node's SNAT.
     PodToLan,
+    /// The LAN host → pod `blue`, through a port-forward on the node's
+    /// uplink address ([`FORWARD_PORT`]; DNAT).
+    LanToPod,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 2] = [Scenario::PodToPod, Scenario::PodToLan];
+    pub const ALL: [Scenario; 3] = [Scenario::PodToPod, Scenario::PodToLan, Scenario::LanToPod];
 
     pub fn id(self) -> &'static str {
         match self {
             Scenario::PodToPod => "pod_to_pod",
             Scenario::PodToLan => "pod_to_lan",
+            Scenario::LanToPod => "lan_to_pod",
         }
     }
 
@@ -71,6 +109,16 @@ impl Scenario {
         match self {
             Scenario::PodToPod => "pod → pod (same node)",
             Scenario::PodToLan => "pod → LAN host (SNAT)",
+            Scenario::LanToPod => "LAN host → pod (port-forward, DNAT)",
+        }
+    }
+
+    /// A short title for table headers.
+    pub fn short(self) -> &'static str {
+        match self {
+            Scenario::PodToPod => "pod → pod",
+            Scenario::PodToLan => "pod → LAN",
+            Scenario::LanToPod => "LAN → pod",
         }
     }
 }
@@ -80,8 +128,12 @@ impl Scenario {
 pub struct Endpoints {
     pub client_ns: String,
     pub server_ns: String,
-    /// The address the server listens on and the client connects to.
+    /// The address the server listens on (and the client connects to,
+    /// unless `forward` says otherwise).
     pub server_addr: Ipv4Addr,
+    /// A port-forward in front of the server: the client sends to this
+    /// node address and port, and the server listens on the same port.
+    pub forward: Option<SocketAddrV4>,
 }
 
 /// BPF objects a setup pinned, for the memory and CPU figures.
@@ -137,8 +189,38 @@ pub trait Setup: Send {
         BpfPins::default()
     }
 
+    /// Packets from [`DENIED_SOURCE`] the node dropped so far (the
+    /// prefilter figure), or why this setup has no such filter.
+    fn denied_drops(&self) -> Result<u64, String> {
+        Err("not applicable: nothing filters here".into())
+    }
+
     /// How it is wired, in `ip`/`iptables` terms, for the report.
     fn describe(&self) -> Vec<String>;
+}
+
+/// Where the LAN host sends to reach the port-forward: the node's uplink
+/// address, [`FORWARD_PORT`].
+pub fn forward_target(lab: &::netpath::demo::lab::Lab) -> SocketAddrV4 {
+    SocketAddrV4::new(lab.node_addr.addr(), FORWARD_PORT)
+}
+
+/// `ip -n LAN addr add 192.168.50.200/24 dev eth0`: the LAN host's second
+/// address, the source the node denies ([`DENIED_SOURCE`]).
+pub fn add_denied_source(lab: &::netpath::demo::lab::Lab) -> Result<()> {
+    crate::ns::check_ours(&lab.lan_netns)?;
+    let lan_ns = lab.lan_netns.clone();
+    let prefix = lab.lan_addr.prefix_len();
+    crate::ns::block_on(async move {
+        let ns = Netns::open(&lan_ns)?;
+        let nl = Netlink::connect(&ns).await?;
+        let link = nl
+            .link_by_name(::netpath::demo::lab::LAN_IFNAME)
+            .await?
+            .with_context(|| format!("eth0 in {lan_ns}"))?;
+        nl.add_address(link.index, DENIED_SOURCE, prefix).await?;
+        anyhow::Ok(())
+    })
 }
 
 /// How many /24 networks 172.16.0.0/12 holds: the most routes the routing

@@ -8,6 +8,12 @@
 //! numbers as soon as the datapath serves them: the runner probes every
 //! scenario with a TCP connect first and reports `null` with the reason
 //! while it fails.
+//!
+//! Two instances are built: [`SetupKind::Netpath`] with its XDP program on
+//! the uplink (`xdp = "native"`: the prefilter and the fast path of
+//! established inbound flows), and [`SetupKind::NetpathTc`] with `xdp =
+//! "off"`, so the report shows what XDP adds or costs on this machine's veth
+//! uplink.
 
 use std::{fs, net::Ipv4Addr, path::PathBuf};
 
@@ -19,7 +25,7 @@ use netpath::{
     reconcile,
 };
 
-use super::{BpfPins, Endpoints, Scenario, Setup, SetupKind};
+use super::{BpfPins, DENIED_SOURCE, Endpoints, FORWARD_PORT, Scenario, Setup, SetupKind};
 use crate::{
     condition::thousands,
     ns::{self, Names},
@@ -44,6 +50,9 @@ pub const BASE_ONLY: &str = "netpath's configuration has no SNAT keys ([[masquer
 pub const NO_SNAT: &str = "netpath SNAT not available";
 
 pub struct Netpath {
+    kind: SetupKind,
+    /// Namespace and instance name prefix: `n` (XDP) or `t` (TC only).
+    tag: &'static str,
     lab: Lab,
     names: Names,
     /// Whether the SNAT keys were accepted.
@@ -54,9 +63,20 @@ pub struct Netpath {
 }
 
 impl Netpath {
-    pub fn new(names: &Names) -> Self {
+    /// `kind`: [`SetupKind::Netpath`] or [`SetupKind::NetpathTc`].
+    pub fn new(names: &Names, kind: SetupKind) -> Self {
+        let tag = if kind == SetupKind::NetpathTc {
+            "t"
+        } else {
+            "n"
+        };
         Self {
-            lab: Lab::new(names.ns("n-node"), names.ns("n-lan")),
+            kind,
+            tag,
+            lab: Lab::new(
+                names.ns(&format!("{tag}-node")),
+                names.ns(&format!("{tag}-lan")),
+            ),
             names: names.clone(),
             snat: false,
             addresses: Vec::new(),
@@ -66,7 +86,20 @@ impl Netpath {
     }
 
     pub fn instance(&self) -> String {
-        self.names.instance()
+        if self.kind == SetupKind::NetpathTc {
+            format!("{}-tc", self.names.instance())
+        } else {
+            self.names.instance()
+        }
+    }
+
+    /// The node's XDP mode.
+    fn xdp(&self) -> &'static str {
+        if self.kind == SetupKind::NetpathTc {
+            "off"
+        } else {
+            "native"
+        }
     }
 
     /// The configuration the setup applies, as TOML, with or without the
@@ -78,18 +111,37 @@ impl Netpath {
              name = \"{instance}\"\n\
              netns = \"{node}\"\n\
              pod_cidr = \"{POD_CIDR}\"\n\
-             pod_netns_prefix = \"{prefix}\"\n\n\
+             pod_netns_prefix = \"{prefix}\"\n\
+             xdp = \"{xdp}\"\n\
+             {deny}\n\
              [node.uplink]\n\
              name = \"{UPLINK}\"\n\
              {uplink_extra}\n\
              [[pods]]\n\
              name = \"red\"\n\n\
              [[pods]]\n\
-             name = \"blue\"\n\
+             name = \"blue\"\n\n\
+             [[port_forwards]]\n\
+             proto = \"tcp\"\n\
+             port = {FORWARD_PORT}\n\
+             to = \"blue\"\n\
+             to_port = {FORWARD_PORT}\n\n\
+             [[port_forwards]]\n\
+             proto = \"udp\"\n\
+             port = {FORWARD_PORT}\n\
+             to = \"blue\"\n\
+             to_port = {FORWARD_PORT}\n\
              {extra}",
             instance = self.instance(),
             node = self.lab.node_netns,
-            prefix = self.names.ns("n-"),
+            prefix = self.names.ns(&format!("{}-", self.tag)),
+            xdp = self.xdp(),
+            // The prefilter is XDP's: the TC-only instance has none.
+            deny = if self.kind == SetupKind::NetpathTc {
+                String::new()
+            } else {
+                format!("deny_sources = [\"{DENIED_SOURCE}/32\"]\n")
+            },
             uplink_extra = if snat { SNAT_UPLINK_TOML } else { "" },
             extra = if snat { SNAT_TOML } else { "" },
         );
@@ -119,7 +171,7 @@ impl Netpath {
     }
 
     fn pod_ns(&self, pod: &str) -> String {
-        self.names.ns(&format!("n-{pod}"))
+        self.names.ns(&format!("{}-{pod}", self.tag))
     }
 
     fn address(&self, pod: &str) -> Result<Ipv4Addr, String> {
@@ -156,7 +208,7 @@ fn list(dir: PathBuf) -> Vec<PathBuf> {
 
 impl Setup for Netpath {
     fn kind(&self) -> SetupKind {
-        SetupKind::Netpath
+        self.kind
     }
 
     fn build(&mut self) -> Result<()> {
@@ -171,6 +223,7 @@ impl Setup for Netpath {
             lab.create().await?;
             anyhow::Ok(reconcile::apply(&config).await?)
         })?;
+        super::add_denied_source(&self.lab)?;
         self.addresses = report.addresses.into_iter().collect();
         Ok(())
     }
@@ -190,17 +243,56 @@ impl Setup for Netpath {
 
     fn endpoints(&self, scenario: Scenario) -> Result<Endpoints, String> {
         Ok(match scenario {
+            Scenario::PodToPod if self.kind == SetupKind::NetpathTc => {
+                return Err(
+                    "not measured: pod → pod never crosses the uplink, where XDP runs \
+                     (the netpath column is the same datapath)"
+                        .into(),
+                );
+            }
             Scenario::PodToPod => Endpoints {
                 client_ns: self.pod_ns("red"),
                 server_ns: self.pod_ns("blue"),
                 server_addr: self.address("blue")?,
+                forward: None,
             },
             Scenario::PodToLan => Endpoints {
                 client_ns: self.pod_ns("red"),
                 server_ns: self.lab.lan_netns.clone(),
                 server_addr: self.lab.lan_addr.addr(),
+                forward: None,
+            },
+            Scenario::LanToPod => Endpoints {
+                client_ns: self.lab.lan_netns.clone(),
+                server_ns: self.pod_ns("blue"),
+                server_addr: self.address("blue")?,
+                forward: Some(super::forward_target(&self.lab)),
             },
         })
+    }
+
+    /// The XDP prefilter's drop counter (`drop_xdp_prefilter`, summed over
+    /// CPUs). With XDP off nothing filters.
+    fn denied_drops(&self) -> Result<u64, String> {
+        if self.kind == SetupKind::NetpathTc {
+            return Err(
+                "not applicable: the prefilter is part of the XDP program (XDP off)".into(),
+            );
+        }
+        let maps = NodeMaps::open_pinned(&self.pins()).map_err(|e| e.to_string())?;
+        maps.stat(netpath_common::Stat::DropXdpPrefilter)
+            .map(|c| c.packets)
+            .map_err(|e| e.to_string())
+    }
+
+    /// The TC-only instance is there for the XDP comparison at baseline;
+    /// the scaling conditions do not touch the uplink programs.
+    fn applies(&self, condition: crate::condition::Condition) -> Result<(), String> {
+        if self.kind == SetupKind::NetpathTc && condition != crate::condition::Condition::Baseline {
+            Err("not measured: the TC-only instance is for the XDP comparison at baseline".into())
+        } else {
+            Ok(())
+        }
     }
 
     /// netpath's own route map (`[[routes]]`, re-applied) when its
@@ -296,7 +388,7 @@ mod tests {
         let names = Names {
             prefix: "npb-4242".into(),
         };
-        let np = Netpath::new(&names);
+        let np = Netpath::new(&names, SetupKind::Netpath);
         let (c, _snat) = np.config().unwrap();
         c.validate().unwrap();
         assert_eq!(c.node.name, "npb-4242");
@@ -306,5 +398,11 @@ mod tests {
         let text = np.config_toml(true, 3);
         assert_eq!(text.matches("[[routes]]").count(), 3);
         assert!(text.contains("dst = \"172.16.2.0/24\""));
+        assert!(text.contains("xdp = \"native\""));
+        let tc = Netpath::new(&names, SetupKind::NetpathTc);
+        let (c, _) = tc.config().unwrap();
+        assert_eq!(c.node.name, "npb-4242-tc");
+        assert_eq!(c.pod_netns(&c.pods[0]), "npb-4242-t-red");
+        assert!(tc.config_toml(true, 0).contains("xdp = \"off\""));
     }
 }

@@ -358,10 +358,20 @@ pub enum ConfigError {
         /// Its network.
         network: Ipv4Net,
     },
+    /// A deny list without XDP to enforce it.
+    #[error(
+        "node.deny_sources lists {count} prefix(es) but node.xdp is off, and the deny list is \
+         enforced by the uplink's XDP program; set node.xdp = \"native\" (or \"generic\" \
+         where the driver has no native XDP), or remove node.deny_sources"
+    )]
+    DenyWithoutXdp {
+        /// How many prefixes the deny list has.
+        count: usize,
+    },
     /// A route or masquerade prefix has host bits set.
     #[error("{what} {prefix} has host bits set; write its network address, {network}")]
     PrefixNotNetwork {
-        /// `route dst` or `masquerade source`.
+        /// `route dst`, `masquerade source` or `node.deny_sources entry`.
         what: &'static str,
         /// The prefix as written.
         prefix: Ipv4Net,
@@ -481,6 +491,9 @@ pub enum ConfigError {
         /// The configured size.
         value: u32,
     },
+    /// A problem with `node.service_cidr`, a port-forward or a service.
+    #[error(transparent)]
+    Lb(#[from] super::lb_validate::LbError),
     /// A `[conntrack]` timeout or interval of 0 seconds.
     #[error("conntrack.{field} is 0; it is a number of seconds and must be at least 1")]
     ZeroSeconds {

@@ -10,6 +10,9 @@
 //! pod_cidr = "10.200.0.0/24"       # IPv4, prefix length <= 30
 //! gateway = "10.200.0.1"           # optional; default: first host address of pod_cidr
 //! pod_netns_prefix = "demo-"       # optional; default "<name>-"
+//! xdp = "native"                   # optional: "native" (default; generic where the driver
+//!                                  # has no XDP), "generic" or "off"
+//! deny_sources = ["203.0.113.0/24"] # optional: sources the uplink's XDP drops
 //!
 //! [node.uplink]                    # optional
 //! name = "uplink0"                 # an interface in the node namespace
@@ -47,6 +50,10 @@
 //! gc_interval = 10                 # how often the daemon (and the demo) collect expired entries
 //! ```
 //!
+//! Port-forwards, services and `node.service_cidr` are described in
+//! `config/lb.rs` ([`PortForwardConfig`], [`ServiceConfig`]) and checked by
+//! `config/lb_validate.rs` ([`LbError`]).
+//!
 //! Unknown keys are errors. [`Config::validate`] makes every check that needs
 //! no system state and reports the first problem, in a fixed order (node
 //! fields, then the uplink, then each pod in order, then the pod count, then
@@ -59,6 +66,8 @@
 use std::{fs, net::Ipv4Addr, path::Path};
 
 mod error;
+mod lb;
+mod lb_validate;
 mod limits;
 mod schema;
 mod validate;
@@ -66,6 +75,11 @@ mod validate;
 pub use validate::check_overlaps;
 
 pub use error::{ConfigError, IfnameOwner};
+pub use lb::{
+    DEFAULT_AFFINITY_TIMEOUT, L4Proto, MAX_AFFINITY_TIMEOUT, PortForwardConfig, ServiceConfig,
+    SessionAffinity, Target,
+};
+pub use lb_validate::{LbError, MAX_SERVICE_BACKENDS};
 use limits::net;
 pub use limits::{
     GATEWAY_IFNAME, GATEWAY_PEER_IFNAME, HOST_IFNAME_PREFIX, MAX_CONNTRACK_ENTRIES, MAX_IFNAME_LEN,
@@ -74,7 +88,7 @@ pub use limits::{
 };
 pub use schema::{
     Config, ConntrackConfig, MasqueradeConfig, NatConfig, NodeConfig, PodConfig, PortRange,
-    RouteConfig, UplinkConfig,
+    RouteConfig, UplinkConfig, XdpMode,
 };
 
 impl Config {
@@ -111,8 +125,10 @@ impl Config {
     /// The built-in demo configuration: node `demo` in namespace
     /// `netpath-demo-node`, pod CIDR 10.200.0.0/24, uplink `uplink0` with
     /// 192.168.50.2/24 and gateway 192.168.50.1 (the LAN host), pods `red`
-    /// and `blue` with addresses from IPAM, and pod traffic masqueraded
-    /// behind the uplink's address.
+    /// and `blue` with addresses from IPAM, pod traffic masqueraded behind
+    /// the uplink's address, the classic port-forward (TCP 8080 on the
+    /// node → `blue`:80) and a service `web` (10.96.0.10:80 in service CIDR
+    /// 10.96.0.0/16) with `red` and `blue` behind it.
     pub fn demo() -> Config {
         let pod = |name: &str| PodConfig {
             name: name.into(),
@@ -124,6 +140,7 @@ impl Config {
                 name: "demo".into(),
                 netns: Some("netpath-demo-node".into()),
                 pod_cidr: net(10, 200, 0, 0, 24),
+                service_cidr: Some(net(10, 96, 0, 0, 16)),
                 gateway: None,
                 pod_netns_prefix: None,
                 uplink: Some(UplinkConfig {
@@ -131,6 +148,8 @@ impl Config {
                     address: Some(net(192, 168, 50, 2, 24)),
                     gateway: Some(Ipv4Addr::new(192, 168, 50, 1)),
                 }),
+                xdp: None,
+                deny_sources: Vec::new(),
             },
             pods: vec![pod("red"), pod("blue")],
             routes: Vec::new(),
@@ -142,6 +161,25 @@ impl Config {
             }],
             nat: NatConfig::default(),
             conntrack: ConntrackConfig::default(),
+            // `iptables -t nat -A PREROUTING -p tcp --dport 8080 -j DNAT
+            // --to-destination BLUE:80`, on every node address.
+            port_forwards: vec![PortForwardConfig {
+                proto: L4Proto::Tcp,
+                port: 8080,
+                address: None,
+                to: Target::Pod("blue".into()),
+                to_port: Some(80),
+            }],
+            services: vec![ServiceConfig {
+                name: "web".into(),
+                vip: Ipv4Addr::new(10, 96, 0, 10),
+                port: 80,
+                proto: L4Proto::Tcp,
+                backends: vec![Target::Pod("red".into()), Target::Pod("blue".into())],
+                target_port: None,
+                affinity: SessionAffinity::None,
+                affinity_timeout: None,
+            }],
         }
     }
 }

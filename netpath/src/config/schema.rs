@@ -7,7 +7,11 @@ use ipnet::Ipv4Net;
 use netpath_common::NodeSettings;
 use serde::{Deserialize, Serialize};
 
-use super::limits::HOST_IFNAME_PREFIX;
+use super::{
+    lb::{PortForwardConfig, ServiceConfig},
+    limits::HOST_IFNAME_PREFIX,
+};
+pub use crate::datapath::xdp::XdpMode;
 
 /// The desired state of one node: the node itself and its pods.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,6 +34,12 @@ pub struct Config {
     /// Connection tracking settings (`[conntrack]`).
     #[serde(default, skip_serializing_if = "ConntrackConfig::is_default")]
     pub conntrack: ConntrackConfig,
+    /// Node ports forwarded to pods (`[[port_forwards]]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub port_forwards: Vec<PortForwardConfig>,
+    /// Services: VIPs load-balanced over backends (`[[services]]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<ServiceConfig>,
 }
 
 /// The `[node]` section.
@@ -45,6 +55,10 @@ pub struct NodeConfig {
     pub netns: Option<String>,
     /// The pod addresses, IPv4, prefix length at most 30.
     pub pod_cidr: Ipv4Net,
+    /// Where the services' VIPs live (required with `[[services]]`); no
+    /// pod, node or routed network may overlap it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_cidr: Option<Ipv4Net>,
     /// The pods' gateway; `None` means the first host address of `pod_cidr`
     /// (see [`Config::gateway`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -56,6 +70,17 @@ pub struct NodeConfig {
     /// The interface that leads out of the node (`[node.uplink]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uplink: Option<UplinkConfig>,
+    /// XDP on the uplink (`"native"`, `"generic"` or `"off"`): the
+    /// prefilter and the fast path of established inbound flows. `None`:
+    /// off (on a veth uplink XDP costs more than it saves; see
+    /// [`XdpMode`]). `"native"` falls back to generic (with a warning) where
+    /// the driver has no XDP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xdp: Option<XdpMode>,
+    /// Source prefixes whose packets the uplink's XDP drops before any
+    /// other processing (the prefilter's deny list).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deny_sources: Vec<Ipv4Net>,
 }
 
 /// The `[node.uplink]` section.

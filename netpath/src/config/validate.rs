@@ -15,7 +15,7 @@ use super::{
         MAX_NAME_LEN, MAX_NETNS_LEN, MAX_POD_PREFIX_LEN, MAX_ROUTES, MIN_CONNTRACK_ENTRIES,
         SPECIAL_RANGES,
     },
-    schema::{Config, UplinkConfig},
+    schema::{Config, UplinkConfig, XdpMode},
 };
 use crate::ipam::Ipam;
 
@@ -27,7 +27,8 @@ impl Config {
     /// count against the CIDR's capacity; each route in order (dst, pod
     /// CIDR, duplicates, via/dev); each masquerade rule in order (source,
     /// out, duplicates, address); the route and rule counts; `[nat]`;
-    /// finally `[conntrack]`.
+    /// `[conntrack]`; finally the service CIDR, port-forwards and services
+    /// (`Config::check_lb`).
     pub fn validate(&self) -> Result<(), ConfigError> {
         let node = &self.node;
         check_name("node.name", &node.name)?;
@@ -52,6 +53,21 @@ impl Config {
                 pod_cidr: cidr,
                 why,
             });
+        }
+
+        if !node.deny_sources.is_empty() && node.xdp.unwrap_or_default() == XdpMode::Off {
+            return Err(ConfigError::DenyWithoutXdp {
+                count: node.deny_sources.len(),
+            });
+        }
+        for prefix in &node.deny_sources {
+            if prefix.trunc() != *prefix {
+                return Err(ConfigError::PrefixNotNetwork {
+                    what: "node.deny_sources entry",
+                    prefix: *prefix,
+                    network: prefix.trunc(),
+                });
+            }
         }
 
         let mut ifnames: BTreeMap<String, IfnameOwner> = BTreeMap::new();
@@ -123,7 +139,8 @@ impl Config {
         }
         self.check_routes(&ifnames)?;
         self.check_masquerade(&ifnames)?;
-        self.check_nat_and_conntrack()
+        self.check_nat_and_conntrack()?;
+        self.check_lb()
     }
 
     fn check_gateway(&self, uplink: &UplinkConfig, gateway: Ipv4Addr) -> Result<(), ConfigError> {
@@ -406,13 +423,13 @@ pub fn check_overlaps(
 }
 
 /// Whether two networks share an address.
-fn overlaps(a: Ipv4Net, b: Ipv4Net) -> bool {
+pub(super) fn overlaps(a: Ipv4Net, b: Ipv4Net) -> bool {
     a.contains(&b.network()) || b.contains(&a.network())
 }
 
 /// What `addr` is if it is not a unicast address (so it cannot be a next
 /// hop or a NAT address).
-fn special_address(addr: Ipv4Addr) -> Option<&'static str> {
+pub(super) fn special_address(addr: Ipv4Addr) -> Option<&'static str> {
     if addr == Ipv4Addr::BROADCAST {
         Some("the limited broadcast address")
     } else {
@@ -440,7 +457,7 @@ fn edge_address(cidr: Ipv4Net, addr: Ipv4Addr) -> Option<&'static str> {
 }
 
 /// `[a-z0-9][a-z0-9-]*`, at most [`MAX_NAME_LEN`] bytes.
-fn check_name(what: &'static str, name: &str) -> Result<(), ConfigError> {
+pub(super) fn check_name(what: &'static str, name: &str) -> Result<(), ConfigError> {
     let why = if name.is_empty() {
         Some("it is empty".to_owned())
     } else if name.len() > MAX_NAME_LEN {

@@ -1,6 +1,6 @@
 //! Attaching programs to interfaces as pinned tcx links.
 
-use std::io;
+use std::{io, path::Path};
 
 use aya::programs::{
     LinkOrder, SchedClassifier, TcAttachType,
@@ -69,21 +69,7 @@ impl Datapath {
             TcAttachType::Egress => p.egress_link(ifname),
             _ => p.ingress_link(ifname),
         });
-        let existing = match &pin {
-            Some(path) => match PinnedLink::from_pin(path) {
-                Ok(link) => Some(link),
-                Err(LinkError::SyscallError(e)) if e.io_error.kind() == io::ErrorKind::NotFound => {
-                    None
-                }
-                Err(source) => {
-                    return Err(DatapathError::Link {
-                        path: path.clone(),
-                        source,
-                    });
-                }
-            },
-            None => None,
-        };
+        let existing = pinned_link(pin.as_deref())?;
         let attach_err = |source| DatapathError::Attach {
             prog: name,
             ifname: ifname.to_owned(),
@@ -141,5 +127,22 @@ impl Datapath {
             Some(pins) => Ok(remove_pin(&pins.egress_link(ifname))?),
             None => Ok(()),
         }
+    }
+}
+
+/// The link pinned at `pin`, if one is (`None` without a pin directory or
+/// when nothing is pinned there yet): a new attach replaces the program
+/// behind it instead of making a second link.
+pub(super) fn pinned_link(pin: Option<&Path>) -> Result<Option<PinnedLink>, DatapathError> {
+    let Some(path) = pin else {
+        return Ok(None);
+    };
+    match PinnedLink::from_pin(path) {
+        Ok(link) => Ok(Some(link)),
+        Err(LinkError::SyscallError(e)) if e.io_error.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(DatapathError::Link {
+            path: path.to_path_buf(),
+            source,
+        }),
     }
 }

@@ -50,4 +50,6 @@ pub enum DatapathError {
     Netns(#[from] NetnsError),
     #[error(transparent)]
     Maps(#[from] MapsError),
+    #[error(transparent)]
+    SockLb(Box<super::sock::SockLbError>),
 }

@@ -9,8 +9,10 @@ use aya::{
     programs::SchedClassifier,
 };
 use netpath_common::{
-    Counter, CtEntry, CtKey, Endpoint, EndpointKey, MasqKey, MasqRule, NodeSettings, RevNat,
-    RouteKey, RouteNextHop, STAT_COUNT, maps, progs,
+    Affinity, AffinityKey, Backend, BackendKey, Counter, CtEntry, CtKey, DenyRule, Endpoint,
+    EndpointKey, Frontend, FrontendKey, MasqKey, MasqRule, NodeSettings, RevNat, RouteKey,
+    RouteNextHop, STAT_COUNT, maps, progs,
+    sock::{self, SockRevKey, SockRevNat},
 };
 
 use super::{
@@ -57,8 +59,30 @@ pub fn log_level(name: &str) -> u8 {
     }
 }
 
+/// Pins the loaded program `name` at `pins.prog(name)`, replacing an
+/// older pin; nothing without a pin directory (program unit tests).
+pub(super) fn pin_program(
+    ebpf: &mut Ebpf,
+    pins: Option<&PinDir>,
+    name: &'static str,
+) -> Result<(), DatapathError> {
+    let Some(pins) = pins else {
+        return Ok(());
+    };
+    let path = pins.prog(name);
+    remove_pin(&path)?;
+    ebpf.program_mut(name)
+        .ok_or(DatapathError::MissingProgram { name })?
+        .pin(&path)
+        .map_err(|source| DatapathError::Pin {
+            what: format!("program {name}"),
+            path,
+            source,
+        })
+}
+
 /// Every map, pinned by name.
-const ALL_MAPS: [&str; 7] = [
+const ALL_MAPS: [&str; 13] = [
     maps::ENDPOINTS,
     maps::STATS,
     maps::ROUTES,
@@ -66,6 +90,12 @@ const ALL_MAPS: [&str; 7] = [
     maps::SETTINGS,
     maps::CONNTRACK,
     maps::REVNAT,
+    maps::FRONTENDS,
+    maps::BACKENDS,
+    maps::MAGLEV,
+    maps::AFFINITY,
+    maps::PREFILTER,
+    sock::REVNAT_MAP,
 ];
 
 /// The layout a pinned map must have to be reused: what the kernel
@@ -102,7 +132,7 @@ impl MapLayout {
 /// The layout the object expects of each map of [`ALL_MAPS`] (the types of
 /// `netpath-ebpf/src/maps.rs`); the connection table and the reverse NAT
 /// map are sized by `conntrack_max`.
-pub fn expected_layouts(conntrack_max: u32) -> [(&'static str, MapLayout); 7] {
+pub fn expected_layouts(conntrack_max: u32) -> [(&'static str, MapLayout); 13] {
     [
         (
             maps::ENDPOINTS,
@@ -131,6 +161,30 @@ pub fn expected_layouts(conntrack_max: u32) -> [(&'static str, MapLayout); 7] {
         (
             maps::REVNAT,
             MapLayout::new::<CtKey, RevNat>(MapType::Hash, maps::revnat_max(conntrack_max)),
+        ),
+        (
+            maps::FRONTENDS,
+            MapLayout::new::<FrontendKey, Frontend>(MapType::Hash, maps::FRONTENDS_MAX),
+        ),
+        (
+            maps::BACKENDS,
+            MapLayout::new::<BackendKey, Backend>(MapType::Hash, maps::BACKENDS_MAX),
+        ),
+        (
+            maps::MAGLEV,
+            MapLayout::new::<u32, u32>(MapType::HashOfMaps, maps::FRONTENDS_MAX),
+        ),
+        (
+            maps::AFFINITY,
+            MapLayout::new::<AffinityKey, Affinity>(MapType::LruHash, maps::AFFINITY_MAX),
+        ),
+        (
+            maps::PREFILTER,
+            MapLayout::new::<LpmKey<RouteKey>, DenyRule>(MapType::LpmTrie, maps::PREFILTER_MAX),
+        ),
+        (
+            sock::REVNAT_MAP,
+            MapLayout::new::<SockRevKey, SockRevNat>(MapType::LruHash, sock::REVNAT_MAX),
         ),
     ]
 }
@@ -167,7 +221,7 @@ fn loss(name: &str) -> &'static str {
     }
 }
 
-/// Every program.
+/// Every TC program.
 const ALL_PROGS: [&str; 3] = [progs::FROM_POD, progs::FROM_UPLINK, progs::TO_UPLINK];
 
 /// The loaded datapath of one node.
@@ -218,16 +272,10 @@ impl Datapath {
                 .map_err(|source| DatapathError::LoadProgram { name, source })?;
             prog.load()
                 .map_err(|source| DatapathError::LoadProgram { name, source })?;
-            if let Some(pins) = &opts.pins {
-                let path = pins.prog(name);
-                remove_pin(&path)?;
-                prog.pin(&path).map_err(|source| DatapathError::Pin {
-                    what: format!("program {name}"),
-                    path,
-                    source,
-                })?;
-            }
+            pin_program(&mut ebpf, opts.pins.as_ref(), name)?;
         }
+        super::xdp::load_programs(&mut ebpf, opts.pins.as_ref())?;
+        super::sock::load_programs(&mut ebpf, opts.pins.as_ref())?;
         let maps = NodeMaps::from_ebpf(&mut ebpf)?;
         Ok(Self {
             ebpf,

@@ -13,7 +13,10 @@ use netpath_common::{
     RouteKey, RouteNextHop, Stat, maps,
 };
 
-use super::pins::PinDir;
+use super::{
+    lb_maps::{LbMaps, RawLbMaps},
+    pins::PinDir,
+};
 
 /// `BPF_NOEXIST`: insert only if the key is absent.
 const BPF_NOEXIST: u64 = 1;
@@ -50,6 +53,7 @@ pub struct NodeMaps {
     settings: Array<MapData, NodeSettings>,
     conntrack: HashMap<MapData, CtKey, CtEntry>,
     revnat: HashMap<MapData, CtKey, RevNat>,
+    lb: LbMaps,
 }
 
 /// The raw maps, before they get their types.
@@ -61,6 +65,7 @@ struct RawMaps {
     settings: Map,
     conntrack: Map,
     revnat: Map,
+    lb: RawLbMaps,
 }
 
 impl NodeMaps {
@@ -76,6 +81,13 @@ impl NodeMaps {
             settings: take(maps::SETTINGS)?,
             conntrack: take(maps::CONNTRACK)?,
             revnat: take(maps::REVNAT)?,
+            lb: RawLbMaps {
+                frontends: take(maps::FRONTENDS)?,
+                backends: take(maps::BACKENDS)?,
+                maglev: take(maps::MAGLEV)?,
+                affinity: take(maps::AFFINITY)?,
+                prefilter: take(maps::PREFILTER)?,
+            },
         })
     }
 
@@ -93,6 +105,13 @@ impl NodeMaps {
             settings: Map::Array(open(maps::SETTINGS)?),
             conntrack: Map::LruHashMap(open(maps::CONNTRACK)?),
             revnat: Map::HashMap(open(maps::REVNAT)?),
+            lb: RawLbMaps {
+                frontends: Map::HashMap(open(maps::FRONTENDS)?),
+                backends: Map::HashMap(open(maps::BACKENDS)?),
+                maglev: Map::HashOfMaps(open(maps::MAGLEV)?),
+                affinity: Map::LruHashMap(open(maps::AFFINITY)?),
+                prefilter: Map::LpmTrie(open(maps::PREFILTER)?),
+            },
         })
     }
 
@@ -111,7 +130,19 @@ impl NodeMaps {
             settings: typed(maps::SETTINGS, raw.settings)?,
             conntrack: typed(maps::CONNTRACK, raw.conntrack)?,
             revnat: typed(maps::REVNAT, raw.revnat)?,
+            lb: LbMaps::from_raw(raw.lb)?,
         })
+    }
+
+    /// The load balancer's maps (frontends, backends, Maglev, affinity,
+    /// prefilter).
+    pub fn lb(&self) -> &LbMaps {
+        &self.lb
+    }
+
+    /// The load balancer's maps, to change.
+    pub fn lb_mut(&mut self) -> &mut LbMaps {
+        &mut self.lb
     }
 
     /// Adds or replaces the endpoint of a local pod.
@@ -315,7 +346,7 @@ impl NodeMaps {
     }
 }
 
-fn ignore_absent(
+pub(super) fn ignore_absent(
     res: Result<(), MapError>,
     op: &'static str,
     name: &'static str,
@@ -370,7 +401,10 @@ where
     Ok(out)
 }
 
-fn lookup<V>(res: Result<V, MapError>, name: &'static str) -> Result<Option<V>, MapsError> {
+pub(super) fn lookup<V>(
+    res: Result<V, MapError>,
+    name: &'static str,
+) -> Result<Option<V>, MapsError> {
     match res {
         Ok(v) => Ok(Some(v)),
         Err(MapError::KeyNotFound) => Ok(None),
@@ -385,7 +419,7 @@ fn lookup<V>(res: Result<V, MapError>, name: &'static str) -> Result<Option<V>, 
     }
 }
 
-fn collect<K, V>(
+pub(super) fn collect<K, V>(
     iter: impl Iterator<Item = Result<(K, V), MapError>>,
     name: &'static str,
 ) -> Result<Vec<(K, V)>, MapsError> {
@@ -413,7 +447,7 @@ fn lpm_key(net: &Ipv4Net) -> LpmKey<RouteKey> {
     )
 }
 
-fn sync_lpm<V: aya::Pod + PartialEq>(
+pub(super) fn sync_lpm<V: aya::Pod + PartialEq>(
     map: &mut LpmTrie<MapData, RouteKey, V>,
     name: &'static str,
     want: &[(Ipv4Net, V)],
@@ -437,7 +471,7 @@ fn sync_lpm<V: aya::Pod + PartialEq>(
     Ok(())
 }
 
-fn dump_lpm<V: aya::Pod>(
+pub(super) fn dump_lpm<V: aya::Pod>(
     map: &LpmTrie<MapData, RouteKey, V>,
     name: &'static str,
 ) -> Result<Vec<(Ipv4Net, V)>, MapsError> {

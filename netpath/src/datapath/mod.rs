@@ -30,9 +30,12 @@
 
 pub mod attach;
 mod error;
+pub mod lb_maps;
 pub mod load;
 pub mod maps;
 pub mod pins;
+pub mod sock;
+pub mod xdp;
 
 pub use error::DatapathError;
 pub use load::{Datapath, LoadOptions, log_level, pinned_logger};

@@ -5,6 +5,13 @@
 //! the node's kernel forwards nothing and has no iptables rule. [`lab`]
 //! builds the node and LAN host namespaces (the tests and the benchmarks
 //! use it too); [`crate::render::demo`] says what was built.
+//!
+//! It also shows DNAT the classic way: each pod runs an HTTP responder
+//! ([`http`]) that answers with its own name, the LAN host reaches `blue`
+//! through the port-forward `node-address:8080`, and the service `web`
+//! (10.96.0.10:80, `red` and `blue` behind it) is reachable from the pods,
+//! the node and the LAN host (which routes the service CIDR via the node,
+//! as a router in front of a Kubernetes node would).
 
 use crate::{
     config::Config,
@@ -12,9 +19,16 @@ use crate::{
     sys::preflight::{self, PreflightError},
 };
 
+pub mod http;
 pub mod lab;
 
+use http::{HTTP_PORT, HttpError, Responders};
 use lab::{Lab, LabError};
+
+use crate::sys::{
+    netlink::{Netlink, NetlinkError, Route},
+    netns::{Netns, NetnsError},
+};
 
 /// The demo's node namespace.
 pub const NODE_NETNS: &str = "netpath-demo-node";
@@ -30,6 +44,12 @@ pub enum DemoError {
     Preflight(#[from] PreflightError),
     #[error(transparent)]
     Reconcile(#[from] ReconcileError),
+    #[error(transparent)]
+    Http(#[from] HttpError),
+    #[error("the LAN host's route to the service CIDR: {0}")]
+    Netns(#[from] NetnsError),
+    #[error("the LAN host's route to the service CIDR: {0}")]
+    Netlink(#[from] NetlinkError),
 }
 
 /// The demo's lab and configuration.
@@ -58,4 +78,35 @@ pub async fn up(lab: &Lab, config: &Config) -> Result<ApplyReport, DemoError> {
             Err(e.into())
         }
     }
+}
+
+/// Starts what the demo's users talk to: the pods' HTTP responders, and
+/// the LAN host's route to the service CIDR via the node's uplink address
+/// (`ip -n LAN route replace 10.96.0.0/16 via 192.168.50.2`). The
+/// responders stop when the returned value is dropped.
+pub async fn serve(
+    lab: &Lab,
+    config: &Config,
+    report: &ApplyReport,
+) -> Result<Responders, DemoError> {
+    if let Some(cidr) = config.node.service_cidr {
+        let lan = Netns::open(&lab.lan_netns)?;
+        let nl = Netlink::connect(&lan).await?;
+        nl.replace_route(&Route {
+            dst: cidr,
+            gateway: Some(lab.node_addr.addr()),
+            oif: None,
+            src: None,
+            scope_link: false,
+            onlink: false,
+        })
+        .await?;
+    }
+    let pods: Vec<(String, String)> = config
+        .pods
+        .iter()
+        .filter(|p| report.addresses.contains_key(&p.name))
+        .map(|p| (p.name.clone(), config.pod_netns(p)))
+        .collect();
+    Ok(Responders::start(&pods, HTTP_PORT)?)
 }

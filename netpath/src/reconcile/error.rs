@@ -96,6 +96,33 @@ pub enum PlanError {
         was: String,
         now: String,
     },
+    #[error(
+        "[[port_forwards]] entry {entry}: address {address} is not an address of the node \
+         ({netns}); use one of the node's addresses, or omit `address` to listen on every \
+         uplink address and the pods' gateway"
+    )]
+    ForwardAddressNotOnNode {
+        entry: usize,
+        address: Ipv4Addr,
+        netns: String,
+    },
+    #[error(
+        "node.service_cidr {cidr} overlaps the network {network} of interface {ifname} in the \
+         node namespace; service VIPs must not be real addresses: pick a service CIDR that \
+         overlaps no network of the node"
+    )]
+    ServiceCidrOnNode {
+        cidr: Ipv4Net,
+        ifname: String,
+        network: Ipv4Net,
+    },
+    #[error(
+        "{count} frontends (services and port-forward addresses) are configured; the \
+         datapath holds at most {max}: remove some"
+    )]
+    TooManyFrontends { count: usize, max: usize },
+    #[error(transparent)]
+    Frontend(#[from] crate::lb::frontends::SpecError),
     /// The pod CIDR overlaps a network the node has.
     #[error(transparent)]
     Overlap(Box<ConfigError>),

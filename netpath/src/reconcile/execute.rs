@@ -3,19 +3,21 @@
 //! what is left.
 
 use log::{info, warn};
+use netpath_common::NodeSettings;
 
 use super::{
     error::{ReconcileError, StepError},
     failpoint::failpoint,
     gateway::ensure_gateway,
-    node::{GATEWAY_IFNAME, NP0_FORWARDING, Node},
+    lb::execute_lb,
+    node::{GATEWAY_IFNAME, NP0_FORWARDING, Node, configure_fast_paths},
     plan::Plan,
     pod::{create_pod, delete_pod},
     report::ApplyReport,
     undo::{Undo, rollback},
 };
 use crate::{
-    datapath::{Datapath, LoadOptions, remove_pin},
+    datapath::{Datapath, LoadOptions, NodeMaps, remove_pin, sock::netns_cookie, xdp::XdpMode},
     resolve::DesiredNode,
     state::{NodeState, StateDir},
     sys::{netlink::NetlinkError, sysctl},
@@ -40,9 +42,18 @@ impl Apply<'_> {
         let (node, desired, plan) = (self.node, self.desired, self.plan);
         let mut undo = Vec::new();
         match self.execute(state, &mut undo).await {
-            Ok(()) => {
+            Ok(_) if plan.only_lb() => {
                 let mut report = plan.report.clone();
+                state.frontends.clone_from(&plan.lb.records);
+                state_dir.save(state)?;
+                report.programs_loaded = false;
+                Ok(report)
+            }
+            Ok(xdp) => {
+                let mut report = plan.report.clone();
+                state.frontends.clone_from(&plan.lb.records);
                 report.programs_loaded = true;
+                report.xdp = xdp;
                 report.uplinks_attached = plan
                     .datapath
                     .uplinks
@@ -95,9 +106,22 @@ impl Apply<'_> {
     }
 
     /// The steps: load the programs, the gateway, the uplink's address,
-    /// the datapath's maps and links, then the pods.
-    async fn execute(&self, state: &mut NodeState, undo: &mut Vec<Undo>) -> Result<(), StepError> {
+    /// the datapath's maps and links, then the pods, the frontends, then
+    /// XDP, the prefilter and the socket load balancer; returns the
+    /// uplink's XDP mode. When only frontends change, just their steps.
+    async fn execute(
+        &self,
+        state: &mut NodeState,
+        undo: &mut Vec<Undo>,
+    ) -> Result<Option<XdpMode>, StepError> {
         let (node, desired, plan) = (self.node, self.desired, self.plan);
+        if plan.only_lb() {
+            // Only frontends change: the loaded programs and every other
+            // map stay as they are.
+            let mut maps = NodeMaps::open_pinned(&node.pins)?;
+            execute_lb(&mut maps, &desired.instance, &plan.lb.steps, undo)?;
+            return Ok(None);
+        }
         let mut dp = Datapath::load(LoadOptions {
             pins: Some(node.pins.clone()),
             conntrack_max: desired.conntrack_max,
@@ -125,11 +149,14 @@ impl Apply<'_> {
             create_pod(node, &mut dp, desired.gateway, want, undo).await?;
             state.pods.insert(name.clone(), want.clone());
         }
+        // Frontends once their pods exist (see `lb::plan` for the order).
+        execute_lb(dp.maps(), &desired.instance, &plan.lb.steps, undo)?;
         // Pods that stay get the freshly loaded program, atomically.
         for name in &plan.pods.unchanged {
             let pod = &state.pods[name];
             dp.attach_from_pod(&node.netns, &pod.host_ifname)?;
         }
+        let xdp = configure_fast_paths(node, &mut dp, desired, &state.pods)?;
         // Last, as a rollback could not re-attach it: interfaces no masquerade
         // rule and no declared route uses any more lose np_from_uplink.
         for name in state.uplinks.keys() {
@@ -137,9 +164,10 @@ impl Apply<'_> {
                 info!("np_from_uplink: detaching from {name}");
                 dp.detach_ingress(name)?;
                 dp.detach_egress(name)?;
+                dp.detach_xdp_uplink(name)?;
             }
         }
-        Ok(())
+        Ok(xdp)
     }
 
     /// Settings, routes, masquerade rules and the uplink links: what
@@ -167,7 +195,11 @@ impl Apply<'_> {
             masq: maps.masq()?,
             settings: maps.settings()?,
         });
-        maps.set_settings(desired.node_settings(np0.index))?;
+        // With the node namespace's cookie: the socket hooks act there only.
+        maps.set_settings(NodeSettings {
+            netns_cookie: netns_cookie(&node.netns)?,
+            ..desired.node_settings(np0.index)
+        })?;
         maps.sync_routes(&plan.routes)?;
         maps.sync_masq(&plan.masq)?;
 

@@ -10,6 +10,7 @@ use netpath_common::{Endpoint, progs};
 use super::{
     error::{PlanError, ReconcileError},
     gateway::gateway_ok,
+    lb::{LbPlan, plan_lb},
     node::Node,
     pod::pod_healthy,
     report::ApplyReport,
@@ -42,6 +43,11 @@ pub struct Plan {
     pub datapath_ok: bool,
     /// The hash of this build's eBPF object (recorded after the apply).
     pub object_hash: String,
+    /// The port-forwards' and services' frontends: the steps that change
+    /// the load balancer's maps.
+    pub lb: LbPlan,
+    /// Whether the state file records the frontends as planned.
+    pub lb_records_ok: bool,
     /// The report of an apply that goes as planned.
     pub report: ApplyReport,
 }
@@ -49,6 +55,13 @@ pub struct Plan {
 impl Plan {
     /// Whether the node is already what the desired node says.
     pub fn is_noop(&self) -> bool {
+        self.only_lb() && self.lb.steps.is_empty() && self.lb_records_ok
+    }
+
+    /// Whether nothing but the load balancer's maps (and their record in
+    /// the state file) changes: then the apply loads no program and touches
+    /// only the frontends that differ.
+    pub fn only_lb(&self) -> bool {
         self.pods.create.is_empty()
             && self.pods.delete.is_empty()
             && self.gateway_ok
@@ -133,6 +146,8 @@ pub async fn plan(
         .map(|p| (p.name.clone(), p.address))
         .collect();
     let leases = ipam::plan(&current_leases, &wanted)?;
+    let lb = plan_lb(node, desired, &leases).await?;
+    let lb_records_ok = state.frontends == lb.records;
 
     // The endpoints the datapath holds (none if it was never loaded), read
     // once for every pod's health check.
@@ -179,6 +194,7 @@ pub async fn plan(
     }
     check_names_free(node, &pods).await?;
     report.unchanged.clone_into(&mut pods.unchanged);
+    report.frontends.clone_from(&lb.changes);
 
     let object_hash = state::object_hash(crate::ebpf::OBJECT);
     let gateway_ok = state.gateway == Some(desired.gateway)
@@ -202,6 +218,8 @@ pub async fn plan(
         programs_ok,
         datapath_ok,
         object_hash,
+        lb,
+        lb_records_ok,
         report,
     })
 }

@@ -17,6 +17,10 @@ pub struct ApplyReport {
     pub uplinks_attached: Vec<String>,
     /// Interfaces `np_from_uplink` was detached from.
     pub uplinks_detached: Vec<String>,
+    /// One line per frontend (service, port-forward address) that changed.
+    pub frontends: Vec<String>,
+    /// The mode `np_xdp_uplink` runs in on the uplink (`None`: no uplink).
+    pub xdp: Option<crate::datapath::xdp::XdpMode>,
 }
 
 impl ApplyReport {
@@ -25,6 +29,7 @@ impl ApplyReport {
         !(self.created.is_empty()
             && self.recreated.is_empty()
             && self.deleted.is_empty()
+            && self.frontends.is_empty()
             && !self.programs_loaded)
     }
 }

@@ -9,7 +9,7 @@ use std::{
 };
 
 use ipnet::Ipv4Net;
-use netpath_common::{MasqRule, RouteNextHop};
+use netpath_common::{MasqRule, NodeSettings, RouteNextHop};
 
 use super::{
     error::PlanError,
@@ -33,9 +33,10 @@ pub struct DatapathPlan {
     pub masq: Vec<(Ipv4Net, MasqRule)>,
     /// Interface name → ifindex of every masquerade `out` and every
     /// declared route's `dev` (the uplink gateway's default route
-    /// included): `np_from_uplink` goes there (the replies to translated
-    /// traffic, and to routed traffic from the pods' own addresses, arrive
-    /// there).
+    /// included), and the uplink when the node has port-forwards or
+    /// services: `np_from_uplink` goes there (the replies to translated
+    /// traffic, to routed traffic from the pods' own addresses, and the
+    /// clients of frontends arrive there).
     pub uplinks: BTreeMap<String, u32>,
 }
 
@@ -133,7 +134,11 @@ pub async fn plan_datapath(desired: &DesiredNode, nl: &Netlink) -> Result<Datapa
         uplinks.insert(out, ifindex);
     }
     if let Some(u) = uplink {
-        lookup(&u.name, "node.uplink".into(), "node.uplink.name").await?;
+        let (ifindex, _) = lookup(&u.name, "node.uplink".into(), "node.uplink.name").await?;
+        // Clients of port-forwards and services on the LAN arrive here.
+        if desired.has_frontends() {
+            uplinks.insert(u.name.clone(), ifindex);
+        }
     }
 
     // Connected networks that a declared route would otherwise shadow.
@@ -236,9 +241,18 @@ pub async fn datapath_ok(
             .keys()
             .all(|name| pins.ingress_link(name).exists() && pins.egress_link(name).exists());
     let forwarding = sysctl::read_sysctl(node_ns, NP0_FORWARDING).ok();
+    // The socket hooks' namespace cookie is written with the settings
+    // (`execute::configure_datapath`): it must be this namespace's.
+    let cookie = crate::datapath::sock::netns_cookie(node_ns).ok();
+    let settings_ok = Some(maps.settings()?)
+        == cookie.map(|netns_cookie| NodeSettings {
+            netns_cookie,
+            ..desired.node_settings(np0.index)
+        });
     Ok(routes == plan.routes
         && masq == plan.masq
-        && maps.settings()? == desired.node_settings(np0.index)
+        && settings_ok
+        && super::node::fast_paths_ok(pins, &maps, desired, &state.pods)
         && table_size == Some(desired.conntrack_max)
         && uplinks_ok
         && forwarding.as_deref() == Some("1"))

@@ -5,7 +5,9 @@ use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 use log::warn;
-use netpath_common::{MasqRule, NodeSettings, RouteNextHop};
+use netpath_common::{
+    Backend, BackendKey, Frontend, FrontendKey, MasqRule, NodeSettings, RouteNextHop,
+};
 
 use super::error::StepError;
 use crate::{
@@ -28,6 +30,25 @@ pub enum Undo {
         routes: Vec<(Ipv4Net, RouteNextHop)>,
         masq: Vec<(Ipv4Net, MasqRule)>,
         settings: NodeSettings,
+    },
+    /// Put back one entry of the load balancer's maps.
+    Lb(LbUndo),
+}
+
+/// One entry of the load balancer's maps as it was before a step: `None`
+/// means it did not exist (the undo removes it).
+pub enum LbUndo {
+    Frontend {
+        key: FrontendKey,
+        previous: Option<Frontend>,
+    },
+    Backend {
+        key: BackendKey,
+        previous: Option<Backend>,
+    },
+    Maglev {
+        id: u32,
+        previous: Option<Vec<u32>>,
     },
 }
 
@@ -82,6 +103,25 @@ async fn undo_step(
                 maps.sync_routes(&routes)?;
                 maps.sync_masq(&masq)?;
                 maps.set_settings(settings)?;
+            }
+        }
+        Undo::Lb(step) => {
+            if let Some(maps) = maps {
+                let lb = maps.lb_mut();
+                match step {
+                    LbUndo::Frontend { key, previous } => match previous {
+                        Some(fe) => lb.set_frontend(key, fe)?,
+                        None => lb.remove_frontend(&key)?,
+                    },
+                    LbUndo::Backend { key, previous } => match previous {
+                        Some(be) => lb.set_backend(key, be)?,
+                        None => lb.remove_backend(&key)?,
+                    },
+                    LbUndo::Maglev { id, previous } => match previous {
+                        Some(table) => lb.set_maglev(id, &table)?,
+                        None => lb.remove_maglev(id)?,
+                    },
+                }
             }
         }
     }

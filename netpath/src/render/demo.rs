@@ -63,6 +63,36 @@ pub fn demo(lab: &Lab, config: &Config, report: &ApplyReport) -> String {
             "  ip netns exec {a_ns} ping -c 3 {}        # pod -> LAN host, masqueraded by the datapath",
             lab.lan_addr.addr()
         );
+        let lan = &lab.lan_netns;
+        let node_addr = lab.node_addr.addr();
+        for pf in &config.port_forwards {
+            let _ = writeln!(
+                s,
+                "  ip netns exec {lan} curl -s http://{node_addr}:{}/   # LAN host -> port-forward -> {} (DNAT by np_from_uplink)",
+                pf.port, pf.to
+            );
+        }
+        for svc in &config.services {
+            let backends: Vec<String> = svc.backends.iter().map(ToString::to_string).collect();
+            let _ = writeln!(
+                s,
+                "  ip netns exec {lan} curl -s http://{}:{}/   # LAN host -> service {} ({}; Maglev picks per connection)",
+                svc.vip,
+                svc.port,
+                svc.name,
+                backends.join(", ")
+            );
+            let _ = writeln!(
+                s,
+                "  ip netns exec {a_ns} curl -s http://{}:{}/   # pod -> service (DNAT by np_from_pod; may be a hairpin)",
+                svc.vip, svc.port
+            );
+            let _ = writeln!(
+                s,
+                "  ip netns exec {node} curl -s http://{}:{}/   # node -> service (socket LB at connect())",
+                svc.vip, svc.port
+            );
+        }
         let exe =
             std::env::current_exe().map_or_else(|_| "netpath".into(), |p| p.display().to_string());
         let _ = writeln!(
@@ -81,6 +111,20 @@ pub fn demo(lab: &Lab, config: &Config, report: &ApplyReport) -> String {
             config.node.name
         );
         let _ = writeln!(s, "  {exe} endpoints --instance {}", config.node.name);
+        if !config.services.is_empty() || !config.port_forwards.is_empty() {
+            let _ = writeln!(
+                s,
+                "  {exe} service list --instance {0}; {exe} port-forward list --instance {0}",
+                config.node.name
+            );
+        }
+        for svc in &config.services {
+            let _ = writeln!(
+                s,
+                "  {exe} service maglev {} --instance {}   # the backends' share of the Maglev table",
+                svc.name, config.node.name
+            );
+        }
         let _ = writeln!(
             s,
             "  ip netns exec {node} iptables-save; ip netns exec {node} nft list ruleset   # empty"

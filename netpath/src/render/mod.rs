@@ -16,8 +16,10 @@ use crate::{
 };
 
 mod demo;
+mod lb;
 
 pub use demo::demo;
+pub use lb::{maglev, port_forwards, services, services_json};
 
 /// `netpath apply`: what changed, then one line per pod.
 pub fn apply_report(instance: &str, report: &ApplyReport) -> String {
@@ -30,6 +32,9 @@ pub fn apply_report(instance: &str, report: &ApplyReport) -> String {
     }
     for ifname in &report.uplinks_detached {
         let _ = writeln!(s, "np_from_uplink detached from {ifname}");
+    }
+    for line in &report.frontends {
+        let _ = writeln!(s, "{line}");
     }
     for (what, pods) in [
         ("created", &report.created),
@@ -52,12 +57,15 @@ pub fn apply_report(instance: &str, report: &ApplyReport) -> String {
 /// `netpath validate`: a one-line summary of a valid configuration.
 pub fn validation(desired: &DesiredNode) -> String {
     format!(
-        "{}: valid ({} pods, pod CIDR {}, {} routes, {} masquerade rules)\n",
+        "{}: valid ({} pods, pod CIDR {}, {} routes, {} masquerade rules, {} port-forwards, {} \
+         services)\n",
         desired.instance,
         desired.pods.len(),
         desired.pod_cidr,
         desired.routes.len(),
-        desired.masquerade.len()
+        desired.masquerade.len(),
+        desired.port_forwards.len(),
+        desired.services.len()
     )
 }
 

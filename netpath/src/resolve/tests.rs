@@ -67,3 +67,70 @@ fn pods_get_the_uplinks_mtu_or_ethernets() {
     let no_uplink = DesiredNode { uplink: None, ..d };
     assert_eq!(no_uplink.pod_mtu(Some(1400)), 1500);
 }
+
+#[test]
+fn forwards_and_services_resolve_into_frontends() {
+    use crate::lb::frontends::{NodeAddresses, Owner, SpecError, specs};
+    use netpath_common::frontend_flags;
+    let mut c = Config::demo();
+    c.node.service_cidr = Some("10.96.0.0/16".parse().unwrap());
+    let text = c.to_toml_string()
+        + r#"
+[[port_forwards]]
+proto = "tcp"
+port = 8080
+to = "blue"
+to_port = 80
+
+[[services]]
+name = "web"
+vip = "10.96.0.10"
+port = 80
+proto = "udp"
+backends = ["red", "192.168.50.1:5353"]
+affinity = "client_ip"
+affinity_timeout = 60
+"#;
+    let c = Config::from_toml_str(&text).unwrap();
+    let d = DesiredNode::resolve(&c);
+    assert!(d.has_frontends());
+    assert_eq!(d.port_forwards[0].to.to_string(), "blue:80");
+    assert_eq!(d.services[0].backends[0].port, 80);
+    assert_eq!(d.services[0].affinity_timeout, Some(60));
+
+    let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+    let addrs = NodeAddresses {
+        pods: [
+            ("red".into(), ip("10.200.0.2")),
+            ("blue".into(), ip("10.200.0.3")),
+        ]
+        .into(),
+        wildcard: vec![ip("192.168.50.2"), ip("10.200.0.1")],
+    };
+    let fes = specs(&d, &addrs).unwrap();
+    // The forward listens on the uplink's address and the gateway.
+    let listen: Vec<String> = fes.iter().map(|f| f.vip.to_string()).collect();
+    assert_eq!(
+        listen,
+        [
+            "192.168.50.2:8080/tcp",
+            "10.200.0.1:8080/tcp",
+            "10.96.0.10:80/udp"
+        ]
+    );
+    assert_eq!(fes[0].flags, frontend_flags::PORT_FORWARD);
+    assert_eq!(fes[0].backends[0].address.to_string(), "10.200.0.3:80");
+    assert_eq!(fes[0].owner, Owner::PortForward(1));
+    assert_eq!(fes[2].flags, frontend_flags::AFFINITY);
+    assert_eq!(fes[2].affinity_timeout_secs, 60);
+    assert_eq!(fes[2].backends[1].label, "192.168.50.1:5353");
+
+    let none = NodeAddresses {
+        wildcard: Vec::new(),
+        ..addrs
+    };
+    assert!(matches!(
+        specs(&d, &none),
+        Err(SpecError::NoWildcardAddress { .. })
+    ));
+}

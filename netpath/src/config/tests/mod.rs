@@ -5,6 +5,7 @@ use crate::resolve::DesiredNode;
 use ipnet::Ipv4Net;
 use netpath_common::NodeSettings;
 
+mod lb;
 mod validate;
 
 /// The route table of a configuration as (dst, via, dev).

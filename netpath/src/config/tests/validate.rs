@@ -511,3 +511,44 @@ fn validation_order_is_deterministic() {
         ));
     }
 }
+
+#[test]
+fn xdp_mode_and_deny_sources_are_read_and_checked() {
+    let base = Config::demo().to_toml_string();
+    let with = |extra: &str| base.replacen("[node]\n", &format!("[node]\n{extra}\n"), 1);
+    let c = Config::from_toml_str(&with(
+        "xdp = \"generic\"\ndeny_sources = [\"203.0.113.0/24\", \"198.51.100.7/32\"]",
+    ))
+    .unwrap();
+    assert_eq!(c.node.xdp, Some(crate::config::XdpMode::Generic));
+    assert_eq!(c.node.deny_sources.len(), 2);
+    assert_eq!(Config::from_toml_str(&c.to_toml_string()).unwrap(), c);
+    assert_eq!(
+        Config::demo().node.xdp,
+        None,
+        "default: off (XDP costs more than it saves on a veth uplink)"
+    );
+    let err = Config::from_toml_str(&with("deny_sources = [\"203.0.113.0/24\"]")).unwrap_err();
+    assert!(
+        matches!(err, ConfigError::DenyWithoutXdp { count: 1 }),
+        "a deny list needs XDP: {err}"
+    );
+    assert!(
+        err.to_string().contains("set node.xdp = \"native\""),
+        "{err}"
+    );
+
+    let err = Config::from_toml_str(&with("xdp = \"fast\"")).unwrap_err();
+    assert!(err.to_string().contains("unknown variant `fast`"), "{err}");
+    let err = Config::from_toml_str(&with("deny_sources = [\"203.0.113.300/24\"]")).unwrap_err();
+    assert!(matches!(err, ConfigError::Parse { .. }), "{err}");
+    let err = Config::from_toml_str(&with(
+        "xdp = \"native\"\ndeny_sources = [\"203.0.113.9/24\"]",
+    ))
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "node.deny_sources entry 203.0.113.9/24 has host bits set; write its network \
+         address, 203.0.113.0/24"
+    );
+}

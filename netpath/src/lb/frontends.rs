@@ -1,0 +1,330 @@
+//! Frontends as the controller reasons about them: what the load
+//! balancer's maps hold ([`read`]) and what they should hold ([`assign`]),
+//! both as one [`LbState`], so that [`super::plan`] can diff them.
+//!
+//! Identity is stable: a frontend that stays keeps its id, and a backend
+//! that stays keeps its index (the maps are the source of truth, read at
+//! every apply), so updating a service never moves the live flows of the
+//! backends that remain: their conntrack entries name the backend's address,
+//! affinity entries its index, and the Maglev table is rebuilt with
+//! [`maglev::table_after`], which keeps every surviving slot when a backend
+//! leaves.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt,
+    net::{Ipv4Addr, SocketAddrV4},
+};
+
+use netpath_common::{Frontend, FrontendKey, frontend_flags};
+
+use super::maglev::{self, Member};
+use crate::{
+    config::L4Proto,
+    config::Target,
+    datapath::{MapsError, lb_maps::LbMaps},
+    resolve::{DesiredNode, DesiredTarget},
+};
+
+/// Where clients send: an address, port and protocol (a frontend map key,
+/// ordered).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Vip {
+    pub addr: Ipv4Addr,
+    pub port: u16,
+    pub proto: L4Proto,
+}
+
+impl Vip {
+    /// The frontend map key.
+    pub fn key(&self) -> FrontendKey {
+        crate::datapath::lb_maps::frontend_key(self.addr, self.port, self.proto.number())
+    }
+
+    /// From a frontend map key (`None` for a protocol netpath never writes).
+    pub fn from_key(key: &FrontendKey) -> Option<Self> {
+        Some(Self {
+            addr: Ipv4Addr::from(key.addr),
+            port: key.port,
+            proto: L4Proto::from_number(key.proto)?,
+        })
+    }
+}
+
+/// `10.96.0.10:80/tcp`.
+impl fmt::Display for Vip {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}/{}", self.addr, self.port, self.proto)
+    }
+}
+
+/// One frontend: its map value's parts, its backends by index and its
+/// Maglev table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrontendState {
+    pub id: u32,
+    /// [`frontend_flags`] bits.
+    pub flags: u8,
+    pub affinity_timeout_secs: u32,
+    /// Backend index → backend.
+    pub backends: BTreeMap<u32, SocketAddrV4>,
+    /// Backend indices, `MAGLEV_SIZE` of them; empty without backends.
+    pub maglev: Vec<u32>,
+}
+
+impl FrontendState {
+    /// The frontend map value.
+    pub fn value(&self) -> Frontend {
+        Frontend {
+            id: self.id,
+            backends: u16::try_from(self.backends.len()).unwrap_or(u16::MAX),
+            flags: self.flags,
+            _pad: 0,
+            affinity_timeout_secs: self.affinity_timeout_secs,
+        }
+    }
+
+    /// The Maglev members: each backend named by its `address:port`.
+    pub fn members(&self) -> Vec<Member> {
+        self.backends
+            .iter()
+            .map(|(&index, b)| Member {
+                name: b.to_string(),
+                index,
+            })
+            .collect()
+    }
+}
+
+/// Every frontend of a node.
+pub type LbState = BTreeMap<Vip, FrontendState>;
+
+/// What the load balancer's maps hold.
+pub fn read(maps: &LbMaps) -> Result<LbState, MapsError> {
+    let mut backends: BTreeMap<u32, BTreeMap<u32, SocketAddrV4>> = BTreeMap::new();
+    for ((id, index), b) in maps.backends()? {
+        backends
+            .entry(id)
+            .or_default()
+            .insert(index, SocketAddrV4::new(Ipv4Addr::from(b.addr), b.port));
+    }
+    let mut out = LbState::new();
+    for (key, fe) in maps.frontends()? {
+        let Some(vip) = Vip::from_key(&key) else {
+            continue;
+        };
+        out.insert(
+            vip,
+            FrontendState {
+                id: fe.id,
+                flags: fe.flags,
+                affinity_timeout_secs: fe.affinity_timeout_secs,
+                backends: backends.remove(&fe.id).unwrap_or_default(),
+                maglev: maps.maglev(fe.id)?.unwrap_or_default(),
+            },
+        );
+    }
+    Ok(out)
+}
+
+/// Who a frontend is for.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Owner {
+    /// A `[[services]]` entry, by name.
+    Service(String),
+    /// A `[[port_forwards]]` entry, by position (from 1).
+    PortForward(usize),
+}
+
+impl fmt::Display for Owner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Service(name) => write!(f, "service {name}"),
+            Self::PortForward(n) => write!(f, "port-forward {n}"),
+        }
+    }
+}
+
+/// One backend as wanted: where it is, and what the configuration called
+/// it (a pod name, or the address).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WantedBackend {
+    pub address: SocketAddrV4,
+    pub label: String,
+}
+
+/// One frontend as wanted, before it has an id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrontendSpec {
+    pub vip: Vip,
+    pub owner: Owner,
+    pub flags: u8,
+    pub affinity_timeout_secs: u32,
+    pub backends: Vec<WantedBackend>,
+}
+
+/// What the node's addresses are, for the frontends that depend on them.
+#[derive(Debug, Clone, Default)]
+pub struct NodeAddresses {
+    /// Pod name → its address (the leases of this apply).
+    pub pods: BTreeMap<String, Ipv4Addr>,
+    /// Where a port-forward without `address` listens: every address of
+    /// the uplink, and the pods' gateway.
+    pub wildcard: Vec<Ipv4Addr>,
+}
+
+/// Why a frontend cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("{owner}: pod '{pod}' has no address (it is not in this apply's leases)")]
+    NoPodAddress { owner: Owner, pod: String },
+    #[error(
+        "{owner} listens on every node address, but the node has none (no uplink address, \
+         no gateway); set `address` or give the uplink an address"
+    )]
+    NoWildcardAddress { owner: Owner },
+}
+
+fn backend(
+    owner: &Owner,
+    t: &DesiredTarget,
+    addrs: &NodeAddresses,
+) -> Result<WantedBackend, SpecError> {
+    Ok(match &t.target {
+        Target::Pod(pod) => WantedBackend {
+            address: SocketAddrV4::new(
+                *addrs.pods.get(pod).ok_or_else(|| SpecError::NoPodAddress {
+                    owner: owner.clone(),
+                    pod: pod.clone(),
+                })?,
+                t.port,
+            ),
+            label: pod.clone(),
+        },
+        Target::Address(a) => WantedBackend {
+            address: *a,
+            label: a.to_string(),
+        },
+    })
+}
+
+/// The frontends `desired` asks for, with the node's `addrs` filled in: one
+/// per service, one per port-forward address (a forward without `address`
+/// listens on each of `addrs.wildcard`).
+pub fn specs(desired: &DesiredNode, addrs: &NodeAddresses) -> Result<Vec<FrontendSpec>, SpecError> {
+    let mut out = Vec::new();
+    for (i, pf) in desired.port_forwards.iter().enumerate() {
+        let owner = Owner::PortForward(i + 1);
+        let to = backend(&owner, &pf.to, addrs)?;
+        let listen = match pf.address {
+            Some(a) => vec![a],
+            None if addrs.wildcard.is_empty() => {
+                return Err(SpecError::NoWildcardAddress { owner });
+            }
+            None => addrs.wildcard.clone(),
+        };
+        for addr in listen {
+            out.push(FrontendSpec {
+                vip: Vip {
+                    addr,
+                    port: pf.port,
+                    proto: pf.proto,
+                },
+                owner: owner.clone(),
+                flags: frontend_flags::PORT_FORWARD,
+                affinity_timeout_secs: 0,
+                backends: vec![to.clone()],
+            });
+        }
+    }
+    for svc in &desired.services {
+        let owner = Owner::Service(svc.name.clone());
+        let backends = svc
+            .backends
+            .iter()
+            .map(|t| backend(&owner, t, addrs))
+            .collect::<Result<Vec<_>, _>>()?;
+        out.push(FrontendSpec {
+            vip: Vip {
+                addr: svc.vip,
+                port: svc.port,
+                proto: svc.proto,
+            },
+            owner,
+            flags: if svc.affinity_timeout.is_some() {
+                frontend_flags::AFFINITY
+            } else {
+                0
+            },
+            affinity_timeout_secs: svc.affinity_timeout.unwrap_or(0),
+            backends,
+        });
+    }
+    Ok(out)
+}
+
+/// The frontends `specs` ask for, with ids and backend indices: a frontend
+/// the maps hold (`current`) keeps its id, a backend it has keeps its
+/// index; new ones get the lowest free id (from 1) and index (from 0) that
+/// no current frontend or backend of that frontend uses, so a frontend
+/// removed in the same apply never lends its id to a new one. Maglev
+/// tables are rebuilt from the current ones ([`maglev::table_after`]).
+pub fn assign(specs: &[FrontendSpec], current: &LbState) -> LbState {
+    let mut used_ids: BTreeSet<u32> = current.values().map(|f| f.id).collect();
+    let mut next_id = 1_u32;
+    let mut out = LbState::new();
+    for spec in specs {
+        let have = current.get(&spec.vip);
+        let id = if let Some(h) = have {
+            h.id
+        } else {
+            while used_ids.contains(&next_id) {
+                next_id += 1;
+            }
+            used_ids.insert(next_id);
+            next_id
+        };
+        let mut backends: BTreeMap<u32, SocketAddrV4> = BTreeMap::new();
+        let mut wanted: Vec<SocketAddrV4> = Vec::new();
+        for b in &spec.backends {
+            if !wanted.contains(&b.address) {
+                wanted.push(b.address);
+            }
+        }
+        let mut used_idx: BTreeSet<u32> = BTreeSet::new();
+        if let Some(h) = have {
+            for (&index, addr) in &h.backends {
+                used_idx.insert(index);
+                if wanted.contains(addr) {
+                    backends.insert(index, *addr);
+                }
+            }
+        }
+        let mut next_idx = 0_u32;
+        for addr in wanted {
+            if backends.values().any(|a| *a == addr) {
+                continue;
+            }
+            while used_idx.contains(&next_idx) {
+                next_idx += 1;
+            }
+            used_idx.insert(next_idx);
+            backends.insert(next_idx, addr);
+        }
+        let mut fe = FrontendState {
+            id,
+            flags: spec.flags,
+            affinity_timeout_secs: spec.affinity_timeout_secs,
+            backends,
+            maglev: Vec::new(),
+        };
+        let members = fe.members();
+        fe.maglev = match have {
+            _ if members.is_empty() => Vec::new(),
+            Some(h) => maglev::table_after(&h.maglev, &members),
+            None => maglev::table(&members),
+        };
+        out.insert(spec.vip, fe);
+    }
+    out
+}

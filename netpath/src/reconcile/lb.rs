@@ -1,0 +1,296 @@
+//! What replaces `iptables -t nat ... -j DNAT` and kube-proxy: the
+//! port-forwards and services resolved against the node (pod leases, the
+//! uplink's addresses) into frontends with stable ids and backend indices,
+//! diffed against the load balancer's maps frontend by frontend
+//! ([`crate::lb::plan`], whose docs give the order of the steps and why),
+//! and carried out with an undo for every map change.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::Ipv4Addr,
+};
+
+use ipnet::Ipv4Net;
+use log::info;
+use netpath_common::BackendKey;
+
+use super::{
+    error::{PlanError, StepError},
+    failpoint::failpoint,
+    node::Node,
+    undo::{LbUndo, Undo},
+};
+use crate::{
+    conntrack,
+    datapath::NodeMaps,
+    ipam::Ipam,
+    lb::{
+        frontends::{self, FrontendSpec, LbState, NodeAddresses, Owner, Vip},
+        plan::{LbStep, diff},
+    },
+    resolve::DesiredNode,
+    state::{BackendRecord, FrontendRecord},
+};
+
+/// The load balancer's part of an apply.
+#[derive(Debug, Clone, Default)]
+pub struct LbPlan {
+    /// The steps, frontend by frontend; empty when the maps are as desired.
+    pub steps: Vec<LbStep>,
+    /// What the state file records after the apply.
+    pub records: Vec<FrontendRecord>,
+    /// One line per frontend that changes, for the report.
+    pub changes: Vec<String>,
+}
+
+/// Plans the frontends of `desired` against the load balancer's pinned
+/// maps (none pinned yet: no frontend), with the pods' addresses from
+/// `leases` and the node's from its interfaces. A forward's `address` must
+/// be an address of the node.
+pub async fn plan_lb(
+    node: &Node,
+    desired: &DesiredNode,
+    leases: &Ipam,
+) -> Result<LbPlan, PlanError> {
+    let current = match NodeMaps::open_pinned(&node.pins) {
+        Ok(maps) => frontends::read(maps.lb())?,
+        Err(_) => LbState::new(),
+    };
+    if !desired.has_frontends() && current.is_empty() {
+        return Ok(LbPlan::default());
+    }
+    let mut node_addrs: BTreeSet<Ipv4Addr> = BTreeSet::from([desired.gateway]);
+    for link in node.nl.links().await? {
+        for (a, prefix) in node.nl.addresses(link.index).await? {
+            node_addrs.insert(a);
+            // VIPs must not be addresses the node really has a route to.
+            if let (Some(cidr), Ok(net)) = (desired.service_cidr, Ipv4Net::new(a, prefix))
+                && !a.is_loopback()
+                && (cidr.contains(&net.network()) || net.contains(&cidr.network()))
+            {
+                return Err(PlanError::ServiceCidrOnNode {
+                    cidr,
+                    ifname: link.name.clone(),
+                    network: net.trunc(),
+                });
+            }
+        }
+    }
+    let mut wildcard: Vec<Ipv4Addr> = Vec::new();
+    if let Some(u) = &desired.uplink {
+        if let Some(a) = u.address {
+            node_addrs.insert(a.addr());
+            wildcard.push(a.addr());
+        }
+        if let Some(link) = node.nl.link_by_name(&u.name).await? {
+            for (a, _) in node.nl.addresses(link.index).await? {
+                if !wildcard.contains(&a) {
+                    wildcard.push(a);
+                }
+            }
+        }
+    }
+    wildcard.push(desired.gateway);
+    for (i, pf) in desired.port_forwards.iter().enumerate() {
+        if let Some(address) = pf.address
+            && !node_addrs.contains(&address)
+        {
+            return Err(PlanError::ForwardAddressNotOnNode {
+                entry: i + 1,
+                address,
+                netns: desired.netns_label(),
+            });
+        }
+    }
+    let addrs = NodeAddresses {
+        pods: desired
+            .pods
+            .iter()
+            .filter_map(|p| Some((p.name.clone(), leases.lease(&p.name)?)))
+            .collect(),
+        wildcard,
+    };
+    let specs = frontends::specs(desired, &addrs)?;
+    if specs.len() > netpath_common::maps::FRONTENDS_MAX as usize {
+        return Err(PlanError::TooManyFrontends {
+            count: specs.len(),
+            max: netpath_common::maps::FRONTENDS_MAX as usize,
+        });
+    }
+    let wanted = frontends::assign(&specs, &current);
+    let steps = diff(&current, &wanted);
+    Ok(LbPlan {
+        changes: changes(&current, &wanted, &specs, &steps),
+        records: records(&specs),
+        steps,
+    })
+}
+
+/// What the state file records: each frontend's owner and backend names.
+fn records(specs: &[FrontendSpec]) -> Vec<FrontendRecord> {
+    specs
+        .iter()
+        .map(|s| FrontendRecord {
+            address: s.vip.addr,
+            port: s.vip.port,
+            proto: s.vip.proto,
+            service: match &s.owner {
+                Owner::Service(name) => Some(name.clone()),
+                Owner::PortForward(_) => None,
+            },
+            backends: s
+                .backends
+                .iter()
+                .map(|b| BackendRecord {
+                    address: b.address,
+                    target: b.label.clone(),
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+/// One line per frontend the steps change.
+fn changes(
+    current: &LbState,
+    wanted: &LbState,
+    specs: &[FrontendSpec],
+    steps: &[LbStep],
+) -> Vec<String> {
+    let touched: BTreeSet<Vip> = steps.iter().map(LbStep::vip).collect();
+    let owner = |vip: &Vip| {
+        specs
+            .iter()
+            .find(|s| s.vip == *vip)
+            .map_or_else(|| "frontend".to_owned(), |s| s.owner.to_string())
+    };
+    touched
+        .iter()
+        .map(|vip| match (current.get(vip), wanted.get(vip)) {
+            (None, Some(w)) => format!(
+                "{} {vip}: added ({} backends)",
+                owner(vip),
+                w.backends.len()
+            ),
+            (Some(_), None) => format!("frontend {vip}: removed"),
+            (Some(h), Some(w)) => {
+                let added = w
+                    .backends
+                    .keys()
+                    .filter(|i| !h.backends.contains_key(i))
+                    .count();
+                let removed = h
+                    .backends
+                    .keys()
+                    .filter(|i| !w.backends.contains_key(i))
+                    .count();
+                format!(
+                    "{} {vip}: {added} backends added, {removed} removed",
+                    owner(vip)
+                )
+            }
+            (None, None) => format!("frontend {vip}"),
+        })
+        .collect()
+}
+
+/// Carries out `steps` on `maps`, pushing the undo of every map change.
+/// Purged connections and cleared affinity are not undone (they are
+/// re-made by the traffic: a rolled-back table sends a flow's next packet
+/// where it went before). `instance` names the failpoints: `lb:<instance>:<vip>`
+/// fails after the last step of that frontend.
+pub fn execute_lb(
+    maps: &mut NodeMaps,
+    instance: &str,
+    steps: &[LbStep],
+    undo: &mut Vec<Undo>,
+) -> Result<(), StepError> {
+    // Each backend is set or removed at most once per apply: what it was
+    // before the apply is what its undo restores.
+    let before = maps.lb().backends()?;
+    for (i, step) in steps.iter().enumerate() {
+        run_step(maps, &before, step, undo)?;
+        let last_of_frontend = steps.get(i + 1).is_none_or(|next| next.vip() != step.vip());
+        if last_of_frontend {
+            failpoint(&format!("lb:{instance}:{}", step.vip()))?;
+        }
+    }
+    Ok(())
+}
+
+fn run_step(
+    maps: &mut NodeMaps,
+    before: &BTreeMap<(u32, u32), netpath_common::Backend>,
+    step: &LbStep,
+    undo: &mut Vec<Undo>,
+) -> Result<(), StepError> {
+    match step {
+        LbStep::SetBackend {
+            id, index, backend, ..
+        } => {
+            let key = BackendKey {
+                frontend: *id,
+                index: *index,
+            };
+            let previous = before.get(&(*id, *index)).copied();
+            undo.push(Undo::Lb(LbUndo::Backend { key, previous }));
+            maps.lb_mut().set_backend(
+                key,
+                netpath_common::Backend {
+                    addr: backend.ip().octets(),
+                    port: backend.port(),
+                    flags: 0,
+                    _pad: 0,
+                },
+            )?;
+        }
+        LbStep::SetMaglev { id, table, .. } => {
+            let previous = maps.lb().maglev(*id)?;
+            undo.push(Undo::Lb(LbUndo::Maglev { id: *id, previous }));
+            maps.lb_mut().set_maglev(*id, table)?;
+        }
+        LbStep::SetFrontend { vip, frontend } => {
+            let key = vip.key();
+            let previous = maps.lb().frontend(&key)?;
+            undo.push(Undo::Lb(LbUndo::Frontend { key, previous }));
+            info!(
+                "frontend {vip}: id {}, {} backends",
+                frontend.id, frontend.backends
+            );
+            maps.lb_mut().set_frontend(key, *frontend)?;
+        }
+        LbStep::RemoveFrontend { vip } => {
+            let key = vip.key();
+            let previous = maps.lb().frontend(&key)?;
+            undo.push(Undo::Lb(LbUndo::Frontend { key, previous }));
+            info!("frontend {vip}: removing");
+            maps.lb_mut().remove_frontend(&key)?;
+        }
+        LbStep::RemoveMaglev { id, .. } => {
+            let previous = maps.lb().maglev(*id)?;
+            undo.push(Undo::Lb(LbUndo::Maglev { id: *id, previous }));
+            maps.lb_mut().remove_maglev(*id)?;
+        }
+        LbStep::RemoveBackend { id, index, .. } => {
+            let key = BackendKey {
+                frontend: *id,
+                index: *index,
+            };
+            let previous = before.get(&(*id, *index)).copied();
+            undo.push(Undo::Lb(LbUndo::Backend { key, previous }));
+            maps.lb_mut().remove_backend(&key)?;
+        }
+        LbStep::PurgeConnections { vip, backend } => {
+            let r = conntrack::purge_backend(maps, vip.key(), *backend)?;
+            if r.connections > 0 {
+                let to = backend.map_or_else(|| "any backend".to_owned(), |b| b.to_string());
+                info!(
+                    "frontend {vip}: purged {} connections to {to}",
+                    r.connections
+                );
+            }
+        }
+        LbStep::ClearAffinity { id, .. } => maps.lb_mut().clear_affinity(*id)?,
+    }
+    Ok(())
+}
