@@ -182,6 +182,18 @@ impl Config {
             }],
         }
     }
+
+    /// The demo's pods, routes and masquerade without its port-forward,
+    /// service and service CIDR: the base of the tests that are about the
+    /// rest of the schema.
+    #[cfg(test)]
+    pub(crate) fn demo_without_lb() -> Config {
+        let mut c = Config::demo();
+        c.node.service_cidr = None;
+        c.port_forwards.clear();
+        c.services.clear();
+        c
+    }
 }
 
 #[cfg(test)]

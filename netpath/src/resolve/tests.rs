@@ -59,7 +59,7 @@ fn pod_netns_keeps_the_state_file_format() {
 
 #[test]
 fn pods_get_the_uplinks_mtu_or_ethernets() {
-    let d = DesiredNode::resolve(&Config::demo());
+    let d = DesiredNode::resolve(&Config::demo_without_lb());
     assert!(d.uplink.is_some());
     assert_eq!(d.pod_mtu(Some(1400)), 1400);
     assert_eq!(d.pod_mtu(Some(9000)), 9000);
@@ -72,7 +72,7 @@ fn pods_get_the_uplinks_mtu_or_ethernets() {
 fn forwards_and_services_resolve_into_frontends() {
     use crate::lb::frontends::{NodeAddresses, Owner, SpecError, specs};
     use netpath_common::frontend_flags;
-    let mut c = Config::demo();
+    let mut c = Config::demo_without_lb();
     c.node.service_cidr = Some("10.96.0.0/16".parse().unwrap());
     let text = c.to_toml_string()
         + r#"

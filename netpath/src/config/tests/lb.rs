@@ -112,7 +112,7 @@ fn forwards_and_services_round_trip_through_toml() {
     assert!(text.contains("to = \"192.168.50.1:53\""), "{text}");
     assert!(text.contains("affinity = \"client_ip\""), "{text}");
     // No forward, no service: no section in the output.
-    let text = Config::demo().to_toml_string();
+    let text = Config::demo_without_lb().to_toml_string();
     assert!(
         !text.contains("port_forwards") && !text.contains("services"),
         "{text}"

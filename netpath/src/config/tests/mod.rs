@@ -100,7 +100,7 @@ fn minimal_config_and_defaults() {
 
 #[test]
 fn explicit_prefix_and_ifname() {
-    let mut c = Config::demo();
+    let mut c = Config::demo_without_lb();
     c.node.pod_netns_prefix = Some("x.".into());
     c.pods[0].host_ifname = Some("veth-red".into());
     c.validate().unwrap();
@@ -113,11 +113,15 @@ fn explicit_prefix_and_ifname() {
 
 #[test]
 fn toml_round_trip() {
-    for c in [Config::from_toml_str(FULL).unwrap(), Config::demo()] {
+    for c in [
+        Config::from_toml_str(FULL).unwrap(),
+        Config::demo(),
+        Config::demo_without_lb(),
+    ] {
         let text = c.to_toml_string();
         assert_eq!(Config::from_toml_str(&text).unwrap(), c, "{text}");
     }
-    let mut bare = Config::demo();
+    let mut bare = Config::demo_without_lb();
     bare.pods.clear();
     bare.masquerade.clear();
     bare.node.uplink = None;
@@ -195,8 +199,8 @@ fn load_names_the_path() {
     assert!(err.to_string().contains("bad.toml"), "{err}");
 
     let good = dir.join("good.toml");
-    fs::write(&good, Config::demo().to_toml_string()).unwrap();
-    assert_eq!(Config::load(&good).unwrap(), Config::demo());
+    fs::write(&good, Config::demo_without_lb().to_toml_string()).unwrap();
+    assert_eq!(Config::load(&good).unwrap(), Config::demo_without_lb());
 
     fs::remove_dir_all(&dir).unwrap();
 }
@@ -379,7 +383,7 @@ fn port_range_syntax() {
 
 #[test]
 fn invalid_port_ranges() {
-    let mut c = Config::demo();
+    let mut c = Config::demo_without_lb();
     c.nat.port_range = PortRange {
         min: 40000,
         max: 30000,
@@ -395,16 +399,16 @@ fn invalid_port_ranges() {
 #[test]
 fn conntrack_limits() {
     for bad in [0, MIN_CONNTRACK_ENTRIES - 1, MAX_CONNTRACK_ENTRIES + 1] {
-        let mut c = Config::demo();
+        let mut c = Config::demo_without_lb();
         c.conntrack.max_entries = bad;
         let err = fails(&c, &["conntrack.max_entries", &bad.to_string(), "1024"]);
         assert!(matches!(err, ConfigError::ConntrackSize { .. }));
     }
-    let mut c = Config::demo();
+    let mut c = Config::demo_without_lb();
     c.conntrack.udp_stream_timeout = 0;
     let err = fails(&c, &["conntrack.udp_stream_timeout", "at least 1"]);
     assert!(matches!(err, ConfigError::ZeroSeconds { .. }));
-    let mut c = Config::demo();
+    let mut c = Config::demo_without_lb();
     c.conntrack.gc_interval = 0;
     fails(&c, &["conntrack.gc_interval"]);
 }

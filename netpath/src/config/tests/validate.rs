@@ -6,18 +6,18 @@ use crate::ipam::AddressError;
 #[test]
 fn invalid_names() {
     for bad in ["", "Demo", "-x", "a_b", "a b", &"x".repeat(33)] {
-        let mut c = Config::demo();
+        let mut c = Config::demo_without_lb();
         c.node.name = bad.into();
         let err = fails(&c, &["node.name", &format!("'{bad}'")]);
         assert!(matches!(err, ConfigError::InvalidName { .. }));
 
-        let mut c = Config::demo();
+        let mut c = Config::demo_without_lb();
         c.pods[1].name = bad.into();
         c.pods[1].host_ifname = Some("np-x".into());
         let err = fails(&c, &["pod name", &format!("'{bad}'")]);
         assert!(matches!(err, ConfigError::InvalidName { .. }));
     }
-    let mut c = Config::demo();
+    let mut c = Config::demo_without_lb();
     c.node.name = "x".repeat(32);
     c.pods[0].name = "0-a".repeat(10);
     c.pods[0].host_ifname = Some("np-long".into());
@@ -27,12 +27,12 @@ fn invalid_names() {
 #[test]
 fn invalid_netns() {
     for bad in ["", ".", "..", "a/b", "a b", "a\nb"] {
-        let mut c = Config::demo();
+        let mut c = Config::demo_without_lb();
         c.node.netns = Some(bad.into());
         let err = fails(&c, &["node.netns", &format!("'{bad}'")]);
         assert!(matches!(err, ConfigError::InvalidNetns { .. }));
     }
-    let mut c = Config::demo();
+    let mut c = Config::demo_without_lb();
     c.node.pod_netns_prefix = Some("a/".into());
     let err = fails(&c, &["node.pod_netns_prefix", "'a/'"]);
     assert!(matches!(err, ConfigError::InvalidNetns { .. }));
@@ -40,7 +40,7 @@ fn invalid_netns() {
 
 #[test]
 fn pod_netns_must_not_be_the_node() {
-    let mut c = Config::demo();
+    let mut c = Config::demo_without_lb();
     c.node.netns = Some("demo-red".into());
     let err = fails(&c, &["pod 'red'", "'demo-red'"]);
     assert!(matches!(err, ConfigError::NetnsIsNode { .. }));
@@ -48,7 +48,7 @@ fn pod_netns_must_not_be_the_node() {
 
 #[test]
 fn ifname_too_long_default() {
-    let mut c = Config::demo();
+    let mut c = Config::demo_without_lb();
     c.pods.push(pod("averyveryverylongpod"));
     let err = c.validate().unwrap_err();
     assert!(matches!(err, ConfigError::IfnameTooLong { len: 23, .. }));
@@ -68,7 +68,7 @@ fn ifname_too_long_default() {
 
 #[test]
 fn ifname_too_long_explicit_and_uplink() {
-    let mut c = Config::demo();
+    let mut c = Config::demo_without_lb();
     c.pods[0].host_ifname = Some("a-sixteen-bytes!".into());
     let err = fails(
         &c,
@@ -76,7 +76,7 @@ fn ifname_too_long_explicit_and_uplink() {
     );
     assert!(matches!(err, ConfigError::IfnameTooLong { .. }));
 
-    let mut c = Config::demo();
+    let mut c = Config::demo_without_lb();
     c.node.uplink.as_mut().unwrap().name = "uplink-with-long-name".into();
     let err = fails(&c, &["node.uplink", "'uplink-with-long-name'", "21 bytes"]);
     assert!(matches!(err, ConfigError::IfnameTooLong { .. }));
@@ -95,12 +95,12 @@ fn invalid_ifnames() {
         "lo",
         GATEWAY_IFNAME,
     ] {
-        let mut c = Config::demo();
+        let mut c = Config::demo_without_lb();
         c.pods[1].host_ifname = Some(bad.into());
         let err = fails(&c, &["pod 'blue'", &format!("'{bad}'")]);
         assert!(matches!(err, ConfigError::InvalidIfname { .. }), "{err}");
 
-        let mut c = Config::demo();
+        let mut c = Config::demo_without_lb();
         c.node.uplink.as_mut().unwrap().name = bad.into();
         let err = fails(&c, &["node.uplink", &format!("'{bad}'")]);
         assert!(matches!(err, ConfigError::InvalidIfname { .. }), "{err}");
@@ -109,7 +109,7 @@ fn invalid_ifnames() {
 
 #[test]
 fn duplicate_pod() {
-    let mut c = Config::demo();
+    let mut c = Config::demo_without_lb();
     c.pods.push(pod("red"));
     let err = fails(&c, &["'red'"]);
     assert!(matches!(err, ConfigError::DuplicatePod { .. }));
@@ -117,12 +117,12 @@ fn duplicate_pod() {
 
 #[test]
 fn duplicate_ifnames() {
-    let mut c = Config::demo();
+    let mut c = Config::demo_without_lb();
     c.pods[1].host_ifname = Some("np-red".into());
     let err = fails(&c, &["'np-red'", "pod 'red'", "pod 'blue'"]);
     assert!(matches!(err, ConfigError::DuplicateIfname { .. }));
 
-    let mut c = Config::demo();
+    let mut c = Config::demo_without_lb();
     c.pods[0].host_ifname = Some("uplink0".into());
     let err = fails(&c, &["'uplink0'", "node.uplink", "pod 'red'"]);
     assert!(matches!(err, ConfigError::DuplicateIfname { .. }));
@@ -130,7 +130,7 @@ fn duplicate_ifnames() {
 
 #[test]
 fn duplicate_address() {
-    let mut c = Config::demo();
+    let mut c = Config::demo_without_lb();
     c.pods[0].address = Some(addr("10.200.0.7"));
     c.pods[1].address = Some(addr("10.200.0.7"));
     let err = fails(&c, &["10.200.0.7", "'red'", "'blue'"]);
@@ -139,7 +139,7 @@ fn duplicate_address() {
 
 #[test]
 fn address_outside_cidr() {
-    let mut c = Config::demo();
+    let mut c = Config::demo_without_lb();
     c.pods[0].address = Some(addr("10.0.1.7"));
     let err = c.validate().unwrap_err();
     assert_eq!(
@@ -156,7 +156,7 @@ fn address_reserved() {
         ("10.200.0.255", "broadcast address"),
         ("10.200.0.1", "gateway"),
     ] {
-        let mut c = Config::demo();
+        let mut c = Config::demo_without_lb();
         c.pods[1].address = Some(addr(a));
         let err = fails(&c, &["pod 'blue'", a, why]);
         assert!(
@@ -164,7 +164,7 @@ fn address_reserved() {
         );
     }
     // A non-default gateway is reserved; the default one is then free.
-    let mut c = Config::demo();
+    let mut c = Config::demo_without_lb();
     c.node.gateway = Some(addr("10.200.0.254"));
     c.pods[0].address = Some(addr("10.200.0.1"));
     c.validate().unwrap();
@@ -174,7 +174,7 @@ fn address_reserved() {
 
 #[test]
 fn gateway_errors() {
-    let mut c = Config::demo();
+    let mut c = Config::demo_without_lb();
     c.node.gateway = Some(addr("10.9.9.9"));
     let err = fails(&c, &["10.9.9.9", "10.200.0.0/24"]);
     assert!(matches!(err, ConfigError::GatewayOutsideCidr { .. }));
@@ -188,7 +188,7 @@ fn gateway_errors() {
 
 #[test]
 fn cidr_errors() {
-    let mut c = Config::demo();
+    let mut c = Config::demo_without_lb();
     c.pods.truncate(1);
     c.node.pod_cidr = cidr("10.200.0.0/31");
     let err = fails(&c, &["10.200.0.0/31", "30"]);
@@ -215,7 +215,7 @@ fn cidr_errors() {
 
 #[test]
 fn cidr_exhausted() {
-    let mut c = Config::demo();
+    let mut c = Config::demo_without_lb();
     c.node.pod_cidr = cidr("10.200.0.0/30");
     let err = fails(&c, &["10.200.0.0/30", "room for 1", "2 are configured"]);
     assert!(matches!(
@@ -230,7 +230,7 @@ fn cidr_exhausted() {
 
 #[test]
 fn cidr_overlaps_uplink_statically() {
-    let mut c = Config::demo();
+    let mut c = Config::demo_without_lb();
     c.node.uplink.as_mut().unwrap().address = Some(cidr("10.200.0.77/16"));
     let err = fails(&c, &["10.200.0.0/24", "10.200.0.0/16", "uplink0"]);
     assert!(matches!(err, ConfigError::CidrOverlapsUplink { .. }));
@@ -238,7 +238,7 @@ fn cidr_overlaps_uplink_statically() {
 
 #[test]
 fn check_overlaps() {
-    let c = Config::demo();
+    let c = Config::demo_without_lb();
     let ok = [
         ("uplink0".to_owned(), cidr("192.168.50.2/24")),
         ("eth9".to_owned(), cidr("10.201.0.1/24")),
@@ -281,7 +281,7 @@ fn route(dst: &str, via: Option<&str>, dev: Option<&str>) -> RouteConfig {
 #[test]
 fn uplink_gateway_errors() {
     let set = |g: &str| {
-        let mut c = Config::demo();
+        let mut c = Config::demo_without_lb();
         c.node.uplink.as_mut().unwrap().gateway = Some(addr(g));
         c
     };
@@ -311,7 +311,7 @@ fn uplink_gateway_errors() {
 #[test]
 fn route_errors() {
     let with = |r: RouteConfig| {
-        let mut c = Config::demo();
+        let mut c = Config::demo_without_lb();
         c.routes.push(r);
         c
     };
@@ -405,7 +405,7 @@ fn route_errors() {
 
 #[test]
 fn too_many_routes() {
-    let mut c = Config::demo();
+    let mut c = Config::demo_without_lb();
     c.routes = (0..MAX_ROUTES as u32)
         .map(|i| RouteConfig {
             dst: Ipv4Net::new(Ipv4Addr::from(0x0b00_0000 + (i << 8)), 24).unwrap(),
@@ -431,7 +431,7 @@ fn masq(source: Option<&str>, out: Option<&str>, address: Option<&str>) -> Masqu
 #[test]
 fn masquerade_errors() {
     let with = |m: MasqueradeConfig| {
-        let mut c = Config::demo();
+        let mut c = Config::demo_without_lb();
         c.masquerade = vec![m];
         c
     };
@@ -501,7 +501,7 @@ fn masquerade_errors() {
 #[test]
 fn validation_order_is_deterministic() {
     // Several problems: the first pod's comes first.
-    let mut c = Config::demo();
+    let mut c = Config::demo_without_lb();
     c.pods[0].address = Some(addr("1.2.3.4"));
     c.pods[1].host_ifname = Some("lo".into());
     for _ in 0..3 {
@@ -514,7 +514,7 @@ fn validation_order_is_deterministic() {
 
 #[test]
 fn xdp_mode_and_deny_sources_are_read_and_checked() {
-    let base = Config::demo().to_toml_string();
+    let base = Config::demo_without_lb().to_toml_string();
     let with = |extra: &str| base.replacen("[node]\n", &format!("[node]\n{extra}\n"), 1);
     let c = Config::from_toml_str(&with(
         "xdp = \"generic\"\ndeny_sources = [\"203.0.113.0/24\", \"198.51.100.7/32\"]",
@@ -524,7 +524,7 @@ fn xdp_mode_and_deny_sources_are_read_and_checked() {
     assert_eq!(c.node.deny_sources.len(), 2);
     assert_eq!(Config::from_toml_str(&c.to_toml_string()).unwrap(), c);
     assert_eq!(
-        Config::demo().node.xdp,
+        Config::demo_without_lb().node.xdp,
         None,
         "default: off (XDP costs more than it saves on a veth uplink)"
     );
