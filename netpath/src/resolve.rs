@@ -365,14 +365,18 @@ pub fn netns_label(name: Option<&str>) -> String {
 }
 
 impl DesiredPod {
-    /// A `[[pods]]` entry: a namespace netpath owns, named
-    /// `node.pod_netns_prefix` + pod name, and [`POD_IFNAME`] inside.
+    /// A `[[pods]]` entry: the namespace at `netns_path` (someone else's)
+    /// or else one netpath owns, named `node.pod_netns_prefix` + pod name;
+    /// `ifname` (default [`POD_IFNAME`]) inside.
     pub fn from_config(config: &Config, pod: &PodConfig) -> Self {
         Self {
             name: pod.name.clone(),
-            netns: PodNetns::Owned(config.pod_netns(pod)),
+            netns: match &pod.netns_path {
+                Some(path) => PodNetns::Given { path: path.clone() },
+                None => PodNetns::Owned(config.pod_netns(pod)),
+            },
             host_ifname: Config::host_ifname(pod),
-            ifname: POD_IFNAME.to_owned(),
+            ifname: pod.ifname.clone().unwrap_or_else(|| POD_IFNAME.to_owned()),
             address: pod.address,
         }
     }

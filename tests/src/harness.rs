@@ -166,11 +166,7 @@ impl Drop for TestNode {
 
 /// A pod with a dynamic address.
 pub fn pod(name: &str) -> PodConfig {
-    PodConfig {
-        name: name.into(),
-        address: None,
-        host_ifname: None,
-    }
+    PodConfig::named(name)
 }
 
 /// Runs `f` on a thread inside namespace `ns` ([`in_netns`]); panics if

@@ -305,6 +305,34 @@ pub enum ConfigError {
         /// Its network.
         network: Ipv4Net,
     },
+    /// A pod's `netns_path`, `ifname` or `container_id` cannot be used.
+    #[error("pod '{pod}': {field} {value:?} {why}; {hint}")]
+    InvalidPodAttachment {
+        /// The pod.
+        pod: String,
+        /// `netns_path`, `ifname` or `container_id`.
+        field: &'static str,
+        /// The value.
+        value: String,
+        /// What is wrong with it.
+        why: String,
+        /// What to do.
+        hint: &'static str,
+    },
+    /// Two pods are the same container's same interface.
+    #[error(
+        "pods '{first}' and '{second}' are both interface {ifname} of container {container_id};          a container's interface is one pod (CNI DEL the first before adding it again)"
+    )]
+    DuplicateAttachment {
+        /// The container id.
+        container_id: String,
+        /// The in-pod interface.
+        ifname: String,
+        /// The first pod.
+        first: String,
+        /// The second pod.
+        second: String,
+    },
     /// A pod's namespace would be the node's namespace.
     #[error(
         "pod '{pod}': its namespace name '{netns}' is the node namespace (node.netns); rename \

@@ -130,11 +130,7 @@ impl Config {
     /// node → `blue`:80) and a service `web` (10.96.0.10:80 in service CIDR
     /// 10.96.0.0/16) with `red` and `blue` behind it.
     pub fn demo() -> Config {
-        let pod = |name: &str| PodConfig {
-            name: name.into(),
-            address: None,
-            host_ifname: None,
-        };
+        let pod = PodConfig::named;
         Config {
             node: NodeConfig {
                 name: "demo".into(),

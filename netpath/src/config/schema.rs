@@ -1,7 +1,7 @@
 //! The TOML schema: one struct per section, and the defaults of the
 //! optional fields that name things (gateway, namespaces, interfaces).
 
-use std::{fmt, net::Ipv4Addr};
+use std::{fmt, net::Ipv4Addr, path::PathBuf};
 
 use ipnet::Ipv4Net;
 use netpath_common::NodeSettings;
@@ -288,6 +288,35 @@ pub struct PodConfig {
     /// [`Config::host_ifname`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_ifname: Option<String>,
+    /// A network namespace someone else made, by path (a container
+    /// runtime's, given to `netpath-cni` as `CNI_NETNS`): netpath opens it
+    /// and never deletes it. `None`: netpath creates and owns the
+    /// namespace [`Config::pod_netns`] names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns_path: Option<PathBuf>,
+    /// The interface inside the pod; `None` means `eth0`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ifname: Option<String>,
+    /// The container this pod is the network of, when a runtime attached it
+    /// through `netpath-cni` (`CNI_CONTAINERID`): the runtime owns such a
+    /// pod. `netpath apply -f` keeps it, CNI `DEL` and `GC` remove it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
+}
+
+impl PodConfig {
+    /// A pod netpath builds in a namespace of its own, named `name`, with
+    /// every other field defaulted.
+    pub fn named(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            address: None,
+            host_ifname: None,
+            netns_path: None,
+            ifname: None,
+            container_id: None,
+        }
+    }
 }
 
 /// The defaults of the optional fields that name things: what the

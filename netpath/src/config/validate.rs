@@ -15,7 +15,7 @@ use super::{
         MAX_NAME_LEN, MAX_NETNS_LEN, MAX_POD_PREFIX_LEN, MAX_ROUTES, MIN_CONNTRACK_ENTRIES,
         SPECIAL_RANGES,
     },
-    schema::{Config, UplinkConfig, XdpMode},
+    schema::{Config, PodConfig, UplinkConfig, XdpMode},
 };
 use crate::ipam::Ipam;
 
@@ -92,6 +92,7 @@ impl Config {
         let ipam = Ipam::new(cidr, gateway);
         let mut names: BTreeSet<&str> = BTreeSet::new();
         let mut addresses: BTreeMap<Ipv4Addr, &str> = BTreeMap::new();
+        let mut attachments: BTreeMap<(&str, &str), &str> = BTreeMap::new();
         for pod in &self.pods {
             check_name("pod name", &pod.name)?;
             if !names.insert(&pod.name) {
@@ -120,8 +121,20 @@ impl Config {
                     });
                 }
             }
+            check_attachment(pod)?;
+            if let Some(id) = &pod.container_id {
+                let ifname = pod.ifname.as_deref().unwrap_or(crate::resolve::POD_IFNAME);
+                if let Some(first) = attachments.insert((id.as_str(), ifname), &pod.name) {
+                    return Err(ConfigError::DuplicateAttachment {
+                        container_id: id.clone(),
+                        ifname: ifname.to_owned(),
+                        first: first.to_owned(),
+                        second: pod.name.clone(),
+                    });
+                }
+            }
             let netns = self.pod_netns(pod);
-            if node.netns.as_deref() == Some(netns.as_str()) {
+            if pod.netns_path.is_none() && node.netns.as_deref() == Some(netns.as_str()) {
                 return Err(ConfigError::NetnsIsNode {
                     pod: pod.name.clone(),
                     netns,
@@ -477,6 +490,67 @@ pub(super) fn check_name(what: &'static str, name: &str) -> Result<(), ConfigErr
         }),
         None => Ok(()),
     }
+}
+
+/// A pod's `netns_path` (absolute), in-pod `ifname` (a Linux interface
+/// name) and `container_id` (the CNI spec's: letters, digits, `_`, `.`,
+/// `-`).
+fn check_attachment(pod: &PodConfig) -> Result<(), ConfigError> {
+    let bad = |field, value: &str, why: String, hint| ConfigError::InvalidPodAttachment {
+        pod: pod.name.clone(),
+        field,
+        value: value.to_owned(),
+        why,
+        hint,
+    };
+    if let Some(path) = &pod.netns_path
+        && !path.is_absolute()
+    {
+        return Err(bad(
+            "netns_path",
+            &path.display().to_string(),
+            "is not an absolute path".into(),
+            "give the namespace file, e.g. /var/run/netns/NAME or /proc/PID/ns/net",
+        ));
+    }
+    if let Some(ifname) = &pod.ifname {
+        let why = if ifname.is_empty() {
+            Some("is empty".to_owned())
+        } else if ifname.len() > MAX_IFNAME_LEN {
+            Some(format!(
+                "is {} bytes; Linux allows at most {MAX_IFNAME_LEN}",
+                ifname.len()
+            ))
+        } else if ifname == "." || ifname == ".." || ifname == "lo" {
+            Some("is not a name a pod's interface can have".to_owned())
+        } else {
+            ifname
+                .chars()
+                .find(|c| *c == '/' || *c == ':' || c.is_whitespace() || c.is_control())
+                .map(|c| format!("contains {c:?}, which Linux does not allow"))
+        };
+        if let Some(why) = why {
+            return Err(bad("ifname", ifname, why, "use a name like eth0 or net1"));
+        }
+    }
+    if let Some(id) = &pod.container_id {
+        let why = if id.is_empty() {
+            Some("is empty".to_owned())
+        } else {
+            id.chars()
+                .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
+                .map(|c| format!("contains {c:?}"))
+        };
+        if let Some(why) = why {
+            return Err(bad(
+                "container_id",
+                id,
+                why,
+                "a container id is letters, digits, '_', '.' and '-' (the CNI spec's rule)",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A name (or, with `prefix`, the start of names) of a file under `/run/netns`.

@@ -26,11 +26,7 @@ fn cidr(s: &str) -> Ipv4Net {
 }
 
 fn pod(name: &str) -> PodConfig {
-    PodConfig {
-        name: name.into(),
-        address: None,
-        host_ifname: None,
-    }
+    PodConfig::named(name)
 }
 
 /// Validates `config` and returns the error's message, checking that it
