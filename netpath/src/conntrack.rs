@@ -276,7 +276,7 @@ pub fn gc(maps: &mut NodeMaps, now_ns: u64) -> Result<GcReport, MapsError> {
 }
 
 /// What [`purge_address`] deleted.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PurgeReport {
     /// Connections whose original source was the address.
     pub connections: usize,
@@ -329,6 +329,30 @@ pub fn purge_address(maps: &mut NodeMaps, addr: Ipv4Addr) -> Result<PurgeReport,
             continue;
         }
         if maps.conntrack_entry(orig)?.is_some() {
+            maps.remove_conntrack(orig)?;
+            report.connections += 1;
+        }
+    }
+    Ok(report)
+}
+
+/// Deletes every tracked connection of pods and frontends, like
+/// `conntrack -F`: reverse entries first (a reply arriving in between finds
+/// nothing to follow rather than half a connection), then the connections.
+/// Entries flagged `NODE` (the node's own flows, which reserve their tuples
+/// against masquerade, I4) are kept: dropping one would let a pod's flow
+/// claim a tuple the node's live connection still uses. The next packet of
+/// a flushed connection starts it anew (its original port when free).
+pub fn flush(maps: &mut NodeMaps) -> Result<PurgeReport, MapsError> {
+    let mut report = PurgeReport::default();
+    for (reply, rev) in &maps.revnat()? {
+        if rev.flags & ct_flags::NODE == 0 {
+            maps.remove_revnat(reply)?;
+            report.reverse += 1;
+        }
+    }
+    for (orig, entry) in &maps.conntrack()? {
+        if entry.flags & ct_flags::NODE == 0 {
             maps.remove_conntrack(orig)?;
             report.connections += 1;
         }

@@ -21,6 +21,7 @@
 //! [`testing`] (feature `testing`) holds what only tests and benchmarks
 //! use.
 
+pub mod api;
 pub mod config;
 pub mod conntrack;
 pub mod daemon;

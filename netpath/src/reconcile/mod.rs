@@ -57,6 +57,7 @@ mod error;
 pub mod execute;
 mod failpoint;
 pub mod gateway;
+pub mod inspect;
 pub mod lb;
 mod node;
 pub mod plan;

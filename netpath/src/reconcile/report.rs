@@ -2,8 +2,8 @@
 
 use std::{collections::BTreeMap, net::Ipv4Addr};
 
-/// What an apply did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// What an apply did (also the reply of the daemon's API to a change).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ApplyReport {
     pub created: Vec<String>,
     pub recreated: Vec<String>,

@@ -1,0 +1,181 @@
+use std::path::PathBuf;
+
+use super::*;
+use crate::config::RouteConfig;
+
+fn demo() -> Config {
+    Config::demo()
+}
+
+fn attachment(id: &str, ifname: &str, netns: &str) -> CniAttachment {
+    CniAttachment {
+        container_id: id.into(),
+        ifname: ifname.into(),
+        netns: PathBuf::from(netns),
+        address: None,
+    }
+}
+
+fn kind(r: Result<Option<Config>, ApiError>) -> ErrorKind {
+    r.expect_err("the edit must be refused").kind
+}
+
+#[test]
+fn reads_edit_nothing() {
+    for r in [Request::Status, Request::PodList, Request::ConntrackFlush] {
+        assert_eq!(edit(&demo(), &r).unwrap(), None);
+    }
+}
+
+#[test]
+fn a_pod_is_added_once_and_deleted_by_name() {
+    let add = Request::PodAdd {
+        pod: PodConfig::named("web"),
+    };
+    let next = edit(&demo(), &add).unwrap().unwrap();
+    assert_eq!(next.pods.last().unwrap().name, "web");
+    assert_eq!(kind(edit(&next, &add)), ErrorKind::Exists);
+    let del = Request::PodDel { name: "web".into() };
+    assert_eq!(edit(&next, &del).unwrap().unwrap(), demo());
+    assert_eq!(kind(edit(&demo(), &del)), ErrorKind::NotFound);
+}
+
+#[test]
+fn an_invalid_result_is_refused_whole() {
+    let mut pod = PodConfig::named("web");
+    pod.address = Some("10.9.9.9".parse().unwrap());
+    let err = edit(&demo(), &Request::PodAdd { pod }).unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Invalid);
+    assert!(err.message.contains("10.9.9.9"), "{}", err.message);
+    // A pod a service names cannot go.
+    let err = edit(&demo(), &Request::PodDel { name: "red".into() }).unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Invalid, "{}", err.message);
+}
+
+#[test]
+fn routes_are_keyed_by_destination() {
+    let route = RouteConfig {
+        dst: "192.168.70.0/24".parse().unwrap(),
+        via: Some("192.168.50.1".parse().unwrap()),
+        dev: None,
+    };
+    let add = Request::RouteAdd {
+        route: route.clone(),
+    };
+    let next = edit(&demo(), &add).unwrap().unwrap();
+    assert_eq!(next.routes, vec![route]);
+    assert_eq!(kind(edit(&next, &add)), ErrorKind::Exists);
+    let del = Request::RouteDel {
+        dst: "192.168.70.0/24".parse().unwrap(),
+    };
+    assert!(edit(&next, &del).unwrap().unwrap().routes.is_empty());
+}
+
+#[test]
+fn cni_pods_are_named_after_their_container_and_interface() {
+    let a = attachment("0123456789abcdef0123", "eth0", "/var/run/netns/cni-1");
+    let b = attachment("0123456789abcdef0123", "net1", "/var/run/netns/cni-1");
+    let (pa, pb) = (cni_pod(&a), cni_pod(&b));
+    assert!(pa.name.starts_with("c-0123456789ab-"), "{}", pa.name);
+    assert_ne!(pa.name, pb.name);
+    assert_ne!(pa.host_ifname, pb.host_ifname);
+    assert!(pa.host_ifname.as_ref().unwrap().len() <= 15);
+    let next = edit(
+        &demo(),
+        &Request::CniAdd {
+            attachment: a.clone(),
+        },
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(attached(&next, &a.container_id, "eth0"), Some(&pa));
+    // The same ADD again is the same pod; from another namespace, refused.
+    let again = edit(
+        &next,
+        &Request::CniAdd {
+            attachment: a.clone(),
+        },
+    );
+    assert_eq!(again.unwrap().unwrap(), next);
+    let mut moved = a.clone();
+    moved.netns = "/var/run/netns/cni-2".into();
+    assert_eq!(
+        kind(edit(&next, &Request::CniAdd { attachment: moved })),
+        ErrorKind::Exists
+    );
+    // `pod del` leaves it to the runtime.
+    let del = Request::PodDel {
+        name: pa.name.clone(),
+    };
+    assert_eq!(kind(edit(&next, &del)), ErrorKind::Invalid);
+}
+
+#[test]
+fn cni_del_is_idempotent_and_gc_keeps_the_listed() {
+    let a = attachment("aaa", "eth0", "/var/run/netns/a");
+    let b = attachment("bbb", "eth0", "/var/run/netns/b");
+    let mut c = demo();
+    for x in [&a, &b] {
+        c = edit(
+            &c,
+            &Request::CniAdd {
+                attachment: x.clone(),
+            },
+        )
+        .unwrap()
+        .unwrap();
+    }
+    let del = Request::CniDel {
+        container_id: "aaa".into(),
+        ifname: "eth0".into(),
+    };
+    let once = edit(&c, &del).unwrap().unwrap();
+    assert!(attached(&once, "aaa", "eth0").is_none());
+    assert_eq!(edit(&once, &del).unwrap().unwrap(), once);
+
+    let gc = Request::CniGc {
+        valid: vec![AttachmentId {
+            container_id: "aaa".into(),
+            ifname: "eth0".into(),
+        }],
+    };
+    let after = edit(&c, &gc).unwrap().unwrap();
+    assert!(attached(&after, "aaa", "eth0").is_some());
+    assert!(attached(&after, "bbb", "eth0").is_none());
+    // Pods of the configuration are not the runtime's: GC leaves them.
+    assert!(after.pods.iter().any(|p| p.name == "red"));
+}
+
+#[test]
+fn apply_replaces_all_but_the_runtimes_pods() {
+    let a = attachment("aaa", "eth0", "/var/run/netns/a");
+    let with_cni = edit(&demo(), &Request::CniAdd { attachment: a })
+        .unwrap()
+        .unwrap();
+    let mut file = Config::demo_without_lb();
+    file.pods.retain(|p| p.name == "red");
+    let next = edit(
+        &with_cni,
+        &Request::Apply {
+            config: Box::new(file),
+        },
+    )
+    .unwrap()
+    .unwrap();
+    let names: Vec<&str> = next.pods.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names.len(), 2);
+    assert_eq!(names[0], "red");
+    assert!(names[1].starts_with("c-aaa-"));
+    assert!(next.services.is_empty());
+
+    let mut other = Config::demo();
+    other.node.name = "other".into();
+    let err = edit(
+        &demo(),
+        &Request::Apply {
+            config: Box::new(other),
+        },
+    )
+    .unwrap_err();
+    assert!(err.message.contains("--instance other"), "{}", err.message);
+}
