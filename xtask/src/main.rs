@@ -202,6 +202,15 @@ fn test(args: &[String]) -> Result<i32> {
     // Fail fast: formatting and clippy before minutes of tests.
     lint::run(&tc)?;
 
+    // The daemon, CLI and CNI tests run the shipped binaries
+    // (tests/src/daemon.rs), which `cargo test` does not build.
+    let mut bins = tc.cargo();
+    bins.args(["build", "-p", "netpath", "--bins", "--features", "testing"]);
+    let code = cargo_status(&mut bins)?;
+    if code != 0 {
+        return Ok(code);
+    }
+
     let mut cargo = tc.cargo();
     cargo.arg("test");
     // Report every failing test binary, not only the first one.
