@@ -22,6 +22,7 @@
 //! use.
 
 pub mod api;
+pub mod cni;
 pub mod config;
 pub mod conntrack;
 pub mod daemon;
