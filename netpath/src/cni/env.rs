@@ -273,16 +273,17 @@ pub fn parse_ip(s: &str) -> Result<Ipv4Addr, String> {
         Some((a, l)) => (a, Some(l)),
         None => (s, None),
     };
-    if let Some(len) = len
-        && !len.parse::<u8>().is_ok_and(|l| l <= 32)
-    {
-        return Err(format!("has a prefix length {len:?} that is not 0-32"));
-    }
-    match addr.parse::<std::net::IpAddr>() {
-        Ok(std::net::IpAddr::V4(a)) => Ok(a),
+    let addr = match addr.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(a)) => a,
         Ok(std::net::IpAddr::V6(_)) => {
-            Err("is IPv6; netpath gives pods IPv4 addresses only".to_owned())
+            return Err("is IPv6; netpath gives pods IPv4 addresses only".to_owned());
         }
-        Err(_) => Err("is not an IP address".to_owned()),
+        Err(_) => return Err("is not an IP address".to_owned()),
+    };
+    match len {
+        Some(len) if !len.parse::<u8>().is_ok_and(|l| l <= 32) => {
+            Err(format!("has a prefix length {len:?} that is not 0-32"))
+        }
+        _ => Ok(addr),
     }
 }
