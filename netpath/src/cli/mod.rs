@@ -45,12 +45,22 @@ pub enum Command {
     /// lacks is removed, except pods runtimes attached through CNI);
     /// directly otherwise. Idempotent.
     Apply {
-        #[arg(short = 'f', long = "file", visible_alias = "config", short_alias = 'c')]
+        #[arg(
+            short = 'f',
+            long = "file",
+            visible_alias = "config",
+            short_alias = 'c'
+        )]
         file: PathBuf,
     },
     /// Check a configuration without changing anything.
     Validate {
-        #[arg(short = 'f', long = "file", visible_alias = "config", short_alias = 'c')]
+        #[arg(
+            short = 'f',
+            long = "file",
+            visible_alias = "config",
+            short_alias = 'c'
+        )]
         file: PathBuf,
     },
     /// Remove every pod, program, map and pin of an instance (stop its
@@ -548,9 +558,7 @@ fn service_verb(command: ServiceCommand) -> Result<String> {
             };
             change(&instance, Request::ServiceAdd { service })?
         }
-        ServiceCommand::Del { name, instance } => {
-            change(&instance, Request::ServiceDel { name })?
-        }
+        ServiceCommand::Del { name, instance } => change(&instance, Request::ServiceDel { name })?,
         ServiceCommand::List(t) => {
             let (_, views) = lb_views(&t.instance.resolve()?)?;
             match t.output {
@@ -645,4 +653,3 @@ fn validate(file: &std::path::Path) -> Result<String> {
     let config = Config::load(file)?;
     Ok(render::validation(&DesiredNode::resolve(&config)))
 }
-

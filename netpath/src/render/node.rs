@@ -71,11 +71,7 @@ pub fn masquerade_list(config: &Config, rules: &[MasqueradeConfig]) -> String {
             Some(a) => format!("-j SNAT --to-source {a}"),
             None => "-j MASQUERADE".to_owned(),
         };
-        let _ = writeln!(
-            s,
-            "-s {} -o {out} {target}",
-            config.masquerade_source(r)
-        );
+        let _ = writeln!(s, "-s {} -o {out} {target}", config.masquerade_source(r));
     }
     if s.is_empty() {
         s.push_str("no masquerade rules\n");
