@@ -400,9 +400,9 @@ fn print_changed(instance: &str, changed: &Changed) -> String {
     s
 }
 
-fn change(instance: &Instance, request: Request) -> Result<String> {
+fn change(instance: &Instance, request: &Request) -> Result<String> {
     let client = instance.client()?;
-    let changed: Changed = client.call(&request)?;
+    let changed: Changed = client.call(request)?;
     Ok(print_changed(client.instance(), &changed))
 }
 
@@ -421,9 +421,9 @@ fn pod_verb(command: PodCommand) -> Result<String> {
             let mut pod = PodConfig::named(&name);
             pod.address = address;
             pod.host_ifname = host_ifname;
-            change(&instance, Request::PodAdd { pod })?
+            change(&instance, &Request::PodAdd { pod })?
         }
-        PodCommand::Del { name, instance } => change(&instance, Request::PodDel { name })?,
+        PodCommand::Del { name, instance } => change(&instance, &Request::PodDel { name })?,
         PodCommand::List(t) => {
             let pods: Vec<PodInfo> = t.instance.client()?.call(&Request::PodList)?;
             match t.output {
@@ -443,11 +443,11 @@ fn route_verb(command: RouteCommand) -> Result<String> {
             instance,
         } => change(
             &instance,
-            Request::RouteAdd {
+            &Request::RouteAdd {
                 route: RouteConfig { dst, via, dev },
             },
         )?,
-        RouteCommand::Del { dst, instance } => change(&instance, Request::RouteDel { dst })?,
+        RouteCommand::Del { dst, instance } => change(&instance, &Request::RouteDel { dst })?,
         RouteCommand::List(t) => {
             let config = desired(&t.instance)?;
             match t.output {
@@ -462,13 +462,13 @@ fn masquerade_verb(command: MasqueradeCommand) -> Result<String> {
     Ok(match command {
         MasqueradeCommand::Add { rule, instance } => change(
             &instance,
-            Request::MasqueradeAdd {
+            &Request::MasqueradeAdd {
                 rule: rule.config(),
             },
         )?,
         MasqueradeCommand::Del { rule, instance } => change(
             &instance,
-            Request::MasqueradeDel {
+            &Request::MasqueradeDel {
                 rule: rule.config(),
             },
         )?,
@@ -495,7 +495,7 @@ fn port_forward_verb(command: PortForwardCommand) -> Result<String> {
             let to: Target = to.parse().expect("infallible");
             change(
                 &instance,
-                Request::PortForwardAdd {
+                &Request::PortForwardAdd {
                     forward: PortForwardConfig {
                         proto,
                         port,
@@ -513,7 +513,7 @@ fn port_forward_verb(command: PortForwardCommand) -> Result<String> {
             instance,
         } => change(
             &instance,
-            Request::PortForwardDel {
+            &Request::PortForwardDel {
                 proto,
                 port,
                 address,
@@ -556,9 +556,9 @@ fn service_verb(command: ServiceCommand) -> Result<String> {
                 affinity,
                 affinity_timeout,
             };
-            change(&instance, Request::ServiceAdd { service })?
+            change(&instance, &Request::ServiceAdd { service })?
         }
-        ServiceCommand::Del { name, instance } => change(&instance, Request::ServiceDel { name })?,
+        ServiceCommand::Del { name, instance } => change(&instance, &Request::ServiceDel { name })?,
         ServiceCommand::List(t) => {
             let (_, views) = lb_views(&t.instance.resolve()?)?;
             match t.output {
