@@ -137,7 +137,9 @@ fn domain_problem(domain: &str) -> Option<String> {
             return Some(format!("contains {c:?}"));
         }
         if label.starts_with('-') || label.ends_with('-') {
-            return Some(format!("has the label {label:?}, which starts or ends with '-'"));
+            return Some(format!(
+                "has the label {label:?}, which starts or ends with '-'"
+            ));
         }
     }
     None

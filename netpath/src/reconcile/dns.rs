@@ -39,7 +39,7 @@ use crate::{
     config::DnsConfig,
     resolve::{DesiredNode, PodNetns},
     state::{NodeState, PodState},
-    sys::etc_netns::{EtcFiles, EtcNetns, MARKER},
+    sys::etc_netns::{EtcFiles, EtcNetns, MARKER, Snapshot},
 };
 
 /// The `resolv.conf` lines `dns` asks for (without netpath's marker line):
@@ -61,9 +61,7 @@ pub fn render_resolv_conf(dns: &DnsConfig) -> String {
 /// The `hosts` lines of pod `pod` at `address` (without netpath's marker
 /// line): loopback for IPv4 and IPv6, and the pod's own name.
 pub fn render_hosts(pod: &str, address: Ipv4Addr) -> String {
-    format!(
-        "127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n{address} {pod}\n"
-    )
+    format!("127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n{address} {pod}\n")
 }
 
 /// The first line of both files: netpath's marker, and for whom.
@@ -113,7 +111,8 @@ pub fn plan_dns(
         if let PodNetns::Owned(netns) = &want.netns
             && pod_files(desired, name, want).is_some()
         {
-            check_not_foreign(&EtcNetns::new(netns)?, name)?;
+            let etc = EtcNetns::new(netns)?;
+            check_not_foreign(&etc, &etc.read()?, name)?;
         }
     }
     for name in &pods.unchanged {
@@ -128,7 +127,7 @@ pub fn plan_dns(
         let files = pod_files(desired, name, have);
         let what = match &files {
             Some(files) => {
-                check_not_foreign(&etc, name)?;
+                check_not_foreign(&etc, &found, name)?;
                 if found.holds(files) {
                     continue;
                 }
@@ -150,8 +149,10 @@ pub fn plan_dns(
     Ok((steps, lines))
 }
 
-fn check_not_foreign(etc: &EtcNetns, pod: &str) -> Result<(), PlanError> {
-    match etc.read()?.foreign() {
+/// [`PlanError::EtcFileTaken`] if a file of `etc`, as `found`, is someone
+/// else's.
+fn check_not_foreign(etc: &EtcNetns, found: &Snapshot, pod: &str) -> Result<(), PlanError> {
+    match found.foreign() {
         Some(file) => Err(PlanError::EtcFileTaken {
             path: etc.dir().join(file),
             pod: pod.to_owned(),
@@ -239,7 +240,11 @@ mod tests {
         desired = DesiredNode::resolve(&config);
         let files = pod_files(&desired, "red", &pod).unwrap();
         let first = "# netpath wrote this file for pod red of instance demo";
-        assert!(files.resolv_conf.starts_with(first), "{}", files.resolv_conf);
+        assert!(
+            files.resolv_conf.starts_with(first),
+            "{}",
+            files.resolv_conf
+        );
         assert!(files.hosts.starts_with(first), "{}", files.hosts);
         assert!(files.resolv_conf.ends_with(&render_resolv_conf(&dns())));
         assert!(files.hosts.ends_with("10.200.0.2 red\n"), "{}", files.hosts);

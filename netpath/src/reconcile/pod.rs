@@ -25,9 +25,7 @@ use std::{collections::BTreeMap, net::Ipv4Addr};
 use ipnet::Ipv4Net;
 use netpath_common::Endpoint;
 
-use super::{
-    dns::write_pod_files, error::StepError, failpoint::failpoint, node::Node, undo::Undo,
-};
+use super::{dns::write_pod_files, error::StepError, failpoint::failpoint, node::Node, undo::Undo};
 use crate::{
     conntrack::{self, PurgeReport},
     datapath::{Datapath, NodeMaps, PinDir, remove_pin},

@@ -177,7 +177,10 @@ impl EtcNetns {
             });
         }
         for (name, text) in [(RESOLV_CONF, &files.resolv_conf), (HOSTS, &files.hosts)] {
-            debug_assert!(text.starts_with(MARKER), "{name} must start with the marker");
+            debug_assert!(
+                text.starts_with(MARKER),
+                "{name} must start with the marker"
+            );
             write_atomic(&self.dir.join(name), text.as_bytes())?;
         }
         Ok(())

@@ -44,10 +44,13 @@ fn parses_and_resolves() {
         "[node]\nname = \"n\"\npod_cidr = \"10.1.0.0/24\"\n[node.dns]\nnameservers = [\"10.0.0.53\"]\n",
     )
     .unwrap();
-    assert_eq!(c.node.dns, Some(DnsConfig {
-        nameservers: vec![addr("10.0.0.53")],
-        ..DnsConfig::default()
-    }));
+    assert_eq!(
+        c.node.dns,
+        Some(DnsConfig {
+            nameservers: vec![addr("10.0.0.53")],
+            ..DnsConfig::default()
+        })
+    );
     assert_eq!(DesiredNode::resolve(&Config::demo()).dns, None);
 }
 
@@ -61,7 +64,10 @@ fn round_trips_through_toml() {
     // Empty lists are not written; no section, no table.
     let c = with_dns(one_server());
     let text = c.to_toml_string();
-    assert!(!text.contains("search") && !text.contains("options"), "{text}");
+    assert!(
+        !text.contains("search") && !text.contains("options"),
+        "{text}"
+    );
     assert_eq!(Config::from_toml_str(&text).unwrap(), c, "{text}");
     assert!(!Config::demo().to_toml_string().contains("dns"));
 }
@@ -77,15 +83,24 @@ fn unknown_keys_are_errors() {
 
 #[test]
 fn nameservers_one_to_three() {
-    let err = fails(&with_dns(DnsConfig::default()), &["[node.dns]", "nameservers"]);
+    let err = fails(
+        &with_dns(DnsConfig::default()),
+        &["[node.dns]", "nameservers"],
+    );
     assert!(matches!(err, ConfigError::DnsNoNameserver), "{err}");
 
     let mut dns = one_server();
     dns.nameservers = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"]
         .map(addr)
         .to_vec();
-    let err = fails(&with_dns(dns.clone()), &["4 nameservers", "at most 3", "MAXNS"]);
-    assert!(matches!(err, ConfigError::DnsTooManyNameservers { count: 4 }), "{err}");
+    let err = fails(
+        &with_dns(dns.clone()),
+        &["4 nameservers", "at most 3", "MAXNS"],
+    );
+    assert!(
+        matches!(err, ConfigError::DnsTooManyNameservers { count: 4 }),
+        "{err}"
+    );
     dns.nameservers.pop();
     with_dns(dns).validate().unwrap();
 }
@@ -111,7 +126,10 @@ fn search_domains() {
     let mut dns = one_server();
     dns.search = (1..=7).map(|i| format!("d{i}.example")).collect();
     let err = fails(&with_dns(dns.clone()), &["7 search domains", "at most 6"]);
-    assert!(matches!(err, ConfigError::DnsTooManySearchDomains { count: 7 }), "{err}");
+    assert!(
+        matches!(err, ConfigError::DnsTooManySearchDomains { count: 7 }),
+        "{err}"
+    );
     dns.search.pop();
     with_dns(dns).validate().unwrap();
 
@@ -146,14 +164,21 @@ fn search_list_at_most_256_characters() {
     dns.search = (0..6).map(domain).collect();
     assert_eq!(dns.search[0].len(), 42);
     let err = fails(&with_dns(dns.clone()), &["257 characters", "at most 256"]);
-    assert!(matches!(err, ConfigError::DnsSearchTooLong { len: 257 }), "{err}");
+    assert!(
+        matches!(err, ConfigError::DnsSearchTooLong { len: 257 }),
+        "{err}"
+    );
     dns.search[5] = "5.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.ab".into();
     with_dns(dns).validate().unwrap();
 }
 
 #[test]
 fn options_are_single_words() {
-    for (bad, why) in [("", "is empty"), ("ndots: 5", "' '"), ("ndots:5\nnameserver", "'\\n'")] {
+    for (bad, why) in [
+        ("", "is empty"),
+        ("ndots: 5", "' '"),
+        ("ndots:5\nnameserver", "'\\n'"),
+    ] {
         let mut dns = one_server();
         dns.options = vec!["rotate".into(), bad.into()];
         let err = fails(&with_dns(dns), &["option", why, "ndots:5"]);
