@@ -35,7 +35,7 @@ pub fn apply_report(instance: &str, report: &ApplyReport) -> String {
     for ifname in &report.uplinks_detached {
         let _ = writeln!(s, "np_from_uplink detached from {ifname}");
     }
-    for line in &report.frontends {
+    for line in report.frontends.iter().chain(&report.dns) {
         let _ = writeln!(s, "{line}");
     }
     for (what, pods) in [
