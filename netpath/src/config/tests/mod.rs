@@ -409,3 +409,11 @@ fn conntrack_limits() {
     c.conntrack.gc_interval = 0;
     fails(&c, &["conntrack.gc_interval"]);
 }
+
+#[test]
+fn the_shipped_node_example_is_valid() {
+    let c = Config::from_toml_str(include_str!("../../../../deploy/node.toml")).unwrap();
+    assert_eq!(c.node.name, "node1");
+    assert!(c.node.uplink.as_ref().unwrap().address.is_none());
+    assert_eq!(c.masquerade.len(), 1);
+}
