@@ -22,6 +22,7 @@
 //! use.
 
 pub mod api;
+pub mod cli;
 pub mod cni;
 pub mod config;
 pub mod conntrack;

@@ -26,7 +26,7 @@ use netpath_common::NodeSettings;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    config::{Config, L4Proto, PodConfig, SessionAffinity, Target, UplinkConfig},
+    config::{Config, DnsConfig, L4Proto, PodConfig, SessionAffinity, Target, UplinkConfig},
     sys::netns::{Netns, NetnsError},
 };
 
@@ -73,6 +73,9 @@ pub struct DesiredNode {
     pub port_forwards: Vec<DesiredPortForward>,
     /// The services, in configuration order.
     pub services: Vec<DesiredService>,
+    /// What the resolver files of the pods netpath owns say (`[node.dns]`);
+    /// `None`: netpath writes none (see [`crate::reconcile::dns`]).
+    pub dns: Option<DnsConfig>,
 }
 
 /// Where a frontend's connections go: a pod (its address is the lease
@@ -317,6 +320,7 @@ impl DesiredNode {
                 .collect(),
             xdp: config.node.xdp.unwrap_or_default(),
             deny_sources: config.node.deny_sources.clone(),
+            dns: config.node.dns.clone(),
         }
     }
 

@@ -60,6 +60,7 @@ impl TestNode {
                 }),
                 xdp: None,
                 deny_sources: Vec::new(),
+                dns: None,
             },
             pods: pods.iter().map(|p| pod(p)).collect(),
             routes: Vec::new(),

@@ -1,8 +1,21 @@
 //! The demo that `cargo xtask run` starts: built, usable, and removed
 //! without a trace.
 
-use netpath::{datapath::PinDir, demo, render, sys::netns::Netns};
-use tests::harness::{block_on, ping, run_in_ns};
+use std::{
+    process::{Command, Stdio},
+    sync::Mutex,
+    thread,
+    time::{Duration, Instant},
+};
+
+use netpath::{api::PodInfo, datapath::PinDir, demo, render, sys::netns::Netns};
+use tests::{
+    daemon::{bin, netpath, netpath_ok},
+    harness::{block_on, ping, run_in_ns},
+};
+
+/// The demo's names are fixed: its tests take turns.
+static DEMO: Mutex<()> = Mutex::new(());
 
 /// `ip netns exec NS curl -s --max-time 3 URL`, as the demo prints it.
 fn curl(ns: &str, url: &str) -> String {
@@ -11,6 +24,9 @@ fn curl(ns: &str, url: &str) -> String {
 
 #[test]
 fn the_demo_builds_red_and_blue_that_reach_each_other_and_cleans_up() {
+    let _turn = DEMO
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let (lab, config) = demo::lab_and_config();
     let report = block_on(demo::up(&lab, &config)).expect("demo up");
     let responders = block_on(demo::serve(&lab, &config, &report)).map_err(|e| e.to_string());
@@ -71,4 +87,68 @@ fn the_demo_builds_red_and_blue_that_reach_each_other_and_cleans_up() {
     if let Err(e) = result {
         std::panic::resume_unwind(e);
     }
+}
+
+/// `cargo xtask run` runs `netpath demo`: a daemon serves the demo's
+/// instance, so `netpath pod add web --instance demo` adds a pod to the
+/// running demo; Ctrl-C (SIGINT) removes everything.
+#[test]
+fn the_running_demo_takes_a_pod_from_the_cli_and_ctrl_c_removes_it() {
+    let _turn = DEMO
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut child = Command::new(bin("netpath"))
+        .arg("demo")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start netpath demo");
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    let result = std::panic::catch_unwind(|| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !netpath(&["status", "--instance", "demo"]).status.success() {
+            assert!(
+                Instant::now() < deadline,
+                "the demo's daemon never answered"
+            );
+            thread::sleep(Duration::from_millis(200));
+        }
+        netpath_ok(&["pod", "add", "web", "--instance", "demo"]);
+        let pods: Vec<PodInfo> = serde_json::from_str(&netpath_ok(&[
+            "pod",
+            "list",
+            "--instance",
+            "demo",
+            "-o",
+            "json",
+        ]))
+        .unwrap();
+        let web = pods
+            .iter()
+            .find(|p| p.name == "web")
+            .expect("web is listed");
+        assert!(web.healthy, "{web:?}");
+        assert_eq!(ping("demo-red", web.address, 2), 2, "red -> web");
+    });
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let out = child.wait_with_output().unwrap();
+    for ns in [
+        "netpath-demo-node",
+        "netpath-demo-lan",
+        "demo-red",
+        "demo-web",
+    ] {
+        assert!(!Netns::exists(ns), "{ns} left behind");
+    }
+    assert!(!PinDir::for_instance("demo").exists());
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+    assert!(
+        out.status.success(),
+        "netpath demo exited {}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -239,9 +239,11 @@ fn run(release: bool, args: &[String]) -> Result<i32> {
     let tc = toolchain::bootstrap(Missing::Fail)?;
     check_kernel()?;
 
+    // Both binaries: `netpath` runs the demo (and its daemon), and
+    // `netpath-cni` is there to try the CNI example against it.
     let mut cargo = tc.cargo();
     cargo
-        .args(["build", "--package", "netpath", "--bin", "netpath"])
+        .args(["build", "--package", "netpath", "--bins"])
         .args(profile_args(release));
     let code = cargo_status(&mut cargo)?;
     if code != 0 {

@@ -220,6 +220,9 @@ pub struct PodInfo {
     pub container_id: Option<String>,
     /// Interface, address, route and endpoint entry all as built.
     pub healthy: bool,
+    /// The node's `[node.dns]`, for a CNI result's `dns`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<crate::config::DnsConfig>,
 }
 
 /// `Ok` of a request that changed the desired state.

@@ -522,6 +522,75 @@ pub enum ConfigError {
     /// A problem with `node.service_cidr`, a port-forward or a service.
     #[error(transparent)]
     Lb(#[from] super::lb_validate::LbError),
+    /// `[node.dns]` without a nameserver.
+    #[error(
+        "[node.dns] lists no nameservers; a pod's resolver would ask 127.0.0.1, which inside \
+         the pod is the pod itself: add `nameservers = [\"<DNS server>\"]` or remove [node.dns]"
+    )]
+    DnsNoNameserver,
+    /// More nameservers than the resolver uses.
+    #[error(
+        "[node.dns] lists {count} nameservers; the resolver uses at most {max} (glibc's MAXNS) \
+         and would ignore the rest: keep the {max} to ask first",
+        max = super::dns::MAX_NAMESERVERS
+    )]
+    DnsTooManyNameservers {
+        /// How many are listed.
+        count: usize,
+    },
+    /// A nameserver address no DNS server can have.
+    #[error(
+        "[node.dns] nameserver {address} is {why}, where a pod cannot reach a DNS server; use \
+         the unicast address of a DNS server the pods can reach (e.g. one on the LAN)"
+    )]
+    DnsNameserver {
+        /// The address.
+        address: Ipv4Addr,
+        /// What it is.
+        why: &'static str,
+    },
+    /// More search domains than the resolver takes.
+    #[error(
+        "[node.dns] lists {count} search domains; the resolver takes at most {max}: keep the \
+         {max} most used",
+        max = super::dns::MAX_SEARCH_DOMAINS
+    )]
+    DnsTooManySearchDomains {
+        /// How many are listed.
+        count: usize,
+    },
+    /// A search domain that is not a DNS name.
+    #[error(
+        "[node.dns] search domain {domain:?} {why}; write a DNS name such as \
+         \"svc.cluster.local\": labels of letters, digits and '-' separated by dots"
+    )]
+    DnsSearchDomain {
+        /// The domain as written.
+        domain: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// A search list longer than the resolver takes.
+    #[error(
+        "[node.dns] search list is {len} characters with the spaces between domains; the \
+         resolver takes at most {max}: use fewer or shorter domains",
+        max = super::dns::MAX_SEARCH_LEN
+    )]
+    DnsSearchTooLong {
+        /// Its length.
+        len: usize,
+    },
+    /// A resolver option that cannot be written on the `options` line.
+    #[error(
+        "[node.dns] option {option:?} {why}; write each option as one word, e.g. \"ndots:5\" \
+         or \"timeout:2\" (one list entry per option)"
+    )]
+    DnsOption {
+        /// The option as written.
+        option: String,
+        /// What is wrong with it.
+        why: String,
+    },
     /// A `[conntrack]` timeout or interval of 0 seconds.
     #[error("conntrack.{field} is 0; it is a number of seconds and must be at least 1")]
     ZeroSeconds {

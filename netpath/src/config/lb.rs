@@ -31,7 +31,19 @@ use std::{fmt, net::SocketAddrV4, str::FromStr};
 use serde::{Deserialize, Serialize};
 
 /// The transport protocol of a forward or service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum L4Proto {
     Tcp,
@@ -141,13 +153,14 @@ impl PortForwardConfig {
 }
 
 /// ClientIP session affinity, as a Kubernetes service's `sessionAffinity`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum SessionAffinity {
     /// Every new connection is placed by Maglev.
     #[default]
     None,
     /// A client's new connections go to the backend its last one got.
+    #[value(name = "client_ip")]
     ClientIp,
 }
 

@@ -19,6 +19,11 @@
 //! address = "192.168.50.2/24"      # optional: netpath assigns it if given
 //! gateway = "192.168.50.1"         # optional: the pods' default route (via the uplink)
 //!
+//! [node.dns]                       # optional: each owned pod's /etc/netns/<netns>/resolv.conf
+//! nameservers = ["192.168.50.1"]   # 1 to 3 (glibc's MAXNS)
+//! search = ["cluster.local"]       # optional; at most 6 DNS names, 256 characters in all
+//! options = ["ndots:5"]            # optional; resolv.conf(5) options, one word each
+//!
 //! [[pods]]
 //! name = "red"                     # unique
 //! address = "10.200.0.10"          # optional; IPAM picks otherwise
@@ -50,6 +55,9 @@
 //! gc_interval = 10                 # how often the daemon (and the demo) collect expired entries
 //! ```
 //!
+//! `[node.dns]` is described and checked in `config/dns.rs` ([`DnsConfig`]);
+//! netpath writes nothing under `/etc/netns` without it.
+//!
 //! Port-forwards, services and `node.service_cidr` are described in
 //! `config/lb.rs` ([`PortForwardConfig`], [`ServiceConfig`]) and checked by
 //! `config/lb_validate.rs` ([`LbError`]).
@@ -65,6 +73,7 @@
 
 use std::{fs, net::Ipv4Addr, path::Path};
 
+mod dns;
 mod error;
 mod lb;
 mod lb_validate;
@@ -74,6 +83,7 @@ mod validate;
 
 pub use validate::check_overlaps;
 
+pub use dns::{DnsConfig, MAX_NAMESERVERS, MAX_SEARCH_DOMAINS, MAX_SEARCH_LEN};
 pub use error::{ConfigError, IfnameOwner};
 pub use lb::{
     DEFAULT_AFFINITY_TIMEOUT, L4Proto, MAX_AFFINITY_TIMEOUT, PortForwardConfig, ServiceConfig,
@@ -146,6 +156,7 @@ impl Config {
                 }),
                 xdp: None,
                 deny_sources: Vec::new(),
+                dns: None,
             },
             pods: vec![pod("red"), pod("blue")],
             routes: Vec::new(),

@@ -8,6 +8,7 @@ use netpath_common::NodeSettings;
 use serde::{Deserialize, Serialize};
 
 use super::{
+    dns::DnsConfig,
     lb::{PortForwardConfig, ServiceConfig},
     limits::HOST_IFNAME_PREFIX,
 };
@@ -81,6 +82,11 @@ pub struct NodeConfig {
     /// other processing (the prefilter's deny list).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deny_sources: Vec<Ipv4Net>,
+    /// The resolver configuration of the pods whose namespace netpath owns
+    /// (`[node.dns]`): written to `/etc/netns/<netns>/resolv.conf`, with a
+    /// `hosts` beside it. `None`: netpath writes neither.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<DnsConfig>,
 }
 
 /// The `[node.uplink]` section.

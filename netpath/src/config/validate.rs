@@ -22,7 +22,7 @@ use crate::ipam::Ipam;
 impl Config {
     /// Makes every check that needs no system state and returns the first
     /// problem found, in a fixed order: the node's name, namespace, namespace
-    /// prefix, pod CIDR and gateway; the uplink (name, address, gateway);
+    /// prefix, pod CIDR, gateway and deny list; `[node.dns]`; the uplink (name, address, gateway);
     /// each pod in order (name, host interface, address, namespace); the pod
     /// count against the CIDR's capacity; each route in order (dst, pod
     /// CIDR, duplicates, via/dev); each masquerade rule in order (source,
@@ -68,6 +68,10 @@ impl Config {
                     network: prefix.trunc(),
                 });
             }
+        }
+
+        if let Some(dns) = &node.dns {
+            dns.validate()?;
         }
 
         let mut ifnames: BTreeMap<String, IfnameOwner> = BTreeMap::new();

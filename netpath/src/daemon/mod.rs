@@ -289,8 +289,19 @@ fn lock_instance(instance: &str) -> Result<nix::fcntl::Flock<fs::File>, DaemonEr
 /// applies its desired state (an error here is returned), then serves the
 /// API, collects garbage and handles `events`. A reload that fails is
 /// logged and the daemon carries on with what it had.
-pub async fn run(path: &Path, mut events: mpsc::Receiver<Event>) -> Result<(), DaemonError> {
+pub async fn run(path: &Path, events: mpsc::Receiver<Event>) -> Result<(), DaemonError> {
     let file = Config::load(path)?;
+    serve_node(file, Some(path), events).await
+}
+
+/// [`run`] for a configuration that may have no file (the demo's): SIGHUP
+/// then has nothing to re-read.
+pub async fn serve_node(
+    file: Config,
+    path: Option<&Path>,
+    mut events: mpsc::Receiver<Event>,
+) -> Result<(), DaemonError> {
+    let shown = path.map_or_else(|| "(no file)".to_owned(), |p| p.display().to_string());
     let instance = file.node.name.clone();
     let _lock = lock_instance(&instance)?;
     let desired = match load_desired(&instance)? {
@@ -299,9 +310,9 @@ pub async fn run(path: &Path, mut events: mpsc::Receiver<Event>) -> Result<(), D
                 warn!(
                     "daemon: {} differs from the desired state that instance {instance} kept in \
                      {}; the kept state wins (SIGHUP or `netpath apply -f {}` applies the file)",
-                    path.display(),
+                    shown,
                     desired_file(&instance).display(),
-                    path.display()
+                    shown
                 );
             }
             info!(
@@ -319,7 +330,7 @@ pub async fn run(path: &Path, mut events: mpsc::Receiver<Event>) -> Result<(), D
     let gc_every = gc_interval(&desired);
     let daemon = Arc::new(Daemon {
         instance: instance.clone(),
-        config_file: Some(path.to_path_buf()),
+        config_file: path.map(Path::to_path_buf),
         desired: RwLock::new(desired),
         changes: Mutex::new(()),
         started: Instant::now(),
@@ -335,7 +346,7 @@ pub async fn run(path: &Path, mut events: mpsc::Receiver<Event>) -> Result<(), D
         },
         socket_path(&instance).display(),
         gc_every.as_secs(),
-        path.display()
+        shown
     );
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + gc_every, gc_every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -343,7 +354,10 @@ pub async fn run(path: &Path, mut events: mpsc::Receiver<Event>) -> Result<(), D
         tokio::select! {
             event = events.recv() => match event.unwrap_or(Event::Stop) {
                 Event::Stop => break,
-                Event::Reload => reload(&daemon, path).await,
+                Event::Reload => match path {
+                    Some(path) => reload(&daemon, path).await,
+                    None => warn!("daemon: SIGHUP, but there is no file to re-read; use `netpath apply -f`"),
+                },
             },
             _ = ticks.tick() => {
                 // A change in progress purges what it must itself; the

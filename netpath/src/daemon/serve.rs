@@ -233,5 +233,6 @@ fn pod_info(desired: &crate::config::Config, node: &DesiredNode, r: PodReport) -
         mac: r.mac,
         host_mac: r.host_mac,
         container_id,
+        dns: desired.node.dns.clone(),
     }
 }

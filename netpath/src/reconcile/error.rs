@@ -1,7 +1,7 @@
 //! Why an apply or destroy failed: one type per stage, each variant saying
 //! what failed and carrying the source.
 
-use std::net::Ipv4Addr;
+use std::{net::Ipv4Addr, path::PathBuf};
 
 use ipnet::Ipv4Net;
 
@@ -11,7 +11,8 @@ use crate::{
     ipam::IpamError,
     state::StateError,
     sys::{
-        netlink::NetlinkError, netns::NetnsError, preflight::PreflightError, sysctl::SysctlError,
+        etc_netns::EtcNetnsError, netlink::NetlinkError, netns::NetnsError,
+        preflight::PreflightError, sysctl::SysctlError,
     },
 };
 
@@ -126,6 +127,15 @@ pub enum PlanError {
     /// The pod CIDR overlaps a network the node has.
     #[error(transparent)]
     Overlap(Box<ConfigError>),
+    #[error(
+        "{}: the file exists and netpath did not write it, and pod '{pod}' would get its \
+         resolver configuration there ([node.dns]); netpath never overwrites someone else's \
+         file: move it away, or remove [node.dns]",
+        path.display()
+    )]
+    EtcFileTaken { path: PathBuf, pod: String },
+    #[error(transparent)]
+    EtcNetns(#[from] EtcNetnsError),
     #[error(transparent)]
     Netns(#[from] NetnsError),
     #[error(transparent)]
@@ -149,6 +159,8 @@ pub enum StepError {
     Pins(#[from] PinError),
     #[error(transparent)]
     Sysctl(#[from] SysctlError),
+    #[error(transparent)]
+    EtcNetns(#[from] EtcNetnsError),
     /// Only with the `testing` feature (see `reconcile::failpoint`).
     #[cfg(feature = "testing")]
     #[error("injected failure at {at} (NETPATH_FAILPOINT is set)")]

@@ -6,6 +6,7 @@ use log::{info, warn};
 use netpath_common::NodeSettings;
 
 use super::{
+    dns::{execute_dns, pod_files},
     error::{ReconcileError, StepError},
     failpoint::failpoint,
     gateway::ensure_gateway,
@@ -105,16 +106,19 @@ impl Apply<'_> {
         }
     }
 
-    /// The steps: load the programs, the gateway, the uplink's address,
-    /// the datapath's maps and links, then the pods, the frontends, then
-    /// XDP, the prefilter and the socket load balancer; returns the
-    /// uplink's XDP mode. When only frontends change, just their steps.
+    /// The steps: the `/etc/netns` files of pods that stay, then load the
+    /// programs, the gateway, the uplink's address, the datapath's maps and
+    /// links, then the pods, the frontends, then XDP, the prefilter and the
+    /// socket load balancer; returns the uplink's XDP mode. When only
+    /// frontends (and files) change, just their steps.
     async fn execute(
         &self,
         state: &mut NodeState,
         undo: &mut Vec<Undo>,
     ) -> Result<Option<XdpMode>, StepError> {
         let (node, desired, plan) = (self.node, self.desired, self.plan);
+        // The /etc/netns files of pods that stay: no program or map involved.
+        execute_dns(&plan.dns, undo)?;
         if plan.only_lb() {
             // Only frontends change: the loaded programs and every other
             // map stay as they are.
@@ -146,7 +150,8 @@ impl Apply<'_> {
         }
         for (name, want) in &plan.pods.create {
             info!("pod {name}: creating {} in {}", want.address, want.netns);
-            create_pod(node, &mut dp, desired.gateway, want, undo).await?;
+            let etc = pod_files(desired, name, want);
+            create_pod(node, &mut dp, desired.gateway, want, etc.as_ref(), undo).await?;
             state.pods.insert(name.clone(), want.clone());
         }
         // Frontends once their pods exist (see `lb::plan` for the order).

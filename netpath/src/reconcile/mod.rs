@@ -53,6 +53,7 @@ use crate::{
     },
 };
 
+pub mod dns;
 mod error;
 pub mod execute;
 mod failpoint;

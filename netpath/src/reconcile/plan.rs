@@ -8,6 +8,7 @@ use ipnet::Ipv4Net;
 use netpath_common::{Endpoint, progs};
 
 use super::{
+    dns::{DnsStep, plan_dns},
     error::{PlanError, ReconcileError},
     gateway::gateway_ok,
     lb::{LbPlan, plan_lb},
@@ -48,6 +49,9 @@ pub struct Plan {
     pub lb: LbPlan,
     /// Whether the state file records the frontends as planned.
     pub lb_records_ok: bool,
+    /// The `/etc/netns` files of pods that stay that differ from
+    /// `[node.dns]` (see [`super::dns`]).
+    pub dns: Vec<DnsStep>,
     /// The report of an apply that goes as planned.
     pub report: ApplyReport,
 }
@@ -55,12 +59,13 @@ pub struct Plan {
 impl Plan {
     /// Whether the node is already what the desired node says.
     pub fn is_noop(&self) -> bool {
-        self.only_lb() && self.lb.steps.is_empty() && self.lb_records_ok
+        self.only_lb() && self.lb.steps.is_empty() && self.lb_records_ok && self.dns.is_empty()
     }
 
     /// Whether nothing but the load balancer's maps (and their record in
-    /// the state file) changes: then the apply loads no program and touches
-    /// only the frontends that differ.
+    /// the state file) and the pods' `/etc/netns` files change: then the
+    /// apply loads no program and touches only the frontends and files that
+    /// differ.
     pub fn only_lb(&self) -> bool {
         self.pods.create.is_empty()
             && self.pods.delete.is_empty()
@@ -195,6 +200,8 @@ pub async fn plan(
     check_names_free(node, &pods).await?;
     report.unchanged.clone_into(&mut pods.unchanged);
     report.frontends.clone_from(&lb.changes);
+    let (dns, dns_lines) = plan_dns(desired, state, &pods)?;
+    report.dns = dns_lines;
 
     let object_hash = state::object_hash(crate::ebpf::OBJECT);
     let gateway_ok = state.gateway == Some(desired.gateway)
@@ -220,6 +227,7 @@ pub async fn plan(
         object_hash,
         lb,
         lb_records_ok,
+        dns,
         report,
     })
 }

@@ -7,6 +7,7 @@
 //!
 //! ```text
 //! ip netns add demo-red                      (only for a namespace netpath owns)
+//! /etc/netns/demo-red/{resolv.conf,hosts}    (likewise, with [node.dns]; see `dns`)
 //! ip -n NODE link add np-red mtu MTU type veth peer name eth0 mtu MTU netns demo-red
 //!                                            (MTU: the uplink's, else 1500)
 //! ip -n demo-red addr add 10.200.0.2/32 dev eth0 ; ip -n demo-red link set eth0 up
@@ -24,13 +25,14 @@ use std::{collections::BTreeMap, net::Ipv4Addr};
 use ipnet::Ipv4Net;
 use netpath_common::Endpoint;
 
-use super::{error::StepError, failpoint::failpoint, node::Node, undo::Undo};
+use super::{dns::write_pod_files, error::StepError, failpoint::failpoint, node::Node, undo::Undo};
 use crate::{
     conntrack::{self, PurgeReport},
     datapath::{Datapath, NodeMaps, PinDir, remove_pin},
     resolve::PodNetns,
     state::PodState,
     sys::{
+        etc_netns::{EtcFiles, EtcNetns},
         netlink::{Netlink, NetlinkError, Route},
         netns::Netns,
     },
@@ -59,12 +61,15 @@ pub async fn pod_healthy(
 }
 
 /// Builds `pod` (see the module documentation), pushing the undo of each
-/// step; attaches `np_from_pod` of `dp` to its host side.
+/// step; attaches `np_from_pod` of `dp` to its host side. `etc`: the
+/// `/etc/netns/<netns>/` files of a namespace netpath owns
+/// ([`super::dns::pod_files`]; `None` writes none).
 pub async fn create_pod(
     node: &Node,
     dp: &mut Datapath,
     gateway: Ipv4Addr,
     pod: &PodState,
+    etc: Option<&EtcFiles>,
     undo: &mut Vec<Undo>,
 ) -> Result<(), StepError> {
     let nl = &node.nl;
@@ -73,6 +78,10 @@ pub async fn create_pod(
         PodNetns::Owned(name) => {
             let ns = Netns::create(name).await?;
             undo.push(Undo::DeleteNetns(name.clone()));
+            // mkdir /etc/netns/POD; resolv.conf and hosts in it
+            if etc.is_some() {
+                write_pod_files(name, etc, undo)?;
+            }
             ns
         }
         PodNetns::Given { path } => Netns::open_path(path)?,
@@ -155,7 +164,8 @@ pub async fn create_pod(
 /// Removes `pod`: its endpoint, its pinned link, its host-side interface
 /// (which takes the pod side with it), its connections and reverse NAT
 /// entries (a pod given its address later inherits none of them) and, if
-/// netpath owns it, its namespace. What cannot be reached is skipped: no maps (`maps` is
+/// netpath owns it, its namespace and the files netpath wrote in
+/// `/etc/netns/<netns>/` (the directory too, once empty). What cannot be reached is skipped: no maps (`maps` is
 /// `None`), or no node namespace any more (`nl` is `None`). A namespace
 /// netpath was given is never deleted.
 pub async fn delete_pod(
@@ -188,8 +198,9 @@ pub async fn delete_pod(
         }
     }
     if let PodNetns::Owned(name) = &pod.netns {
-        // ip netns del POD
+        // ip netns del POD; rm /etc/netns/POD/{resolv.conf,hosts} if netpath's
         Netns::delete(name).await?;
+        EtcNetns::new(name)?.remove_ours()?;
     }
     Ok(())
 }

@@ -19,6 +19,9 @@ pub struct ApplyReport {
     pub uplinks_detached: Vec<String>,
     /// One line per frontend (service, port-forward address) that changed.
     pub frontends: Vec<String>,
+    /// One line per pod that stays whose `/etc/netns` files were rewritten
+    /// or removed (`[node.dns]` changed).
+    pub dns: Vec<String>,
     /// The mode `np_xdp_uplink` runs in on the uplink (`None`: no uplink).
     pub xdp: Option<crate::datapath::xdp::XdpMode>,
 }
@@ -30,6 +33,7 @@ impl ApplyReport {
             && self.recreated.is_empty()
             && self.deleted.is_empty()
             && self.frontends.is_empty()
+            && self.dns.is_empty()
             && !self.programs_loaded)
     }
 }

@@ -12,7 +12,11 @@ use netpath_common::{
 use super::error::StepError;
 use crate::{
     datapath::{NodeMaps, PinDir, remove_pin},
-    sys::{netlink::Netlink, netns::Netns},
+    sys::{
+        etc_netns::{EtcNetns, Snapshot},
+        netlink::Netlink,
+        netns::Netns,
+    },
 };
 
 /// One step taken, and how to undo it.
@@ -31,6 +35,8 @@ pub enum Undo {
         masq: Vec<(Ipv4Net, MasqRule)>,
         settings: NodeSettings,
     },
+    /// Put back netpath's `/etc/netns/<netns>/` files as they were.
+    RestoreEtcNetns { netns: String, snapshot: Snapshot },
     /// Put back one entry of the load balancer's maps.
     Lb(LbUndo),
 }
@@ -104,6 +110,9 @@ async fn undo_step(
                 maps.sync_masq(&masq)?;
                 maps.set_settings(settings)?;
             }
+        }
+        Undo::RestoreEtcNetns { netns, snapshot } => {
+            EtcNetns::new(&netns)?.restore(&snapshot)?;
         }
         Undo::Lb(step) => {
             if let Some(maps) = maps {

@@ -111,6 +111,12 @@ pub fn demo(lab: &Lab, config: &Config, report: &ApplyReport) -> String {
             config.node.name
         );
         let _ = writeln!(s, "  {exe} endpoints --instance {}", config.node.name);
+        let _ = writeln!(
+            s,
+            "  {exe} pod add web --instance {0}; {exe} pod list --instance {0}   # through the \
+             daemon that runs the demo",
+            config.node.name
+        );
         if !config.services.is_empty() || !config.port_forwards.is_empty() {
             let _ = writeln!(
                 s,

@@ -17,9 +17,11 @@ use crate::{
 
 mod demo;
 mod lb;
+mod node;
 
 pub use demo::demo;
 pub use lb::{maglev, port_forwards, services, services_json};
+pub use node::{conntrack_json, masquerade_list, pod_list, pretty, route_list, stats_json, status};
 
 /// `netpath apply`: what changed, then one line per pod.
 pub fn apply_report(instance: &str, report: &ApplyReport) -> String {
@@ -33,7 +35,7 @@ pub fn apply_report(instance: &str, report: &ApplyReport) -> String {
     for ifname in &report.uplinks_detached {
         let _ = writeln!(s, "np_from_uplink detached from {ifname}");
     }
-    for line in &report.frontends {
+    for line in report.frontends.iter().chain(&report.dns) {
         let _ = writeln!(s, "{line}");
     }
     for (what, pods) in [

@@ -349,4 +349,17 @@ mod lb {
             "service web 10.96.0.10:80/tcp: 1 backends added, 0 removed\n"
         );
     }
+
+    #[test]
+    fn apply_report_names_pods_whose_dns_files_changed() {
+        let r = crate::reconcile::ApplyReport {
+            dns: vec!["pod red: /etc/netns/demo-red resolv.conf and hosts rewritten".into()],
+            ..Default::default()
+        };
+        assert!(r.changed());
+        assert_eq!(
+            render::apply_report("demo", &r),
+            "pod red: /etc/netns/demo-red resolv.conf and hosts rewritten\n"
+        );
+    }
 }

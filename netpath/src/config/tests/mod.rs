@@ -5,6 +5,7 @@ use crate::resolve::DesiredNode;
 use ipnet::Ipv4Net;
 use netpath_common::NodeSettings;
 
+mod dns;
 mod lb;
 mod validate;
 
@@ -407,4 +408,12 @@ fn conntrack_limits() {
     let mut c = Config::demo_without_lb();
     c.conntrack.gc_interval = 0;
     fails(&c, &["conntrack.gc_interval"]);
+}
+
+#[test]
+fn the_shipped_node_example_is_valid() {
+    let c = Config::from_toml_str(include_str!("../../../../deploy/node.toml")).unwrap();
+    assert_eq!(c.node.name, "node1");
+    assert!(c.node.uplink.as_ref().unwrap().address.is_none());
+    assert_eq!(c.masquerade.len(), 1);
 }
