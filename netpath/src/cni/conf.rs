@@ -11,7 +11,9 @@
 //!
 //! netpath's own keys: `instance` (required: the netpath instance, i.e. the
 //! daemon's `node.name`, that attaches the pods) and `dns` (optional,
-//! returned as is in the `ADD` result). A fixed address comes from
+//! returned as is in the `ADD` result; without it the result carries the
+//! node's `[node.dns]`, which netpath writes into the pod's resolv.conf
+//! only for namespaces it owns). A fixed address comes from
 //! `runtimeConfig.ips` (the `ips` capability), else `args.cni.ips`, else
 //! `IP=` in `CNI_ARGS` (the conventions' order). Other keys are ignored.
 //!
@@ -64,6 +66,18 @@ pub struct Dns {
     pub search: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub options: Vec<String>,
+}
+
+impl From<&crate::config::DnsConfig> for Dns {
+    /// The node's `[node.dns]`, as a result's `dns`.
+    fn from(d: &crate::config::DnsConfig) -> Self {
+        Self {
+            nameservers: d.nameservers.iter().map(ToString::to_string).collect(),
+            domain: None,
+            search: d.search.clone(),
+            options: d.options.clone(),
+        }
+    }
 }
 
 /// The `cniVersion` of `stdin`, for `VERSION`: `None` when stdin is empty

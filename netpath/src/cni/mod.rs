@@ -110,7 +110,10 @@ fn add(client: &Client, env: &Env, conf: &NetConf) -> Result<String, CniError> {
             ),
         ));
     }
-    let result = CniResult::for_pod(&pod, &sandbox, conf.dns.clone());
+    // The network's `dns`, else the node's: the runtime writes the
+    // container's resolv.conf from it.
+    let dns = conf.dns.clone().or_else(|| pod.dns.as_ref().map(Dns::from));
+    let result = CniResult::for_pod(&pod, &sandbox, dns);
     Ok(match &conf.prev_result {
         Some(prev) => result.merged_json(conf.cni_version, prev),
         None => result.to_json(conf.cni_version),

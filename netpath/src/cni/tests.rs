@@ -432,6 +432,7 @@ fn pod_info() -> PodInfo {
         host_mac: Some("02:00:00:00:00:01".into()),
         container_id: Some("c0ffee".into()),
         healthy: true,
+        dns: None,
     }
 }
 
@@ -528,6 +529,23 @@ fn a_previous_result_is_passed_on_with_ours_appended() {
     assert_eq!(v["ips"][1], json!({"address": "10.200.0.5/32", "gateway": "10.200.0.1", "interface": 2}));
     assert_eq!(v["routes"], json!([{"dst": "0.0.0.0/0", "gw": "10.200.0.1"}]));
     assert_eq!(v["dns"], json!({"nameservers": ["192.168.7.1"]}), "kept: ours had none");
+}
+
+#[test]
+fn the_node_dns_converts_to_a_result_dns() {
+    let node: crate::config::DnsConfig = toml::from_str(
+        "nameservers = [\"192.168.50.1\"]\nsearch = [\"lan\"]\noptions = [\"ndots:5\"]",
+    )
+    .unwrap();
+    assert_eq!(
+        Dns::from(&node),
+        Dns {
+            nameservers: vec!["192.168.50.1".into()],
+            domain: None,
+            search: vec!["lan".into()],
+            options: vec!["ndots:5".into()],
+        }
+    );
 }
 
 #[test]
