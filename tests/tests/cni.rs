@@ -135,7 +135,9 @@ fn add(id: &str, ns: &RuntimeNetns, conf: &Value) -> Value {
 
 /// The pod's address in an ADD result (`ips[0]`, `A/32`).
 fn result_address(result: &Value) -> Ipv4Addr {
-    let a = result["ips"][0]["address"].as_str().expect("ips[0].address");
+    let a = result["ips"][0]["address"]
+        .as_str()
+        .expect("ips[0].address");
     a.strip_suffix("/32")
         .unwrap_or_else(|| panic!("{a} is not a /32"))
         .parse()
@@ -184,6 +186,20 @@ fn addresses(ns: &str, dev: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Removes the pod's address behind netpath's back (real `ip addr del`).
+fn remove_address(ns: &str, addr: Ipv4Addr) {
+    let cidr = format!("{addr}/32");
+    let del = Command::new("ip")
+        .args(["-n", ns, "addr", "del", &cidr, "dev", "eth0"])
+        .output()
+        .expect("run ip");
+    assert!(
+        del.status.success(),
+        "ip addr del: {}",
+        String::from_utf8_lossy(&del.stderr)
+    );
+}
+
 #[test]
 fn add_gives_the_pod_an_address_it_can_ping_from() {
     let ns = RuntimeNetns::new("cns");
@@ -199,7 +215,10 @@ fn add_gives_the_pod_an_address_it_can_ping_from() {
     // The host side first, then the pod side in the runtime's namespace.
     let ifs = result["interfaces"].as_array().expect("interfaces");
     assert_eq!(ifs.len(), 2, "{result:#}");
-    assert!(ifs[0]["name"].as_str().unwrap().starts_with("npc"), "{result:#}");
+    assert!(
+        ifs[0]["name"].as_str().unwrap().starts_with("npc"),
+        "{result:#}"
+    );
     assert!(ifs[0].get("sandbox").is_none(), "{result:#}");
     assert_eq!(ifs[1]["name"], "eth0");
     assert_eq!(ifs[1]["sandbox"], ns.path());
@@ -230,8 +249,15 @@ fn add_gives_the_pod_an_address_it_can_ping_from() {
 
     // The pod reaches another pod and is reached by it.
     let other = node.pod_addr("a");
-    assert!(pings(&ns.name, other), "{} cannot ping a ({other})", ns.name);
-    assert!(pings(&node.pod_ns("a"), addr), "a cannot ping the CNI pod ({addr})");
+    assert!(
+        pings(&ns.name, other),
+        "{} cannot ping a ({other})",
+        ns.name
+    );
+    assert!(
+        pings(&node.pod_ns("a"), addr),
+        "a cannot ping the CNI pod ({addr})"
+    );
 
     success(
         "DEL",
@@ -252,7 +278,10 @@ fn a_fixed_address_comes_from_runtime_config_or_cni_args() {
     let result = add("ctr-fix-1", &ns1, &conf);
     assert_eq!(result_address(&result), Ipv4Addr::new(10, 200, 0, 77));
     assert_eq!(result["cniVersion"], "1.0.0");
-    assert!(result["interfaces"][1].get("mtu").is_none(), "no mtu before 1.1.0");
+    assert!(
+        result["interfaces"][1].get("mtu").is_none(),
+        "no mtu before 1.1.0"
+    );
 
     let out = plugin(
         &[
@@ -260,13 +289,19 @@ fn a_fixed_address_comes_from_runtime_config_or_cni_args() {
             ("CNI_CONTAINERID", "ctr-fix-2"),
             ("CNI_IFNAME", "eth0"),
             ("CNI_NETNS", &ns2.path()),
-            ("CNI_ARGS", "IgnoreUnknown=1;K8S_POD_NAME=web;IP=10.200.0.78"),
+            (
+                "CNI_ARGS",
+                "IgnoreUnknown=1;K8S_POD_NAME=web;IP=10.200.0.78",
+            ),
         ],
         netconf(i, "0.4.0").to_string().as_bytes(),
     );
     let result: Value = serde_json::from_str(&success("ADD with IP=", &out)).unwrap();
     assert_eq!(result_address(&result), Ipv4Addr::new(10, 200, 0, 78));
-    assert_eq!(result["ips"][0]["version"], "4", "0.4.0 results say the IP version");
+    assert_eq!(
+        result["ips"][0]["version"], "4",
+        "0.4.0 results say the IP version"
+    );
     assert!(addresses(&ns2.name, "eth0").contains("10.200.0.78/32"));
     assert!(pings(&ns2.name, Ipv4Addr::new(10, 200, 0, 77)));
 
@@ -275,7 +310,10 @@ fn a_fixed_address_comes_from_runtime_config_or_cni_args() {
     conf["runtimeConfig"] = json!({"ips": ["10.9.9.9"]});
     let out = attachment("ADD", "ctr-fix-3", Some(&ns3.path()), &conf);
     let err = failure("ADD outside the pod CIDR", &out, 100);
-    assert!(err["details"].as_str().unwrap().contains("10.9.9.9"), "{err:#}");
+    assert!(
+        err["details"].as_str().unwrap().contains("10.9.9.9"),
+        "{err:#}"
+    );
     assert!(!has_link(&ns3.name, "eth0"));
     assert!(attached(i, "ctr-fix-3").is_none());
 }
@@ -312,18 +350,17 @@ fn check_passes_then_names_the_address_that_was_removed() {
     );
 
     // Someone removes the pod's address: CHECK says which.
-    let del = Command::new("ip")
-        .args(["-n", &ns.name, "addr", "del", &format!("{addr}/32"), "dev", "eth0"])
-        .output()
-        .unwrap();
-    assert!(del.status.success(), "{}", String::from_utf8_lossy(&del.stderr));
+    remove_address(&ns.name, addr);
     let err = failure(
         "CHECK after ip addr del",
         &attachment("CHECK", "ctr-chk", Some(&ns.path()), &check_conf),
         102,
     );
     assert!(
-        err["details"].as_str().unwrap().contains(&format!("{addr}/32")),
+        err["details"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("{addr}/32")),
         "{err:#}"
     );
     assert_eq!(err["cniVersion"], "1.1.0");
@@ -334,7 +371,10 @@ fn check_passes_then_names_the_address_that_was_removed() {
         &attachment("CHECK", "ctr-nobody", Some(&ns.path()), &check_conf),
         100,
     );
-    assert!(err["details"].as_str().unwrap().contains("ctr-nobody"), "{err:#}");
+    assert!(
+        err["details"].as_str().unwrap().contains("ctr-nobody"),
+        "{err:#}"
+    );
 }
 
 #[test]
@@ -361,7 +401,10 @@ fn del_is_idempotent_and_needs_no_netns() {
         !has_link(&node.lab.node_netns, &host),
         "{host} left in the node"
     );
-    assert!(Netns::exists(&ns1.name), "the runtime's namespace is the runtime's");
+    assert!(
+        Netns::exists(&ns1.name),
+        "the runtime's namespace is the runtime's"
+    );
 
     // Without CNI_NETNS (the runtime lost or removed the namespace).
     add("ctr-del-2", &ns2, &conf);
@@ -444,7 +487,10 @@ fn gc_keeps_the_valid_attachment_and_removes_the_other() {
 
     assert!(attached(i, "ctr-keep").is_some());
     assert!(attached(i, "ctr-stale").is_none());
-    assert!(!has_link(&ns2.name, "eth0"), "the stale attachment's eth0 is gone");
+    assert!(
+        !has_link(&ns2.name, "eth0"),
+        "the stale attachment's eth0 is gone"
+    );
     // The operator's pod is not the runtime's to collect.
     assert!(pods(i).iter().any(|p| p.name == "a"));
     assert!(pings(&ns1.name, node.pod_addr("a")));
@@ -494,21 +540,44 @@ fn bad_input_gets_the_spec_error_codes_on_stdout() {
         &attachment("ADD", "c1", Some("/run/netns/nosuch"), &no_instance),
         7,
     );
-    assert!(err["details"].as_str().unwrap().contains("\"instance\""), "{err:#}");
+    assert!(
+        err["details"].as_str().unwrap().contains("\"instance\""),
+        "{err:#}"
+    );
     // ADD without CNI_NETNS: "invalid environment variables".
-    let err = failure("ADD without CNI_NETNS", &attachment("ADD", "c1", None, &conf), 4);
-    assert!(err["details"].as_str().unwrap().contains("CNI_NETNS"), "{err:#}");
+    let err = failure(
+        "ADD without CNI_NETNS",
+        &attachment("ADD", "c1", None, &conf),
+        4,
+    );
+    assert!(
+        err["details"].as_str().unwrap().contains("CNI_NETNS"),
+        "{err:#}"
+    );
     // A version netpath-cni does not speak.
     let err = failure(
         "cniVersion 0.2.0",
-        &attachment("ADD", "c1", Some("/run/netns/x"), &netconf("nosuch", "0.2.0")),
+        &attachment(
+            "ADD",
+            "c1",
+            Some("/run/netns/x"),
+            &netconf("nosuch", "0.2.0"),
+        ),
         1,
     );
-    assert!(err["details"].as_str().unwrap().contains("1.1.0"), "{err:#}");
+    assert!(
+        err["details"].as_str().unwrap().contains("1.1.0"),
+        "{err:#}"
+    );
     // CHECK in 0.3.1, which has no CHECK.
     failure(
         "CHECK in 0.3.1",
-        &attachment("CHECK", "c1", Some("/run/netns/x"), &netconf("nosuch", "0.3.1")),
+        &attachment(
+            "CHECK",
+            "c1",
+            Some("/run/netns/x"),
+            &netconf("nosuch", "0.3.1"),
+        ),
         1,
     );
 }
@@ -551,6 +620,8 @@ fn build_go_driver(dir: &Path) -> PathBuf {
         )
         .env("GOCACHE", dir.join("gocache"))
         .env("GOPROXY", "off")
+        // Pure Go: no C compiler needed.
+        .env("CGO_ENABLED", "0")
         .env("GOFLAGS", "")
         .output()
         .expect(
@@ -634,13 +705,12 @@ fn containerds_go_cni_sets_up_checks_and_removes_a_pod() {
     success("go-cni check", &run("check"));
     // The address removed behind the runtime's back: go-cni's check fails
     // with netpath's reason.
-    let del = Command::new("ip")
-        .args(["-n", &ns.name, "addr", "del", &format!("{addr}/32"), "dev", "eth0"])
-        .output()
-        .unwrap();
-    assert!(del.status.success(), "{}", String::from_utf8_lossy(&del.stderr));
+    remove_address(&ns.name, addr);
     let check = run("check");
-    assert!(!check.status.success(), "go-cni check passed without the address");
+    assert!(
+        !check.status.success(),
+        "go-cni check passed without the address"
+    );
     let why = String::from_utf8_lossy(&check.stderr);
     assert!(why.contains(&format!("{addr}/32")), "{why}");
 

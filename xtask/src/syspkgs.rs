@@ -78,6 +78,29 @@ const TOOLS: &[Tool] = &[
         command: "nft",
         version_args: &["--version"],
     },
+    // containerd's CNI client (go-cni, and the libcni it uses) and Go to
+    // build the test driver with, offline (tests/tests/cni.rs,
+    // tests/go/cni-driver); the loopback plugin it loads as containerd does.
+    Tool {
+        package: "golang-go",
+        command: "go",
+        version_args: &["version"],
+    },
+    Tool {
+        package: "golang-github-containerd-go-cni-dev",
+        command: "/usr/share/gocode/src/github.com/containerd/go-cni/cni.go",
+        version_args: &[],
+    },
+    Tool {
+        package: "golang-github-appc-cni-dev",
+        command: "/usr/share/gocode/src/github.com/containernetworking/cni/libcni/api.go",
+        version_args: &[],
+    },
+    Tool {
+        package: "containernetworking-plugins",
+        command: "/usr/lib/cni/loopback",
+        version_args: &[],
+    },
     // The font of the benchmark chart (bench/src/report/png.rs).
     Tool {
         package: "fonts-dejavu-core",

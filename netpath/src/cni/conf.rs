@@ -221,9 +221,7 @@ fn check_network_name(name: &str) -> Result<(), CniError> {
     if let Some(c) = chars.find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))) {
         return Err(CniError::config(
             "name",
-            format!(
-                "{name:?} contains {c:?}; a network name is letters, digits, '_', '.' and '-'"
-            ),
+            format!("{name:?} contains {c:?}; a network name is letters, digits, '_', '.' and '-'"),
         ));
     }
     if !first_ok {
@@ -292,7 +290,8 @@ fn ips(v: Option<&Value>, key: &str) -> Result<Option<Ipv4Addr>, CniError> {
                 format!("holds {}, not an address string", kind(item)),
             ));
         };
-        let addr = parse_ip(s).map_err(|why| CniError::config(key, format!("has {s:?}, which {why}")))?;
+        let addr =
+            parse_ip(s).map_err(|why| CniError::config(key, format!("has {s:?}, which {why}")))?;
         if found.is_some_and(|a| a != addr) {
             return Err(CniError::config(
                 key,

@@ -37,7 +37,7 @@ pub use result::CniResult;
 pub use version::Version;
 
 use crate::api::{
-    ApiError, Changed, CniAttachment, Client, ClientError, ErrorKind, PodInfo, Request,
+    ApiError, Changed, Client, ClientError, CniAttachment, ErrorKind, PodInfo, Request,
 };
 
 /// Runs one CNI command: `env` as the runtime set it, `stdin` the

@@ -93,8 +93,7 @@ impl CniResult {
 
     /// The result as `version` prints it, keys in the spec's order.
     pub fn to_json(&self, version: Version) -> String {
-        serde_json::to_string_pretty(&self.printable(version, 0))
-            .expect("a result is always JSON")
+        serde_json::to_string_pretty(&self.printable(version, 0)).expect("a result is always JSON")
     }
 
     /// The result appended to `prev` (the previous plugin's result, in

@@ -180,7 +180,8 @@ fn a_missing_or_wrong_key_is_code_7_naming_it() {
 
 #[test]
 fn errors_after_the_version_are_printed_in_it() {
-    let bytes = serde_json::to_vec(&json!({"cniVersion": "0.4.0", "name": "n", "type": "t"})).unwrap();
+    let bytes =
+        serde_json::to_vec(&json!({"cniVersion": "0.4.0", "name": "n", "type": "t"})).unwrap();
     let e = conf::parse(&bytes).unwrap_err();
     assert_eq!(e.version, Some(Version::V0_4_0));
     let printed: Value = serde_json::from_str(&e.to_json()).unwrap();
@@ -218,7 +219,10 @@ fn valid_attachments_parse_and_null_means_none_is_valid() {
     );
     // Go's nil list is null: no attachment is valid.
     let raw = br#"{"cniVersion":"1.1.0","name":"n","type":"t","instance":"demo","cni.dev/valid-attachments":null}"#;
-    assert_eq!(conf::parse(raw).unwrap().valid_attachments, Some(Vec::new()));
+    assert_eq!(
+        conf::parse(raw).unwrap().valid_attachments,
+        Some(Vec::new())
+    );
     let legacy = br#"{"cniVersion":"1.1.0","name":"n","type":"t","instance":"demo","cni.dev/attachments":[{"containerID":"x","ifname":"net1"}]}"#;
     assert_eq!(
         conf::parse(legacy).unwrap().valid_attachments.unwrap()[0].ifname,
@@ -248,7 +252,10 @@ fn prev_addresses_are_those_of_our_interface() {
         conf::prev_addresses(prev, "eth0", "/var/run/netns/b").unwrap(),
         None
     );
-    assert_eq!(conf::prev_addresses(prev, "eth1", "/var/run/netns/a").unwrap(), None);
+    assert_eq!(
+        conf::prev_addresses(prev, "eth1", "/var/run/netns/a").unwrap(),
+        None
+    );
 }
 
 // --- the environment ---------------------------------------------------
@@ -301,7 +308,11 @@ fn every_missing_variable_is_named_at_once() {
 
 #[test]
 fn bad_container_ids_and_interface_names_are_code_4() {
-    for (id, why) in [("-x", "must start"), ("a/b", "contains '/'"), ("a b", "contains ' '")] {
+    for (id, why) in [
+        ("-x", "must start"),
+        ("a/b", "contains '/'"),
+        ("a b", "contains ' '"),
+    ] {
         let e = add_env(&[("CNI_CONTAINERID", id)])
             .attachment(Command::Add)
             .unwrap_err();
@@ -333,7 +344,11 @@ fn cni_args_give_ip_and_ignore_other_keys() {
     let e = add_env(&[("CNI_ARGS", "IP")])
         .attachment(Command::Add)
         .unwrap_err();
-    assert_names(&e, Code::InvalidEnv, "CNI_ARGS has \"IP\", which is not KEY=VALUE");
+    assert_names(
+        &e,
+        Code::InvalidEnv,
+        "CNI_ARGS has \"IP\", which is not KEY=VALUE",
+    );
     let e = add_env(&[("CNI_ARGS", "IP=10.0.0.1/40")])
         .attachment(Command::Add)
         .unwrap_err();
@@ -354,7 +369,11 @@ fn gc_needs_cni_path() {
 #[test]
 fn gc_without_the_valid_attachments_is_refused() {
     let stdin = conf_json(&json!({"instance": nobodys_instance()}));
-    let e = run(&env(&[("CNI_COMMAND", "GC"), ("CNI_PATH", "/opt/cni/bin")]), &stdin).unwrap_err();
+    let e = run(
+        &env(&[("CNI_COMMAND", "GC"), ("CNI_PATH", "/opt/cni/bin")]),
+        &stdin,
+    )
+    .unwrap_err();
     assert_names(&e, Code::InvalidConfig, "\"cni.dev/valid-attachments\"");
 }
 
@@ -362,7 +381,11 @@ fn gc_without_the_valid_attachments_is_refused() {
 
 #[test]
 fn version_echoes_the_requested_version_and_lists_all() {
-    let out = run(&env(&[("CNI_COMMAND", "VERSION")]), br#"{"cniVersion":"0.4.0"}"#).unwrap();
+    let out = run(
+        &env(&[("CNI_COMMAND", "VERSION")]),
+        br#"{"cniVersion":"0.4.0"}"#,
+    )
+    .unwrap();
     assert_eq!(
         serde_json::from_str::<Value>(&out).unwrap(),
         json!({
@@ -384,7 +407,10 @@ fn an_unknown_version_is_code_1_listing_the_supported_ones() {
     for v in ["0.2.0", "1.2.0", "2.0.0", "1.1"] {
         let e = parse_err(&json!({"cniVersion": v}));
         assert_eq!(e.code, Code::IncompatibleVersion, "{v}: {e}");
-        assert!(e.details.contains("0.3.0, 0.3.1, 0.4.0, 1.0.0, 1.1.0"), "{e}");
+        assert!(
+            e.details.contains("0.3.0, 0.3.1, 0.4.0, 1.0.0, 1.1.0"),
+            "{e}"
+        );
     }
 }
 
@@ -398,9 +424,14 @@ fn commands_newer_than_the_configuration_are_code_1() {
     ] {
         let stdin = conf_json(&json!({"cniVersion": version}));
         let e = run(&add_env(&[("CNI_COMMAND", command)]), &stdin).unwrap_err();
-        assert_eq!(e.code, Code::IncompatibleVersion, "{command} {version}: {e}");
+        assert_eq!(
+            e.code,
+            Code::IncompatibleVersion,
+            "{command} {version}: {e}"
+        );
         assert!(
-            e.details.contains(&format!("{command} came with CNI {first}")),
+            e.details
+                .contains(&format!("{command} came with CNI {first}")),
             "{e}"
         );
         assert_eq!(e.version, Some(Version::parse(version).unwrap()));
@@ -508,7 +539,11 @@ fn the_0_4_0_result_has_ip_versions_and_no_mtu() {
     );
     let v: Value = serde_json::from_str(&r.to_json(Version::V1_0_0)).unwrap();
     assert_eq!(v["cniVersion"], "1.0.0");
-    assert_eq!(v["ips"][0].get("version"), None, "1.0.0 removed ips[].version");
+    assert_eq!(
+        v["ips"][0].get("version"),
+        None,
+        "1.0.0 removed ips[].version"
+    );
     assert_eq!(v["interfaces"][1].get("mtu"), None, "mtu came with 1.1.0");
 }
 
@@ -526,9 +561,19 @@ fn a_previous_result_is_passed_on_with_ours_appended() {
     assert_eq!(v["interfaces"].as_array().unwrap().len(), 3);
     assert_eq!(v["interfaces"][2]["name"], "eth0");
     assert_eq!(v["ips"][0]["address"], "192.168.7.2/24");
-    assert_eq!(v["ips"][1], json!({"address": "10.200.0.5/32", "gateway": "10.200.0.1", "interface": 2}));
-    assert_eq!(v["routes"], json!([{"dst": "0.0.0.0/0", "gw": "10.200.0.1"}]));
-    assert_eq!(v["dns"], json!({"nameservers": ["192.168.7.1"]}), "kept: ours had none");
+    assert_eq!(
+        v["ips"][1],
+        json!({"address": "10.200.0.5/32", "gateway": "10.200.0.1", "interface": 2})
+    );
+    assert_eq!(
+        v["routes"],
+        json!([{"dst": "0.0.0.0/0", "gw": "10.200.0.1"}])
+    );
+    assert_eq!(
+        v["dns"],
+        json!({"nameservers": ["192.168.7.1"]}),
+        "kept: ours had none"
+    );
 }
 
 #[test]
@@ -597,4 +642,22 @@ fn add_without_netns_is_code_4_before_asking_the_daemon() {
     let stdin = conf_json(&json!({"instance": nobodys_instance()}));
     let e = run(&add_env(&[("CNI_NETNS", "")]), &stdin).unwrap_err();
     assert_names(&e, Code::InvalidEnv, "CNI_NETNS");
+}
+
+// --- the shipped examples ----------------------------------------------
+
+#[test]
+fn the_example_configurations_parse_and_agree() {
+    let single = conf::parse(include_bytes!("../../../examples/cni/netpath.conf")).unwrap();
+    assert_eq!(single.instance, "demo", "the demo's instance");
+    // A runtime gives the plugin its object from the list, with the
+    // list's name and version copied in.
+    let list: Value =
+        serde_json::from_str(include_str!("../../../examples/cni/10-netpath.conflist")).unwrap();
+    let mut plugin = list["plugins"][0].clone();
+    plugin["name"] = list["name"].clone();
+    plugin["cniVersion"] = list["cniVersion"].clone();
+    assert_eq!(plugin["type"], "netpath-cni");
+    let from_list = conf::parse(&serde_json::to_vec(&plugin).unwrap()).unwrap();
+    assert_eq!(from_list, single, "netpath.conf is the conflist's plugin");
 }
