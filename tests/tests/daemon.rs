@@ -5,11 +5,7 @@
 
 use std::{net::Ipv4Addr, process::Command, thread};
 
-use netpath::{
-    api::PodInfo,
-    config::{Config, MasqueradeConfig},
-    sys::netns::Netns,
-};
+use netpath::{api::PodInfo, config::Config, sys::netns::Netns};
 use serde_json::Value;
 use tests::{
     daemon::{DaemonProc, netpath, netpath_err, netpath_ok},
@@ -25,16 +21,6 @@ fn pod_named<'a>(pods: &'a [PodInfo], name: &str) -> &'a PodInfo {
     pods.iter()
         .find(|p| p.name == name)
         .unwrap_or_else(|| panic!("no pod {name} in {pods:?}"))
-}
-
-fn masqueraded(tag: &str, pods: &[&str]) -> TestNode {
-    let mut node = TestNode::new(tag, pods);
-    node.config.masquerade.push(MasqueradeConfig {
-        source: None,
-        out: None,
-        address: None,
-    });
-    node
 }
 
 #[test]
@@ -294,7 +280,7 @@ fn pinned_program_ids(instance: &str) -> Vec<(String, u64)> {
 
 #[test]
 fn a_connection_survives_a_daemon_sigkill_and_restart() {
-    let node = masqueraded("dkill", &["a"]);
+    let node = TestNode::masqueraded("dkill", &["a"]);
     let mut daemon = DaemonProc::start(&node);
     let i = node.instance().to_owned();
     let lan = node.lab.lan_addr.addr();
@@ -341,7 +327,7 @@ fn a_connection_survives_a_daemon_sigkill_and_restart() {
 
 #[test]
 fn conntrack_flush_through_the_daemon_empties_the_table() {
-    let node = masqueraded("dflush", &["a"]);
+    let node = TestNode::masqueraded("dflush", &["a"]);
     let _daemon = DaemonProc::start(&node);
     let i = node.instance();
     assert_eq!(ping(&node.pod_ns("a"), node.lab.lan_addr.addr(), 1), 1);
