@@ -30,8 +30,7 @@ use crate::{
     sys::netns::{Netns, NetnsError},
 };
 
-/// The interface name inside a pod netpath builds from a configuration.
-pub const POD_IFNAME: &str = "eth0";
+pub use crate::config::POD_IFNAME;
 
 /// The MTU of a pod's veth when the node has no uplink (Ethernet's).
 pub const DEFAULT_POD_MTU: u32 = 1500;

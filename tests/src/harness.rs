@@ -77,6 +77,20 @@ impl TestNode {
         }
     }
 
+    /// [`TestNode::new`] whose pods reach the LAN host through masquerade
+    /// behind the uplink's address (the LAN host has no route to the pods).
+    pub fn masqueraded(tag: &str, pods: &[&str]) -> Self {
+        let mut node = Self::new(tag, pods);
+        node.config
+            .masquerade
+            .push(netpath::config::MasqueradeConfig {
+                source: None,
+                out: None,
+                address: None,
+            });
+        node
+    }
+
     /// Adds a second uplink (`uplink1`, 192.168.60.2/24) to a router
     /// namespace with a far host (192.168.70.2/24) behind it; removed with
     /// the node.

@@ -5,11 +5,7 @@
 
 use std::{net::Ipv4Addr, process::Command, thread};
 
-use netpath::{
-    api::PodInfo,
-    config::{Config, MasqueradeConfig},
-    sys::netns::Netns,
-};
+use netpath::{api::PodInfo, config::Config, sys::netns::Netns};
 use serde_json::Value;
 use tests::{
     daemon::{DaemonProc, netpath, netpath_err, netpath_ok},
@@ -25,16 +21,6 @@ fn pod_named<'a>(pods: &'a [PodInfo], name: &str) -> &'a PodInfo {
     pods.iter()
         .find(|p| p.name == name)
         .unwrap_or_else(|| panic!("no pod {name} in {pods:?}"))
-}
-
-fn masqueraded(tag: &str, pods: &[&str]) -> TestNode {
-    let mut node = TestNode::new(tag, pods);
-    node.config.masquerade.push(MasqueradeConfig {
-        source: None,
-        out: None,
-        address: None,
-    });
-    node
 }
 
 #[test]
@@ -294,7 +280,7 @@ fn pinned_program_ids(instance: &str) -> Vec<(String, u64)> {
 
 #[test]
 fn a_connection_survives_a_daemon_sigkill_and_restart() {
-    let node = masqueraded("dkill", &["a"]);
+    let node = TestNode::masqueraded("dkill", &["a"]);
     let mut daemon = DaemonProc::start(&node);
     let i = node.instance().to_owned();
     let lan = node.lab.lan_addr.addr();
@@ -341,7 +327,7 @@ fn a_connection_survives_a_daemon_sigkill_and_restart() {
 
 #[test]
 fn conntrack_flush_through_the_daemon_empties_the_table() {
-    let node = masqueraded("dflush", &["a"]);
+    let node = TestNode::masqueraded("dflush", &["a"]);
     let _daemon = DaemonProc::start(&node);
     let i = node.instance();
     assert_eq!(ping(&node.pod_ns("a"), node.lab.lan_addr.addr(), 1), 1);
@@ -371,4 +357,55 @@ fn a_second_daemon_for_the_same_instance_is_refused() {
     assert!(err.contains("already serves instance"), "{err}");
     // The first one still answers.
     netpath_ok(&["status", "-i", node.instance()]);
+}
+
+#[test]
+fn a_malformed_request_gets_an_error_and_the_daemon_carries_on() {
+    use std::io::{BufRead as _, BufReader, Write as _};
+    let node = TestNode::new("dbad", &["a"]);
+    let _daemon = DaemonProc::start(&node);
+    let socket = netpath::api::socket_path(node.instance());
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&socket).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "the API socket is root's only");
+    for garbage in ["not json\n", "{\"op\":\"pod_explode\"}\n", "\n"] {
+        let mut s = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+        s.write_all(garbage.as_bytes()).unwrap();
+        let mut reply = String::new();
+        BufReader::new(&s).read_line(&mut reply).unwrap();
+        let v: Value = serde_json::from_str(&reply).unwrap();
+        assert_eq!(v["error"]["kind"], "bad_request", "{garbage:?}: {reply}");
+    }
+    // A client that connects and says nothing does not block the others.
+    let _silent = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    assert_eq!(pods(node.instance()).len(), 1);
+}
+
+#[test]
+fn daemon_cleanup_removes_everything_the_instance_built() {
+    let mut node = TestNode::new("dclean", &["a", "b"]);
+    node.config.node.dns = Some(netpath::config::DnsConfig {
+        nameservers: vec!["192.168.50.1".parse().unwrap()],
+        search: Vec::new(),
+        options: Vec::new(),
+    });
+    let mut daemon = DaemonProc::start(&node);
+    let i = node.instance().to_owned();
+    netpath_ok(&["pod", "add", "c", "-i", &i]);
+    assert!(daemon.stop());
+    let etc = std::path::Path::new("/etc/netns").join(format!("{i}-c"));
+    assert!(etc.join("resolv.conf").exists());
+    let out = netpath_ok(&["daemon", "--cleanup", "--instance", &i]);
+    assert!(out.contains("removed 3 pods"), "{out}");
+    for pod in ["a", "b", "c"] {
+        assert!(
+            !Netns::exists(&format!("{i}-{pod}")),
+            "{pod}'s namespace is left"
+        );
+    }
+    assert!(!etc.exists(), "{} is left", etc.display());
+    assert!(!netpath::datapath::PinDir::for_instance(&i).exists());
+    assert!(!std::path::Path::new("/run/netpath").join(&i).exists());
+    // Nothing left to clean: a second cleanup is a no-op.
+    netpath_ok(&["daemon", "--cleanup", "--instance", &i]);
 }

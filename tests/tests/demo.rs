@@ -97,7 +97,7 @@ fn the_running_demo_takes_a_pod_from_the_cli_and_ctrl_c_removes_it() {
     let _turn = DEMO
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let mut child = Command::new(bin("netpath"))
+    let child = Command::new(bin("netpath"))
         .arg("demo")
         .stdin(Stdio::null())
         .stdout(Stdio::null())

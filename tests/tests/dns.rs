@@ -19,7 +19,7 @@ use std::{
 };
 
 use netpath::{
-    config::{ConfigError, DnsConfig, MasqueradeConfig},
+    config::{ConfigError, DnsConfig},
     reconcile::{self, PlanError, ReconcileError},
     sys::netns::Netns,
 };
@@ -31,18 +31,6 @@ const LAN: Ipv4Addr = Ipv4Addr::new(192, 168, 50, 1);
 const NODE: Ipv4Addr = Ipv4Addr::new(192, 168, 50, 2);
 /// What the responder answers for every name.
 const ANSWER: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
-
-/// A lab node whose pods reach the LAN host through masquerade (the LAN
-/// host has no route to the pods).
-fn dns_node(tag: &str, pods: &[&str]) -> TestNode {
-    let mut node = TestNode::new(tag, pods);
-    node.config.masquerade.push(MasqueradeConfig {
-        source: None,
-        out: None,
-        address: None,
-    });
-    node
-}
 
 fn dns(nameservers: &[Ipv4Addr], search: &[&str], options: &[&str]) -> DnsConfig {
     DnsConfig {
@@ -203,7 +191,7 @@ fn pods_resolve_with_node_dns_and_a_change_reaches_them_without_recreating() {
     let given = unique("cni");
     block_on(Netns::create(&given)).expect("create the runtime's namespace");
     let _given_gone = GivenNetns(given.clone());
-    let mut node = dns_node("dns", &["red"]);
+    let mut node = TestNode::masqueraded("dns", &["red"]);
     node.config.node.dns = Some(dns(
         &[LAN],
         &["cluster.local", "svc.cluster.local"],
@@ -337,7 +325,7 @@ impl Drop for GivenNetns {
 
 #[test]
 fn files_netpath_did_not_write_are_never_touched() {
-    let mut node = dns_node("dnsforeign", &["red"]);
+    let mut node = TestNode::masqueraded("dnsforeign", &["red"]);
     node.config.node.dns = Some(dns(&[LAN], &["cluster.local"], &[]));
     let dir = etc_dir(&node.pod_ns("red"));
     let _cleanup = RemoveDir(dir.clone());
@@ -384,7 +372,7 @@ fn files_netpath_did_not_write_are_never_touched() {
 
 #[test]
 fn four_nameservers_are_refused_before_anything_is_built() {
-    let mut node = dns_node("dns4", &["red"]);
+    let mut node = TestNode::masqueraded("dns4", &["red"]);
     node.config.node.dns = Some(dns(&[LAN, LAN, LAN, LAN], &[], &[]));
     let err = node.apply().unwrap_err();
     assert!(
@@ -400,7 +388,7 @@ fn four_nameservers_are_refused_before_anything_is_built() {
 
 #[test]
 fn a_failed_apply_puts_the_files_back() {
-    let mut node = dns_node("dnsundo", &["red"]);
+    let mut node = TestNode::masqueraded("dnsundo", &["red"]);
     node.config.node.dns = Some(dns(&[LAN], &["cluster.local"], &[]));
     node.apply().expect("apply");
     let before = resolv_conf(&node, "red");

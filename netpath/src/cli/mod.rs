@@ -162,6 +162,20 @@ pub enum Output {
     Json,
 }
 
+impl Output {
+    /// `value` as a table (`table` renders it) or as JSON.
+    fn show<T: serde::Serialize + ?Sized>(
+        self,
+        value: &T,
+        table: impl FnOnce(&T) -> String,
+    ) -> String {
+        match self {
+            Self::Table => table(value),
+            Self::Json => render::pretty(&value),
+        }
+    }
+}
+
 #[derive(Subcommand)]
 pub enum PodCommand {
     /// Add a pod: a namespace `<prefix><name>` with a veth, an address
@@ -426,10 +440,7 @@ fn pod_verb(command: PodCommand) -> Result<String> {
         PodCommand::Del { name, instance } => change(&instance, &Request::PodDel { name })?,
         PodCommand::List(t) => {
             let pods: Vec<PodInfo> = t.instance.client()?.call(&Request::PodList)?;
-            match t.output {
-                Output::Table => render::pod_list(&pods),
-                Output::Json => render::pretty(&pods),
-            }
+            t.output.show(&pods, |p| render::pod_list(p))
         }
     })
 }
@@ -450,10 +461,8 @@ fn route_verb(command: RouteCommand) -> Result<String> {
         RouteCommand::Del { dst, instance } => change(&instance, &Request::RouteDel { dst })?,
         RouteCommand::List(t) => {
             let config = desired(&t.instance)?;
-            match t.output {
-                Output::Table => render::route_list(&config, &config.routes),
-                Output::Json => render::pretty(&config.routes),
-            }
+            t.output
+                .show(&config.routes, |r| render::route_list(&config, r))
         }
     })
 }
@@ -474,10 +483,8 @@ fn masquerade_verb(command: MasqueradeCommand) -> Result<String> {
         )?,
         MasqueradeCommand::List(t) => {
             let config = desired(&t.instance)?;
-            match t.output {
-                Output::Table => render::masquerade_list(&config, &config.masquerade),
-                Output::Json => render::pretty(&config.masquerade),
-            }
+            t.output
+                .show(&config.masquerade, |m| render::masquerade_list(&config, m))
         }
     })
 }
@@ -522,10 +529,7 @@ fn port_forward_verb(command: PortForwardCommand) -> Result<String> {
         PortForwardCommand::List(t) => {
             let (_, views) = lb_views(&t.instance.resolve()?)?;
             let views: Vec<_> = views.into_iter().filter(|v| v.port_forward).collect();
-            match t.output {
-                Output::Table => render::port_forwards(&views),
-                Output::Json => render::pretty(&views),
-            }
+            t.output.show(&views, |v| render::port_forwards(v))
         }
     })
 }
@@ -634,10 +638,7 @@ async fn apply(file: &std::path::Path) -> Result<String> {
 
 fn status(t: &Target1) -> Result<String> {
     let st: Status = t.instance.client()?.call(&Request::Status)?;
-    Ok(match t.output {
-        Output::Table => render::status(&st),
-        Output::Json => render::pretty(&st),
-    })
+    Ok(t.output.show(&st, render::status))
 }
 
 fn stats(t: &Target1) -> Result<String> {

@@ -6,6 +6,9 @@ use ipnet::Ipv4Net;
 
 /// The longest instance or pod name, in bytes.
 pub const MAX_NAME_LEN: usize = 32;
+
+/// The interface inside a pod when `ifname` does not name another.
+pub const POD_IFNAME: &str = "eth0";
 /// The longest Linux interface name, in bytes (`IFNAMSIZ` - 1).
 pub const MAX_IFNAME_LEN: usize = 15;
 /// The longest pod CIDR prefix: a /30 still holds one pod besides the gateway.

@@ -94,7 +94,7 @@ use limits::net;
 pub use limits::{
     GATEWAY_IFNAME, GATEWAY_PEER_IFNAME, HOST_IFNAME_PREFIX, MAX_CONNTRACK_ENTRIES, MAX_IFNAME_LEN,
     MAX_MASQUERADE, MAX_NAME_LEN, MAX_NETNS_LEN, MAX_POD_PREFIX_LEN, MAX_ROUTES,
-    MIN_CONNTRACK_ENTRIES,
+    MIN_CONNTRACK_ENTRIES, POD_IFNAME,
 };
 pub use schema::{
     Config, ConntrackConfig, MasqueradeConfig, NatConfig, NodeConfig, PodConfig, PortRange,

@@ -127,7 +127,7 @@ impl Config {
             }
             check_attachment(pod)?;
             if let Some(id) = &pod.container_id {
-                let ifname = pod.ifname.as_deref().unwrap_or(crate::resolve::POD_IFNAME);
+                let ifname = pod.ifname.as_deref().unwrap_or(super::limits::POD_IFNAME);
                 if let Some(first) = attachments.insert((id.as_str(), ifname), &pod.name) {
                     return Err(ConfigError::DuplicateAttachment {
                         container_id: id.clone(),
