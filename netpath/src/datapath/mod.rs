@@ -28,6 +28,7 @@
 //! pinned so that they outlive the process that made them, and a reload
 //! replaces the program behind each link atomically.
 
+mod array;
 pub mod attach;
 mod error;
 pub mod lb_maps;

@@ -33,7 +33,7 @@ use std::net::SocketAddrV4;
 
 use netpath_common::Frontend;
 
-use super::frontends::{LbState, Vip};
+use super::frontends::{LbState, Maglev, Vip};
 
 /// One change to the load balancer's maps.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,11 +115,13 @@ pub fn diff(current: &LbState, desired: &LbState) -> Vec<LbStep> {
                 });
             }
         }
-        if !want.maglev.is_empty() && have.is_none_or(|h| h.maglev != want.maglev) {
+        if let Maglev::Slots(table) = &want.maglev
+            && have.is_none_or(|h| h.maglev != want.maglev)
+        {
             steps.push(LbStep::SetMaglev {
                 vip,
                 id,
-                table: want.maglev.clone(),
+                table: table.clone(),
             });
         }
         if have.is_none_or(|h| h.value() != want.value()) {
@@ -131,7 +133,7 @@ pub fn diff(current: &LbState, desired: &LbState) -> Vec<LbStep> {
         let Some(have) = have else {
             continue;
         };
-        if want.maglev.is_empty() && !have.maglev.is_empty() {
+        if !want.maglev.is_present() && have.maglev.is_present() {
             steps.push(LbStep::RemoveMaglev { vip, id });
         }
         let removed: Vec<(u32, SocketAddrV4)> = have

@@ -25,7 +25,7 @@ use crate::{
     datapath::NodeMaps,
     ipam::Ipam,
     lb::{
-        frontends::{self, FrontendSpec, LbState, NodeAddresses, Owner, Vip},
+        frontends::{self, FrontendSpec, LbState, NodeAddresses, Owner, Tables, Vip},
         plan::{LbStep, diff},
     },
     resolve::DesiredNode,
@@ -52,9 +52,10 @@ pub async fn plan_lb(
     desired: &DesiredNode,
     leases: &Ipam,
 ) -> Result<LbPlan, PlanError> {
-    let current = match NodeMaps::open_pinned(&node.pins) {
-        Ok(maps) => frontends::read(maps.lb())?,
-        Err(_) => LbState::new(),
+    let maps = NodeMaps::open_pinned(&node.pins).ok();
+    let mut current = match &maps {
+        Some(maps) => frontends::read(maps.lb(), Tables::Unread)?,
+        None => LbState::new(),
     };
     if !desired.has_frontends() && current.is_empty() {
         return Ok(LbPlan::default());
@@ -117,6 +118,11 @@ pub async fn plan_lb(
             max: netpath_common::maps::FRONTENDS_MAX as usize,
         });
     }
+    if let Some(maps) = &maps {
+        // Only the tables of the frontends whose backends change are read.
+        let changing = frontends::changing(&specs, &current);
+        frontends::read_tables(maps.lb(), &mut current, &changing)?;
+    }
     let wanted = frontends::assign(&specs, &current);
     let steps = diff(&current, &wanted);
     Ok(LbPlan {
@@ -158,11 +164,11 @@ fn changes(
     steps: &[LbStep],
 ) -> Vec<String> {
     let touched: BTreeSet<Vip> = steps.iter().map(LbStep::vip).collect();
+    let owners: BTreeMap<Vip, &Owner> = specs.iter().map(|s| (s.vip, &s.owner)).collect();
     let owner = |vip: &Vip| {
-        specs
-            .iter()
-            .find(|s| s.vip == *vip)
-            .map_or_else(|| "frontend".to_owned(), |s| s.owner.to_string())
+        owners
+            .get(vip)
+            .map_or_else(|| "frontend".to_owned(), ToString::to_string)
     };
     touched
         .iter()
