@@ -93,6 +93,12 @@ pub mod maps {
     /// `BPF_F_INNER_MAP`: an inner array whose size may differ from the
     /// template's (kernel 5.10); every Maglev table is created with it.
     pub const BPF_F_INNER_MAP: u32 = 1 << 12;
+    /// `BPF_F_NO_PREALLOC`: a hash map that allocates an entry when it is
+    /// added, so its memory follows what it holds rather than its maximum.
+    /// The frontends, backends and the Maglev outer map have it (only the
+    /// controller writes them, rarely; 65,536 frontends preallocated would
+    /// cost about 11 MB on every node, used or not).
+    pub const BPF_F_NO_PREALLOC: u32 = 1;
     /// ClientIP session affinity (LRU): [`crate::AffinityKey`] →
     /// [`crate::Affinity`]. v2: with `frontends_v2` (its keys hold
     /// frontend ids).

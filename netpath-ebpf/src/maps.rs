@@ -71,12 +71,15 @@ pub static FRAGS: LruHashMap<
 
 // --- DNAT: port-forwards and services, and the XDP prefilter ---
 
-/// Frontends: service VIPs and forwarded node ports.
+/// Frontends: service VIPs and forwarded node ports. Not preallocated
+/// (`BPF_F_NO_PREALLOC`), like the backends and the Maglev outer map: their
+/// memory follows the services a node has.
 #[btf_map(name = "frontends_v2")]
 pub static FRONTENDS: HashMap<
     netpath_common::FrontendKey,
     netpath_common::Frontend,
     { maps::FRONTENDS_MAX as usize },
+    { maps::BPF_F_NO_PREALLOC as usize },
 > = HashMap::new();
 
 /// Every frontend's backends, by (frontend id, backend index).
@@ -85,6 +88,7 @@ pub static BACKENDS: HashMap<
     netpath_common::BackendKey,
     netpath_common::Backend,
     { maps::BACKENDS_MAX as usize },
+    { maps::BPF_F_NO_PREALLOC as usize },
 > = HashMap::new();
 
 /// Maglev tables: frontend id → an array of backend indices (one per
@@ -102,6 +106,7 @@ pub static MAGLEV: HashOfMaps<
         { maps::BPF_F_INNER_MAP as usize },
     >,
     { maps::FRONTENDS_MAX as usize },
+    { maps::BPF_F_NO_PREALLOC as usize },
 > = HashOfMaps::new();
 
 /// ClientIP session affinity (LRU).

@@ -28,8 +28,8 @@
 //! pinned so that they outlive the process that made them, and a reload
 //! replaces the program behind each link atomically.
 
-mod array;
 pub mod attach;
+mod batch;
 mod error;
 pub mod lb_maps;
 pub mod load;

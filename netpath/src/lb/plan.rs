@@ -28,6 +28,15 @@
 //! A removed frontend goes the other way: its frontend entry first (no new
 //! connection finds it), then its table, backends, connections and
 //! affinity.
+//!
+//! The steps of one frontend only ever go forward in that list, so the
+//! reconciler runs the steps of all frontends kind by kind (every new
+//! backend, then every table, every frontend entry, ...;
+//! `reconcile::lb::execute_lb`): each frontend still sees its own order,
+//! while the tables go in and out in batches (every syscall on the Maglev
+//! hash of maps waits for an RCU grace period, so that no program runs
+//! with the table it replaced when it returns) and the connection table
+//! and the affinity map are walked once per apply, not once per service.
 
 use std::net::SocketAddrV4;
 
