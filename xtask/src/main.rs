@@ -75,7 +75,9 @@ enum Task {
     /// docs/benchmarks.md. Ctrl-C reaches the bench, which cleans up.
     ///
     /// Arguments after `--` go to netpath-bench, e.g. `-- --smoke` (every
-    /// figure for about a second) or `-- --help`.
+    /// figure briefly, under a minute), `-- --only service-scale` (1 to
+    /// 30,000 services: kube-proxy's iptables and nftables modes and
+    /// netpath) or `-- --help`.
     Bench {
         /// Arguments for netpath-bench.
         #[arg(last = true)]

@@ -66,7 +66,11 @@ fn ratio_cell(s: Option<&Spread>) -> String {
 /// prefilter), netpath XDP / classic, marked so.
 fn vs_classic_cell(row: Option<&SummaryRow>) -> String {
     match row {
-        Some(r) if r.netpath_vs_classic.is_none() && r.xdp_vs_classic.is_some() => {
+        Some(r)
+            if r.figure == Figure::Prefilter
+                && r.netpath_vs_classic.is_none()
+                && r.xdp_vs_classic.is_some() =>
+        {
             format!("{} (XDP)", ratio_cell(r.xdp_vs_classic.as_ref()))
         }
         _ => ratio_cell(row.and_then(|r| r.netpath_vs_classic.as_ref())),
@@ -522,11 +526,15 @@ the end, also on errors and Ctrl-C; traffic flows only between them; iptables ru
 inside the classic node namespace. The machine's other load counts: run the bench on an
 otherwise idle machine and compare ratios, which are more stable than absolute numbers.
 
-Reproduce: `cargo xtask bench` (the full run, about 10 minutes on 2 cores; options after
-`--`, see `cargo xtask bench -- --help`), or `cargo xtask bench -- --smoke` (every figure
-for about half a second). The smoke run is also a test (`bench/tests/smoke.rs`, part of
-`cargo xtask test`). After changing the report code, `cargo xtask bench -- --render
-bench/results/<id>.json` renders this page and the chart again without measuring.
+Reproduce: `cargo xtask bench` (the full run: these figures in about 10 minutes on 2
+cores, the service scale in most of an hour; options after `--`, see `cargo xtask bench --
+--help`); `cargo xtask bench -- --only GROUP,...` runs some of the groups (`baseline`,
+`routes`, `conntrack`, `prefilter`, `service-scale`) and writes this page with the others
+from the newest results that have them; `cargo xtask bench -- --smoke` runs every figure
+briefly and 1 and 100 services, in under a minute. The smoke run is also a test
+(`bench/tests/smoke.rs`, part of `cargo xtask test`). After changing the report code,
+`cargo xtask bench -- --render bench/results/<id>.json[,<id>.json]` renders this page and
+the charts again without measuring (several results merged in order).
 ";
 
 /// Writes the page.

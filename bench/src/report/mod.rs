@@ -240,8 +240,11 @@ impl Results {
 
 /// Schema 1 → 2: the XDP instance was `netpath` and the TC-only one
 /// `netpath_tc`; now `netpath` is the default configuration (TC only) and
-/// `netpath_xdp` the XDP one. Renames every setup key and sample setup; the
-/// summary is recomputed anyway.
+/// `netpath_xdp` the XDP one. Renames every setup key and sample setup,
+/// except pod → pod samples: schema 1 measured pod → pod on the XDP
+/// instance only, whose XDP program that path never crosses (the same
+/// datapath as TC only, it said), so those numbers are the default
+/// configuration's and stay `netpath`. The summary is recomputed anyway.
 pub fn upgrade_v1(v: &mut serde_json::Value) {
     use serde_json::Value;
     fn rename(s: &str) -> Option<&'static str> {
@@ -271,10 +274,16 @@ pub fn upgrade_v1(v: &mut serde_json::Value) {
     }
     if let Some(Value::Array(samples)) = v.get_mut("samples") {
         for s in samples {
-            if let Some(Value::String(setup)) = s.get_mut("setup")
-                && let Some(new) = rename(setup)
-            {
-                *setup = new.to_owned();
+            let pod_to_pod = s.get("scenario").and_then(Value::as_str) == Some("pod_to_pod");
+            if let Some(Value::String(setup)) = s.get_mut("setup") {
+                let new = match (pod_to_pod, setup.as_str()) {
+                    (true, "netpath") => Some("netpath"),
+                    (true, "netpath_tc") => Some("netpath_xdp"),
+                    (_, other) => rename(other),
+                };
+                if let Some(new) = new {
+                    *setup = new.to_owned();
+                }
             }
         }
     }
@@ -436,7 +445,13 @@ mod tests {
             "schema": 1,
             "setups": {"netpath": {"description": ["xdp"]}, "netpath_tc": {"description": ["tc"]}, "classic": {"description": []}},
             "conditions": [{"setups": {"netpath": {}, "netpath_tc": {}}}],
-            "samples": [{"setup": "netpath"}, {"setup": "netpath_tc"}, {"setup": "limit"}],
+            "samples": [
+                {"setup": "netpath", "scenario": "lan_to_pod"},
+                {"setup": "netpath_tc", "scenario": "lan_to_pod"},
+                {"setup": "limit", "scenario": "lan_to_pod"},
+                {"setup": "netpath", "scenario": "pod_to_pod"},
+                {"setup": "netpath_tc", "scenario": "pod_to_pod"}
+            ],
             "summary": [{"anything": 1}]
         });
         upgrade_v1(&mut v);
@@ -451,7 +466,11 @@ mod tests {
             .iter()
             .map(|s| s["setup"].as_str().unwrap())
             .collect();
-        assert_eq!(setups, ["netpath_xdp", "netpath", "limit"]);
+        assert_eq!(
+            setups,
+            ["netpath_xdp", "netpath", "limit", "netpath", "netpath_xdp"],
+            "pod → pod was the XDP instance's only, and it never crosses XDP"
+        );
         assert_eq!(v["summary"], serde_json::json!([]));
     }
 

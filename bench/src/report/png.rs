@@ -346,58 +346,90 @@ fn draw_scale(s: &crate::service_scale::ScaleResults, path: &Path) -> DrawResult
         } else {
             (ymin / 1.5, ymax * 1.5)
         };
-        let mut chart = ChartBuilder::on(panel)
-            .caption(title, (FONT, 20))
-            .margin(16)
-            .x_label_area_size(44)
-            .y_label_area_size(70)
-            .build_cartesian_2d((0.7f64..xmax).log_scale(), (ymin..ymax).log_scale())?;
-        chart
-            .configure_mesh()
-            .x_desc("services")
-            .y_desc(ylabel)
-            .x_label_formatter(&|x| crate::condition::thousands(x.round() as u64))
-            .y_label_formatter(&|y| num(*y))
-            .label_style((FONT, 15))
-            .axis_desc_style((FONT, 15))
-            .draw()?;
-        for (mode, points) in &spreads {
-            let color = colors(*mode);
+        if metric == "connections" {
+            // Linear: rates side by side.
+            let mut chart = ChartBuilder::on(panel)
+                .caption(title, (FONT, 20))
+                .margin(16)
+                .x_label_area_size(44)
+                .y_label_area_size(70)
+                .build_cartesian_2d((0.7f64..xmax).log_scale(), 0f64..ymax / 1.5 * 1.15)?;
+            scale_series(&mut chart, &spreads, colors, ylabel)?;
             chart
-                .draw_series(LineSeries::new(
-                    points.iter().map(|(x, sp)| (*x, sp.median)),
-                    color.stroke_width(3),
-                ))?
-                .label(mode.title())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(3))
-                });
-            chart.draw_series(
-                points
-                    .iter()
-                    .map(|(x, sp)| Circle::new((*x, sp.median), 5, color.filled())),
-            )?;
-            for (x, sp) in points {
-                if sp.max > sp.min {
-                    chart.draw_series(std::iter::once(PathElement::new(
-                        vec![(*x, sp.min), (*x, sp.max)],
-                        color.stroke_width(1),
-                    )))?;
-                }
-            }
+                .configure_series_labels()
+                .position(SeriesLabelPosition::LowerLeft)
+                .label_font((FONT, 15))
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .draw()?;
+        } else {
+            let mut chart = ChartBuilder::on(panel)
+                .caption(title, (FONT, 20))
+                .margin(16)
+                .x_label_area_size(44)
+                .y_label_area_size(70)
+                .build_cartesian_2d((0.7f64..xmax).log_scale(), (ymin..ymax).log_scale())?;
+            scale_series(&mut chart, &spreads, colors, ylabel)?;
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::UpperLeft)
+                .label_font((FONT, 15))
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .draw()?;
         }
-        chart
-            .configure_series_labels()
-            .position(if metric == "connections" {
-                SeriesLabelPosition::LowerLeft
-            } else {
-                SeriesLabelPosition::UpperLeft
-            })
-            .label_font((FONT, 15))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()?;
     }
     root.present()?;
+    Ok(())
+}
+
+/// The mesh and one line (median, whiskers min–max) per node.
+fn scale_series<'a, Y>(
+    chart: &mut ChartContext<
+        'a,
+        BitMapBackend<'a>,
+        Cartesian2d<plotters::coord::combinators::LogCoord<f64>, Y>,
+    >,
+    spreads: &[(crate::service_scale::nodes::Mode, Vec<(f64, Spread)>)],
+    colors: impl Fn(crate::service_scale::nodes::Mode) -> RGBColor,
+    ylabel: &str,
+) -> DrawResult
+where
+    Y: Ranged<ValueType = f64> + plotters::coord::ranged1d::ValueFormatter<f64>,
+{
+    chart
+        .configure_mesh()
+        .x_desc("services")
+        .y_desc(ylabel)
+        .x_label_formatter(&|x| crate::condition::thousands(x.round() as u64))
+        .y_label_formatter(&|y| num(*y))
+        .label_style((FONT, 15))
+        .axis_desc_style((FONT, 15))
+        .draw()?;
+    for (mode, points) in spreads {
+        let color = colors(*mode);
+        chart
+            .draw_series(LineSeries::new(
+                points.iter().map(|(x, sp)| (*x, sp.median)),
+                color.stroke_width(3),
+            ))?
+            .label(mode.title())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(3))
+            });
+        chart.draw_series(
+            points
+                .iter()
+                .map(|(x, sp)| Circle::new((*x, sp.median), 5, color.filled())),
+        )?;
+        for (x, sp) in points {
+            if sp.max > sp.min {
+                chart.draw_series(std::iter::once(PathElement::new(
+                    vec![(*x, sp.min), (*x, sp.max)],
+                    color.stroke_width(1),
+                )))?;
+            }
+        }
+    }
     Ok(())
 }

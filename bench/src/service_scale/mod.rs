@@ -225,13 +225,16 @@ impl ScalePoint {
         Spread::of(&self.values(mode, metric).into_values().collect::<Vec<_>>())
     }
 
-    /// `num` / `den` of `metric`, per round where both have a value.
+    /// `num` / `den` of `metric`, per round where both have a positive
+    /// value (a memory delta can be negative: memory freed elsewhere
+    /// meanwhile; no ratio then).
     pub fn ratio(&self, num: Mode, den: Mode, metric: &str) -> Option<Spread> {
         let d = self.values(den, metric);
         let r: Vec<f64> = self
             .values(num, metric)
             .iter()
-            .filter_map(|(round, n)| d.get(round).filter(|x| **x != 0.0).map(|x| n / x))
+            .filter(|(_, n)| **n > 0.0)
+            .filter_map(|(round, n)| d.get(round).filter(|x| **x > 0.0).map(|x| n / x))
             .collect();
         Spread::of(&r)
     }
