@@ -4,8 +4,7 @@
 //!    it has a prefix for the destination; an entry with ifindex 0 means
 //!    "hand it to the node's stack" (the controller puts the node's own
 //!    addresses that a declared route covers there as /32s, and the pod
-//!    CIDR). The next hop's MAC then comes from the node's FIB and
-//!    neighbour table (a lookup of the next hop itself), when they know it.
+//!    CIDR).
 //! 2. Otherwise `bpf_fib_lookup` in the node's FIB decides: its next hop
 //!    MAC when the neighbour is known, `bpf_redirect_neigh` when it is not;
 //!    a local destination, or none (`BPF_FIB_LKUP_RET_NOT_FWDED` says
@@ -26,10 +25,8 @@ use aya_ebpf::{
         BPF_FIB_LKUP_RET_PROHIBIT, BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LKUP_RET_UNREACHABLE,
         bpf_fib_lookup as FibParams,
     },
-    btf_maps::PerCpuArray,
     btf_maps::lpm_trie::Key,
     helpers::bpf_fib_lookup,
-    macros::btf_map,
     programs::TcContext,
 };
 use netpath_common::{NodeSettings, RouteKey, Stat};
@@ -60,23 +57,11 @@ pub enum NextHop {
     Unreachable,
 }
 
-/// The `bpf_fib_lookup` parameter block, one per CPU: 64 bytes that the
-/// walk's stack (512 bytes for all its frames, see `from_pod`) need not
-/// hold. The helper takes any memory for it. Not pinned: nothing in it
-/// outlives one lookup.
-#[btf_map(name = "fib_scratch")]
-static FIB_PARAMS: PerCpuArray<FibParams, 1> = PerCpuArray::new();
-
 /// Looks up the next hop of `f`. A BPF subprogram of its own
-/// (`inline(never)`), so that its frame is not part of the head's.
+/// (`inline(never)`): its `bpf_fib_lookup` parameters then live in its own
+/// stack frame, not in the walk's (see `from_pod`: the walk's frames must fit the 512-byte BPF stack).
 #[inline(never)]
 pub fn lookup(ctx: &TcContext, f: &Flow, settings: &NodeSettings) -> NextHop {
-    let Some(slot) = FIB_PARAMS.get_ptr_mut(0) else {
-        return NextHop::Host;
-    };
-    // SAFETY: the slot is this CPU's, and one packet's walk runs to the
-    // end on its CPU (softirq) before another can use it.
-    let params = unsafe { &mut *slot };
     let key = Key::new(32, RouteKey { addr: f.daddr });
     if let Some(route) = ROUTES.get(&key) {
         count(Stat::RouteMapHit, ctx.len());
@@ -88,13 +73,34 @@ pub fn lookup(ctx: &TcContext, f: &Flow, settings: &NodeSettings) -> NextHop {
         } else {
             route.via
         };
-        return neighbour(ctx, f, settings, route.ifindex, via, params);
+        return NextHop::Neigh {
+            ifindex: route.ifindex,
+            via,
+        };
     }
     if settings.fib_ifindex == 0 {
         return NextHop::Host;
     }
 
-    let fib_ret = fib(ctx, f, settings, f.daddr, params);
+    // SAFETY: an all-zero bpf_fib_lookup is a valid value of the C struct.
+    let mut params: FibParams = unsafe { mem::zeroed() };
+    params.family = AF_INET;
+    params.l4_protocol = f.proto;
+    params.sport = f.sport.to_be();
+    params.dport = f.dport.to_be();
+    params.ifindex = settings.fib_ifindex;
+    params.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(f.saddr);
+    params.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(f.daddr);
+    // SAFETY: `params` is a valid, initialised struct on the stack and the
+    // size passed is its size.
+    let fib_ret = unsafe {
+        bpf_fib_lookup(
+            ctx.skb.skb.cast(),
+            &raw mut params,
+            mem::size_of::<FibParams>() as i32,
+            0,
+        )
+    } as u32;
     match fib_ret {
         BPF_FIB_LKUP_RET_SUCCESS => {
             count(Stat::RouteFibHit, ctx.len());
@@ -121,67 +127,4 @@ pub fn lookup(ctx: &TcContext, f: &Flow, settings: &NodeSettings) -> NextHop {
         // stack decides.
         _ => NextHop::Host,
     }
-}
-
-/// `bpf_fib_lookup` of `dst` for `f`, run as the FIB device (see the
-/// module documentation); fills `params` and returns the helper's code.
-#[inline(always)]
-fn fib(
-    ctx: &TcContext,
-    f: &Flow,
-    settings: &NodeSettings,
-    dst: [u8; 4],
-    params: &mut FibParams,
-) -> u32 {
-    // Every field the kernel reads starts at zero (a non-zero `tot_len`
-    // would ask for an MTU check, a stale `tbid` for another table).
-    // SAFETY: an all-zero bpf_fib_lookup is a valid value of the C struct.
-    *params = unsafe { mem::zeroed() };
-    params.family = AF_INET;
-    params.l4_protocol = f.proto;
-    params.sport = f.sport.to_be();
-    params.dport = f.dport.to_be();
-    params.ifindex = settings.fib_ifindex;
-    params.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(f.saddr);
-    params.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(dst);
-    // SAFETY: `params` is a valid, initialised struct and the size passed
-    // is its size.
-    (unsafe {
-        bpf_fib_lookup(
-            ctx.skb.skb.cast(),
-            core::ptr::from_mut(params),
-            mem::size_of::<FibParams>() as i32,
-            0,
-        )
-    }) as u32
-}
-
-/// The next hop of a route-map route: out of `ifindex` to `via`. The
-/// node's FIB is asked for `via` itself (its connected route on `ifindex`
-/// and its neighbour entry) so that the packet leaves with the
-/// neighbour's MAC by a plain `bpf_redirect`: `bpf_redirect_neigh`, which
-/// resolves the neighbour again for every packet, is left for a neighbour
-/// the node does not know yet, and for a FIB that would send `via`
-/// elsewhere (then the route map's `ifindex` wins).
-#[inline(always)]
-fn neighbour(
-    ctx: &TcContext,
-    f: &Flow,
-    settings: &NodeSettings,
-    ifindex: u32,
-    via: [u8; 4],
-    params: &mut FibParams,
-) -> NextHop {
-    if settings.fib_ifindex != 0 {
-        if fib(ctx, f, settings, via, params) == BPF_FIB_LKUP_RET_SUCCESS
-            && params.ifindex == ifindex
-        {
-            return NextHop::Direct {
-                ifindex,
-                smac: params.smac,
-                dmac: params.dmac,
-            };
-        }
-    }
-    NextHop::Neigh { ifindex, via }
 }

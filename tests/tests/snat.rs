@@ -157,35 +157,6 @@ fn the_default_route_of_the_uplink_gateway_is_used_from_the_route_map() {
     assert!(stat(&node, Stat::RouteMapHit) >= before + 2);
 }
 
-/// A route-map route's next hop leaves with the MAC the node's neighbour
-/// table holds (`bpf_redirect` with the FIB's MACs): only a packet to a
-/// neighbour the node does not know yet is resolved by
-/// `bpf_redirect_neigh` (counted `route_neigh_resolve`).
-#[test]
-fn routed_packets_leave_with_the_neighbours_mac_once_it_is_known() {
-    let mut node = snat_node("fibmac", &["red"]);
-    node.config.node.uplink.as_mut().unwrap().gateway = Some(LAN);
-    node.apply().expect("apply");
-    let (routed, resolved) = (
-        stat(&node, Stat::FwdRouted),
-        stat(&node, Stat::RouteNeighResolve),
-    );
-    let lan_port = 9310;
-    let server = tcp_echo_server(&node.lab.lan_netns, LAN, lan_port, 1);
-    let payload = vec![7u8; 200_000];
-    let back = tcp_roundtrip(&node.pod_ns("red"), LAN, lan_port, payload.clone()).unwrap();
-    assert_eq!(back, payload);
-    server.join().unwrap();
-    let routed = stat(&node, Stat::FwdRouted) - routed;
-    let resolved = stat(&node, Stat::RouteNeighResolve) - resolved;
-    assert!(routed >= 10, "{routed} packets routed");
-    // The first packet may find the gateway unresolved; the rest do not.
-    assert!(
-        resolved <= 2,
-        "{resolved} of {routed} packets resolved their neighbour"
-    );
-}
-
 #[test]
 fn two_pods_on_the_same_source_port_get_distinct_nat_ports() {
     let node = snat_node("collide", &["red", "blue"]);
