@@ -193,9 +193,10 @@ impl Figure {
                 Err("no BPF programs in this datapath")
             }
             (Figure::Prefilter, SetupKind::Limit) => Err("a bare veth pair filters nothing"),
-            (Figure::Prefilter, SetupKind::NetpathTc) => {
-                Err("the prefilter is part of the XDP program (XDP off)")
-            }
+            (Figure::Prefilter, SetupKind::Netpath) => Err(
+                "the prefilter is part of the XDP program, which netpath's default \
+                 configuration leaves off (see the netpath XDP column)",
+            ),
             _ => Ok(()),
         }
     }
@@ -312,7 +313,8 @@ mod tests {
         assert!(Figure::BpfCost.applies_to(SetupKind::Limit).is_err());
         assert!(Figure::Tcp1.applies_to(SetupKind::Limit).is_ok());
         assert!(Figure::Prefilter.applies_to(SetupKind::Classic).is_ok());
-        assert!(Figure::Prefilter.applies_to(SetupKind::NetpathTc).is_err());
+        assert!(Figure::Prefilter.applies_to(SetupKind::Netpath).is_err());
+        assert!(Figure::Prefilter.applies_to(SetupKind::NetpathXdp).is_ok());
         assert!(Figure::Prefilter.applies_in(Scenario::LanToPod));
         assert!(!Figure::Prefilter.applies_in(Scenario::PodToPod));
         assert!(Figure::Udp64.applies_in(Scenario::PodToPod));

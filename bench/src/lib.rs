@@ -6,9 +6,10 @@
 //! measures them interleaved in one run ([`runner`]): TCP throughput,
 //! request/response rate and latency, connection rate, small-packet UDP
 //! rate ([`load`]), under conditions that scale routes and idle conntrack
-//! entries ([`figures`]), plus memory and CPU cost ([`metrics`]). The
-//! results are written as JSON, a markdown page and a PNG chart
-//! ([`report`]).
+//! entries ([`figures`]), plus memory and CPU cost ([`metrics`]); and the
+//! service-scale group ([`service_scale`]): 1 to 30,000 services in
+//! kube-proxy's iptables and nftables modes and in netpath. The results are
+//! written as JSON, a markdown page and PNG charts ([`report`]).
 //!
 //! Safety: everything happens inside namespaces named `npb-<pid>-*`
 //! ([`ns`]); they are removed at the end, on errors, panics and Ctrl-C.
@@ -21,9 +22,10 @@ pub mod metrics;
 pub mod ns;
 pub mod report;
 pub mod runner;
+pub mod service_scale;
 pub mod topology;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
@@ -33,54 +35,161 @@ pub use runner::{Options, run};
 #[derive(Debug, Clone)]
 pub struct Written {
     pub json: PathBuf,
+    /// The chart of the figures (baseline ratios), when there are figures.
     pub png: Option<PathBuf>,
+    /// The service-scale chart, when the group ran.
+    pub scale_png: Option<PathBuf>,
     pub docs: Option<PathBuf>,
 }
 
-/// Renders an earlier run again: its chart (next to the JSON) and, if
-/// asked, the page, with the current summary and report code. Measures
-/// nothing; the JSON stays as it is.
-pub fn render(json: &std::path::Path, docs: Option<&std::path::Path>) -> Result<Written> {
-    let mut results = report::Results::load(json)?;
-    results.summarize();
-    let png_path = json.with_extension("png");
-    let png = match report::png::write(&results, &png_path) {
-        Ok(()) => Some(png_path),
-        Err(e) => {
-            eprintln!("bench: no chart: {e:#}");
-            None
+/// The service-scale chart next to `json`: `<id>-service-scale.png`.
+pub fn scale_png_path(json: &Path) -> PathBuf {
+    let stem = json
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    json.with_file_name(format!("{stem}-service-scale.png"))
+}
+
+/// Draws the charts of `results` next to `json`; a chart that cannot be
+/// drawn is a note, not an error.
+fn charts(results: &mut report::Results, json: &Path) -> (Option<PathBuf>, Option<PathBuf>) {
+    let mut notes = Vec::new();
+    let png = (!results.conditions.is_empty())
+        .then(|| {
+            let p = json.with_extension("png");
+            report::png::write(results, &p)
+                .map(|()| p)
+                .map_err(|e| notes.push(format!("no chart: {e:#}")))
+                .ok()
+        })
+        .flatten();
+    let scale_png = results.service_scale.as_ref().and_then(|s| {
+        let p = scale_png_path(json);
+        report::png::write_scale(s, &p)
+            .map(|()| p)
+            .map_err(|e| notes.push(format!("no service-scale chart: {e:#}")))
+            .ok()
+    });
+    for n in notes {
+        eprintln!("bench: {n}");
+        results.notes.push(n);
+    }
+    (png, scale_png)
+}
+
+/// Renders earlier runs again: their charts (next to their JSON) and, if
+/// asked, the page, with the current summary and report code. Several
+/// results are merged in order ([`report::Results::merge`]). Measures
+/// nothing; the JSON files stay as they are.
+pub fn render(jsons: &[&Path], docs: Option<&Path>) -> Result<Written> {
+    let mut merged: Option<report::Results> = None;
+    let mut files = report::markdown::Files::default();
+    let mut last = None;
+    for &json in jsons {
+        let mut r = report::Results::load(json)?;
+        r.summarize();
+        let (png, scale_png) = charts(&mut r, json);
+        if !r.conditions.is_empty() {
+            files.json = Some(json.to_owned());
+            files.png.clone_from(&png);
         }
+        if r.service_scale.is_some() {
+            files.scale_json = Some(json.to_owned());
+            files.scale_png.clone_from(&scale_png);
+        }
+        last = Some((json.to_owned(), png, scale_png));
+        merged = Some(match merged {
+            None => r,
+            Some(m) => m.merge(r),
+        });
+    }
+    let (Some(mut results), Some((json, png, scale_png))) = (merged, last) else {
+        anyhow::bail!("no results file to render");
     };
+    results.summarize();
     if let Some(page) = docs {
-        report::markdown::write(&results, page, json, png.as_deref())?;
+        report::markdown::write(&results, page, &files)?;
     }
     Ok(Written {
-        json: json.to_owned(),
+        json,
         png,
+        scale_png,
         docs: docs.map(PathBuf::from),
     })
 }
 
-/// Runs the benchmark and writes its JSON, chart and (if asked) page.
+/// The newest results file in `dir` (other than `except`) for which
+/// `wanted` holds.
+fn newest(
+    dir: &Path,
+    except: &Path,
+    wanted: impl Fn(&report::Results) -> bool,
+) -> Option<(PathBuf, report::Results)> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| Some(e.ok()?.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "json") && p != except)
+        .collect();
+    files.sort();
+    files.into_iter().rev().find_map(|p| {
+        report::Results::load(&p)
+            .ok()
+            .filter(&wanted)
+            .map(|r| (p, r))
+    })
+}
+
+/// Runs the benchmark and writes its JSON, charts and (if asked) page. A
+/// run of some groups only (`--only`) writes the page with the other
+/// groups from the newest results file in the results directory that has
+/// them (the page says which run each part comes from).
 pub fn run_and_write(opts: &Options) -> Result<(report::Results, Written)> {
     let mut results = run(opts)?;
-    let png_path = opts.results_dir.join(format!("{}.png", results.id));
-    let png = match report::png::write(&results, &png_path) {
-        Ok(()) => Some(png_path),
-        Err(e) => {
-            let note = format!("no chart: {e:#}");
-            eprintln!("bench: {note}");
-            results.notes.push(note);
-            None
-        }
-    };
+    let json = opts.results_dir.join(format!("{}.json", results.id));
+    let (png, scale_png) = charts(&mut results, &json);
     let json = report::json::write(&results, &opts.results_dir)?;
     let docs = match &opts.docs {
         Some(page) => {
-            report::markdown::write(&results, page, &json, png.as_deref())?;
+            let mut files = report::markdown::Files {
+                json: (!results.conditions.is_empty()).then(|| json.clone()),
+                png: png.clone(),
+                scale_json: results.service_scale.is_some().then(|| json.clone()),
+                scale_png: scale_png.clone(),
+            };
+            let mut shown = results.clone();
+            if shown.conditions.is_empty()
+                && let Some((base_json, base)) =
+                    newest(&opts.results_dir, &json, |r| !r.conditions.is_empty())
+            {
+                files.png = Some(base_json.with_extension("png")).filter(|p| p.is_file());
+                files.json = Some(base_json);
+                shown = base.merge(shown);
+            }
+            if shown.service_scale.is_none()
+                && let Some((scale_json, scale)) =
+                    newest(&opts.results_dir, &json, |r| r.service_scale.is_some())
+            {
+                files.scale_png = Some(scale_png_path(&scale_json)).filter(|p| p.is_file());
+                files.scale_json = Some(scale_json);
+                shown = shown.merge(report::Results {
+                    conditions: Vec::new(),
+                    ..scale
+                });
+            }
+            shown.summarize();
+            report::markdown::write(&shown, page, &files)?;
             Some(page.clone())
         }
         None => None,
     };
-    Ok((results, Written { json, png, docs }))
+    Ok((
+        results,
+        Written {
+            json,
+            png,
+            scale_png,
+            docs,
+        },
+    ))
 }

@@ -4,7 +4,8 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::Parser;
 use netpath_bench::{
-    Options, figures::Figure, ns, report::markdown::num, run_and_write, topology::SetupKind,
+    Options, figures::Figure, ns, report::markdown::num, run_and_write, runner::Group,
+    topology::SetupKind,
 };
 
 #[derive(Parser)]
@@ -16,13 +17,23 @@ use netpath_bench::{
 )]
 struct Cli {
     /// Every figure for about half a second, one round, small scale (1,000
-    /// conntrack entries); results in a temporary directory, no markdown.
+    /// conntrack entries, 1 and 100 services); results in a temporary
+    /// directory, no markdown.
     #[arg(long)]
     smoke: bool,
-    /// Rounds (each runs every figure on every setup).
+    /// Only these groups: baseline, routes, conntrack, prefilter,
+    /// service-scale (comma-separated; default: all).
+    #[arg(long, value_delimiter = ',', value_parser = parse_group)]
+    only: Option<Vec<Group>>,
+    /// Service counts of the service-scale group, e.g. `1,1000,10000,30000`.
+    #[arg(long, value_delimiter = ',')]
+    services: Option<Vec<usize>>,
+    /// Rounds (each runs every figure on every setup; the service-scale
+    /// group's too).
     #[arg(long)]
     rounds: Option<usize>,
-    /// Seconds per figure and setup (iperf3 rounds to whole seconds).
+    /// Seconds per figure and setup (iperf3 rounds to whole seconds; the
+    /// service-scale group's too).
     #[arg(long)]
     secs: Option<f64>,
     /// Routes of the routing condition (0 skips it).
@@ -32,7 +43,8 @@ struct Cli {
     /// e.g. `1000,100000`; `none` skips them.
     #[arg(long, value_parser = parse_counts)]
     conntrack: Option<Counts>,
-    /// Only these setups: limit, classic, netpath (comma-separated).
+    /// Only these setups: limit, classic, netpath, netpath_xdp
+    /// (comma-separated).
     #[arg(long, value_delimiter = ',', value_parser = parse_setup)]
     setups: Option<Vec<SetupKind>>,
     /// Only these figures: tcp_1_stream, tcp_4_streams, rr_1b, rr_1kib, crr,
@@ -48,10 +60,13 @@ struct Cli {
     /// Do not write the markdown page.
     #[arg(long)]
     no_docs: bool,
-    /// Measure nothing: render the chart and the page again from a results
-    /// file of an earlier run (after changing the report code).
-    #[arg(long, value_name = "JSON")]
-    render: Option<PathBuf>,
+    /// Measure nothing: render the charts and the page again from results
+    /// files of earlier runs (after changing the report code). Several
+    /// (comma-separated or repeated) are merged in order: a later file's
+    /// groups replace an earlier one's (a full run, then a later
+    /// `--only service-scale` run).
+    #[arg(long, value_name = "JSON", value_delimiter = ',')]
+    render: Option<Vec<PathBuf>>,
 }
 
 #[derive(Clone, Debug)]
@@ -76,7 +91,14 @@ fn parse_setup(s: &str) -> Result<SetupKind, String> {
     SetupKind::ALL
         .into_iter()
         .find(|k| k.id() == s)
-        .ok_or_else(|| format!("unknown setup {s:?} (limit, classic, netpath)"))
+        .ok_or_else(|| format!("unknown setup {s:?} (limit, classic, netpath, netpath_xdp)"))
+}
+
+fn parse_group(s: &str) -> Result<Group, String> {
+    Group::ALL.into_iter().find(|g| g.id() == s).ok_or_else(|| {
+        let all: Vec<&str> = Group::ALL.iter().map(|g| g.id()).collect();
+        format!("unknown group {s:?} ({})", all.join(", "))
+    })
 }
 
 fn parse_figure(s: &str) -> Result<Figure, String> {
@@ -93,14 +115,15 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
     if let Some(json) = &cli.render {
+        let json: Vec<&std::path::Path> = json.iter().map(PathBuf::as_path).collect();
         let docs = if cli.no_docs {
             None
         } else {
             cli.docs.clone().or_else(|| Options::full().docs)
         };
-        return match netpath_bench::render(json, docs.as_deref()) {
+        return match netpath_bench::render(&json, docs.as_deref()) {
             Ok(w) => {
-                for p in w.png.iter().chain(w.docs.iter()) {
+                for p in w.png.iter().chain(w.scale_png.iter()).chain(w.docs.iter()) {
                     println!("netpath-bench: wrote {}", p.display());
                 }
                 ExitCode::SUCCESS
@@ -126,9 +149,11 @@ fn main() -> ExitCode {
     };
     if let Some(v) = cli.rounds {
         opts.rounds = v;
+        opts.scale_rounds = v;
     }
     if let Some(v) = cli.secs {
         opts.secs = v;
+        opts.scale_secs = v;
     }
     if let Some(v) = cli.routes {
         opts.routes = v;
@@ -138,6 +163,12 @@ fn main() -> ExitCode {
     }
     if let Some(v) = cli.setups {
         opts.setups = v;
+    }
+    if let Some(v) = cli.only {
+        opts.groups = v;
+    }
+    if let Some(v) = cli.services {
+        opts.services = v.into_iter().filter(|n| *n > 0).collect();
     }
     opts.figures = cli.figures;
     if let Some(v) = cli.results_dir {
@@ -198,8 +229,28 @@ fn main() -> ExitCode {
                     ratio(row.netpath_vs_limit.as_ref()),
                 );
             }
+            if let Some(scale) = &results.service_scale {
+                println!("\nnetpath-bench: service scale, median of rounds:");
+                for p in &scale.points {
+                    for mode in netpath_bench::service_scale::nodes::Mode::ALL {
+                        let get = |m: &str| {
+                            p.spread(mode, m)
+                                .map_or("n/a".to_owned(), |s| num(s.median))
+                        };
+                        println!(
+                            "  {:>6} services {:<9} {:>8} conn/s  connect p99 {:>7} µs  install {:>8} s  change {:>8} s",
+                            p.services,
+                            mode.id(),
+                            get("connections"),
+                            get("connect_p99"),
+                            get("install"),
+                            get("change"),
+                        );
+                    }
+                }
+            }
             println!("netpath-bench: wrote {}", written.json.display());
-            if let Some(p) = &written.png {
+            for p in written.png.iter().chain(written.scale_png.iter()) {
                 println!("netpath-bench: wrote {}", p.display());
             }
             if let Some(p) = &written.docs {

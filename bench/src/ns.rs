@@ -314,9 +314,25 @@ impl Cleanup {
             .into_iter()
             .filter(|n| n.starts_with(&mine))
             .collect();
+        // The run's instances: `npb-<pid>` and `npb-<pid>-<suffix>`.
+        let mut instances: std::collections::BTreeSet<String> =
+            std::fs::read_dir(netpath::datapath::PIN_ROOT)
+                .into_iter()
+                .flatten()
+                .chain(
+                    std::fs::read_dir(netpath::state::STATE_ROOT)
+                        .into_iter()
+                        .flatten(),
+                )
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|n| *n == instance || n.starts_with(&mine))
+                .collect();
+        instances.insert(instance);
         block_on(async {
-            if let Err(e) = netpath::reconcile::destroy(&instance).await {
-                log::warn!("cleanup: destroy netpath instance {instance}: {e}");
+            for inst in &instances {
+                if let Err(e) = netpath::reconcile::destroy(inst).await {
+                    log::warn!("cleanup: destroy netpath instance {inst}: {e}");
+                }
             }
             delete_all(&namespaces).await;
         });

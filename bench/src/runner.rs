@@ -25,9 +25,54 @@ use crate::{
     },
 };
 
+/// A part of the benchmark that `--only` selects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Group {
+    /// Every figure at baseline, but the prefilter's.
+    Baseline,
+    /// The routing condition.
+    Routes,
+    /// The idle conntrack conditions.
+    Conntrack,
+    /// The denied-source flood (at baseline).
+    Prefilter,
+    /// N services in kube-proxy's iptables and nftables modes and netpath
+    /// ([`crate::service_scale`]).
+    ServiceScale,
+}
+
+impl Group {
+    pub const ALL: [Group; 5] = [
+        Group::Baseline,
+        Group::Routes,
+        Group::Conntrack,
+        Group::Prefilter,
+        Group::ServiceScale,
+    ];
+
+    pub fn id(self) -> &'static str {
+        match self {
+            Group::Baseline => "baseline",
+            Group::Routes => "routes",
+            Group::Conntrack => "conntrack",
+            Group::Prefilter => "prefilter",
+            Group::ServiceScale => "service-scale",
+        }
+    }
+}
+
 /// What to run.
 #[derive(Clone, Debug)]
 pub struct Options {
+    /// The groups to run (default: all).
+    pub groups: Vec<Group>,
+    /// Service counts of the service-scale group.
+    pub services: Vec<usize>,
+    /// Rounds of the service-scale group (its install and change are
+    /// measured once per service count).
+    pub scale_rounds: usize,
+    /// Seconds per figure and node of the service-scale group.
+    pub scale_secs: f64,
     pub smoke: bool,
     pub rounds: usize,
     /// Seconds per figure and setup (iperf3 rounds to whole seconds).
@@ -58,11 +103,17 @@ pub fn workspace_root() -> PathBuf {
 
 impl Options {
     /// The full benchmark: 3 rounds of 2 s per figure; the conditions with
-    /// 1,000 routes and 1,000 / 100,000 conntrack entries. About 10 minutes
-    /// on 2 cores.
+    /// 1,000 routes and 1,000 / 100,000 conntrack entries (about 10 minutes
+    /// on 2 cores); 1, 1,000, 10,000 and 30,000 services (most of an hour:
+    /// iptables-nft takes minutes to load 30,000 services, and as long to
+    /// rewrite them for a change).
     pub fn full() -> Self {
         let root = workspace_root();
         Self {
+            groups: Group::ALL.to_vec(),
+            services: vec![1, 1000, 10_000, 30_000],
+            scale_rounds: 3,
+            scale_secs: 2.0,
             smoke: false,
             rounds: 3,
             secs: 2.0,
@@ -76,13 +127,18 @@ impl Options {
         }
     }
 
-    /// Every figure once, briefly, small scale; results in a temporary
-    /// directory, no markdown. Well under a minute.
+    /// Every figure once, briefly, small scale (the scaling conditions
+    /// with the connection-rate figure only; 1 and 100 services); results
+    /// in a temporary directory, no markdown. Under a minute.
     pub fn smoke() -> Self {
         Self {
+            groups: Group::ALL.to_vec(),
+            services: vec![1, 100],
+            scale_rounds: 1,
+            scale_secs: 0.2,
             smoke: true,
             rounds: 1,
-            secs: 0.4,
+            secs: 0.3,
             routes: 1000,
             conntrack: vec![1000],
             setups: SetupKind::ALL.to_vec(),
@@ -94,17 +150,55 @@ impl Options {
         }
     }
 
+    fn has(&self, g: Group) -> bool {
+        self.groups.contains(&g)
+    }
+
     pub fn conditions(&self) -> Vec<Condition> {
-        let mut c = vec![Condition::Baseline];
-        if self.routes > 0 {
+        let mut c = Vec::new();
+        if self.has(Group::Baseline) || self.has(Group::Prefilter) {
+            c.push(Condition::Baseline);
+        }
+        if self.has(Group::Routes) && self.routes > 0 {
             c.push(Condition::Routes(self.routes));
         }
-        c.extend(self.conntrack.iter().map(|&n| Condition::Conntrack(n)));
+        if self.has(Group::Conntrack) {
+            c.extend(self.conntrack.iter().map(|&n| Condition::Conntrack(n)));
+        }
         c
     }
 
-    fn wants(&self, f: Figure) -> bool {
-        self.figures.as_ref().is_none_or(|fs| fs.contains(&f))
+    /// Whether figure `f` runs under `condition`: chosen with `--figures`
+    /// (default: all), its group selected, and in smoke mode only the
+    /// connection rate under the scaling conditions.
+    fn wants(&self, f: Figure, condition: Condition) -> bool {
+        let group = match (condition, f) {
+            (Condition::Baseline, Figure::Prefilter) => self.has(Group::Prefilter),
+            (Condition::Baseline, _) => self.has(Group::Baseline),
+            _ => !self.smoke || f == Figure::Crr,
+        };
+        group && self.figures.as_ref().is_none_or(|fs| fs.contains(&f))
+    }
+
+    /// Whether figure `f` runs in `scenario`: where it applies; in smoke
+    /// mode the 4-stream TCP and 1 KiB request/response figures only at pod
+    /// → LAN (their loads are the 1-stream and 1 B ones', and iperf3 runs
+    /// at least a second).
+    pub fn in_scenario(&self, f: Figure, scenario: Scenario) -> bool {
+        f.applies_in(scenario)
+            && (!self.smoke
+                || !matches!(f, Figure::Tcp4 | Figure::Rr1k)
+                || scenario == Scenario::PodToLan)
+    }
+
+    /// The service-scale group's options.
+    pub fn scale(&self) -> crate::service_scale::ScaleOptions {
+        crate::service_scale::ScaleOptions {
+            services: self.services.clone(),
+            rounds: self.scale_rounds,
+            secs: self.scale_secs,
+            command: self.command.clone(),
+        }
     }
 }
 
@@ -124,7 +218,13 @@ const PROBE: Duration = Duration::from_secs(2);
 
 /// Runs the benchmark and returns every sample and the summary.
 pub fn run(opts: &Options) -> Result<Results> {
-    if opts.rounds == 0 || opts.secs.is_nan() || opts.secs <= 0.0 {
+    if opts.rounds == 0
+        || opts.secs.is_nan()
+        || opts.secs <= 0.0
+        || opts.scale_rounds == 0
+        || opts.scale_secs.is_nan()
+        || opts.scale_secs <= 0.0
+    {
         bail!("rounds and seconds must be positive");
     }
     if opts.routes > crate::topology::MAX_SCALE_ROUTES {
@@ -141,7 +241,7 @@ pub fn run(opts: &Options) -> Result<Results> {
     let _cleanup = Cleanup::new(names.clone());
     let (started, id) = now_utc();
     let mut results = Results {
-        schema: 1,
+        schema: crate::report::SCHEMA,
         id,
         started,
         finished: String::new(),
@@ -165,19 +265,21 @@ pub fn run(opts: &Options) -> Result<Results> {
         memory: Default::default(),
         samples: Vec::new(),
         summary: Vec::new(),
+        service_scale: None,
         notes: swept
             .iter()
             .map(|s| format!("removed a leftover of an earlier run: {s}"))
             .collect(),
     };
 
+    let conditions = opts.conditions();
     let mut all: Vec<Box<dyn Setup>> = Vec::new();
     for kind in SetupKind::ALL {
-        if opts.setups.contains(&kind) {
+        if opts.setups.contains(&kind) && !conditions.is_empty() {
             all.push(match kind {
                 SetupKind::Limit => Box::new(Limit::new(&names)),
                 SetupKind::Classic => Box::new(Classic::new(&names)),
-                SetupKind::Netpath | SetupKind::NetpathTc => Box::new(Netpath::new(&names, kind)),
+                SetupKind::Netpath | SetupKind::NetpathXdp => Box::new(Netpath::new(&names, kind)),
             });
         }
     }
@@ -215,7 +317,7 @@ pub fn run(opts: &Options) -> Result<Results> {
         .find(|s| s.kind() == SetupKind::Netpath && !broken.contains_key(&s.kind()))
     {
         results.memory = memory::collect(&np.bpf_pins().maps);
-    } else {
+    } else if !conditions.is_empty() {
         results.memory = memory::collect(&[] as &[PathBuf]);
     }
 
@@ -240,12 +342,12 @@ pub fn run(opts: &Options) -> Result<Results> {
     }
 
     let mut flows_opened: HashMap<SetupKind, u64> = HashMap::new();
-    for condition in opts.conditions() {
+    for condition in conditions {
         ns::check_stop()?;
         let figures: Vec<Figure> = crate::figures::for_condition(condition)
             .iter()
             .copied()
-            .filter(|f| opts.wants(*f))
+            .filter(|f| opts.wants(*f, condition))
             .collect();
         let mut record = ConditionRecord {
             id: condition.id(),
@@ -313,7 +415,7 @@ pub fn run(opts: &Options) -> Result<Results> {
                     order.rotate_left((round + fi) % len);
                     for kind in order {
                         ns::check_stop()?;
-                        if figure.applies_to(kind).is_err() || !figure.applies_in(scenario) {
+                        if figure.applies_to(kind).is_err() || !opts.in_scenario(figure, scenario) {
                             continue;
                         }
                         let s = setups
@@ -350,6 +452,11 @@ pub fn run(opts: &Options) -> Result<Results> {
     }
 
     drop(setups);
+    if opts.has(Group::ServiceScale) && !opts.services.is_empty() {
+        let scale = crate::service_scale::run(&opts.scale(), &names)?;
+        results.notes.extend(scale.notes.iter().cloned());
+        results.service_scale = Some(scale);
+    }
     results.finished = now_utc().0;
     results.summarize();
     Ok(results)
@@ -357,7 +464,8 @@ pub fn run(opts: &Options) -> Result<Results> {
 
 /// Why a scenario has no numbers when its probe fails.
 fn unreachable(kind: SetupKind, scenario: Scenario, err: &str) -> String {
-    if kind == SetupKind::Netpath && scenario == Scenario::PodToLan {
+    if matches!(kind, SetupKind::Netpath | SetupKind::NetpathXdp) && scenario == Scenario::PodToLan
+    {
         format!(
             "{} (a TCP connect from pod red to the LAN host failed: {err})",
             crate::topology::netpath::NO_SNAT
@@ -491,7 +599,7 @@ fn measure(
         }
     }
     // Let sockets and queues settle between measurements.
-    thread::sleep(Duration::from_millis(50));
+    thread::sleep(Duration::from_millis(if opts.smoke { 10 } else { 50 }));
     Ok(sample)
 }
 
@@ -518,5 +626,50 @@ fn progress(condition: &str, rounds: usize, s: &Sample) {
             m.unit,
             s.seconds
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_selects_groups() {
+        let mut o = Options::full();
+        assert_eq!(
+            o.conditions(),
+            [
+                Condition::Baseline,
+                Condition::Routes(1000),
+                Condition::Conntrack(1000),
+                Condition::Conntrack(100_000)
+            ]
+        );
+        o.groups = vec![Group::ServiceScale];
+        assert!(
+            o.conditions().is_empty(),
+            "service scale alone builds no setup"
+        );
+        o.groups = vec![Group::Prefilter];
+        assert_eq!(o.conditions(), [Condition::Baseline]);
+        assert!(o.wants(Figure::Prefilter, Condition::Baseline));
+        assert!(!o.wants(Figure::Crr, Condition::Baseline));
+        o.groups = vec![Group::Baseline, Group::Routes];
+        assert_eq!(
+            o.conditions(),
+            [Condition::Baseline, Condition::Routes(1000)]
+        );
+        assert!(!o.wants(Figure::Prefilter, Condition::Baseline));
+        assert!(o.wants(Figure::Tcp4, Condition::Baseline));
+        assert!(o.wants(Figure::Udp64, Condition::Routes(1000)));
+        // Smoke: the scaling conditions with the connection rate only, the
+        // 4-stream and 1 KiB figures at pod → LAN only.
+        let s = Options::smoke();
+        assert!(s.wants(Figure::Crr, Condition::Conntrack(1000)));
+        assert!(!s.wants(Figure::Udp64, Condition::Conntrack(1000)));
+        assert!(s.in_scenario(Figure::Tcp4, Scenario::PodToLan));
+        assert!(!s.in_scenario(Figure::Tcp4, Scenario::PodToPod));
+        assert!(o.in_scenario(Figure::Tcp4, Scenario::PodToPod));
+        assert_eq!(s.services, [1, 100]);
     }
 }

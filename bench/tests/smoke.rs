@@ -1,7 +1,9 @@
 //! The bench's smoke mode end to end (real namespaces, real traffic, the
 //! real datapaths; needs root, as every test of `cargo xtask test`): every
-//! figure must produce its numbers for every setup that supports it, so the
-//! harness cannot rot unnoticed. About 30 s.
+//! figure must produce its numbers for every setup that supports it, and
+//! the service-scale group (1 and 100 services) its numbers for kube-proxy's
+//! iptables and nftables modes and netpath, so the harness cannot rot
+//! unnoticed. Under a minute.
 
 use std::time::Instant;
 
@@ -9,7 +11,9 @@ use netpath::sys::netns::Netns;
 use netpath_bench::{
     Options,
     condition::Condition,
+    report::markdown::Files,
     run_and_write,
+    service_scale::nodes::Mode,
     topology::{Scenario, SetupKind},
 };
 
@@ -28,7 +32,8 @@ fn smoke_run_measures_every_figure() {
     };
     let t = Instant::now();
     let (r, written) = run_and_write(&opts).expect("the smoke run");
-    println!("smoke run: {:.1} s", t.elapsed().as_secs_f64());
+    let took = t.elapsed().as_secs_f64();
+    println!("smoke run: {took:.1} s");
 
     for (kind, s) in &r.setups {
         assert!(s.build_error.is_none(), "{kind:?}: {:?}", s.build_error);
@@ -39,7 +44,7 @@ fn smoke_run_measures_every_figure() {
         for &figure in &cond.figures {
             for scenario in Scenario::ALL {
                 for kind in SetupKind::ALL {
-                    if figure.applies_to(kind).is_err() || !figure.applies_in(scenario) {
+                    if figure.applies_to(kind).is_err() || !opts.in_scenario(figure, scenario) {
                         continue;
                     }
                     let what = format!(
@@ -52,7 +57,7 @@ fn smoke_run_measures_every_figure() {
                     let prep = &cond.setups[&kind];
                     if let Some(why) = &prep.skipped {
                         assert!(
-                            matches!(kind, SetupKind::Limit | SetupKind::NetpathTc)
+                            matches!(kind, SetupKind::Limit | SetupKind::NetpathXdp)
                                 && cond.condition != Condition::Baseline,
                             "{what}: skipped: {why}"
                         );
@@ -74,11 +79,12 @@ fn smoke_run_measures_every_figure() {
                             // Only netpath may lack numbers, only for want of
                             // SNAT (pod → LAN, and the conntrack entries that
                             // come from flows through it).
-                            // The TC-only instance is measured where XDP
-                            // could matter: not pod → pod.
+                            // The XDP instance is measured where XDP could
+                            // matter: not pod → pod.
                             assert!(
-                                (kind == SetupKind::Netpath && why.contains("SNAT"))
-                                    || (kind == SetupKind::NetpathTc
+                                (matches!(kind, SetupKind::Netpath | SetupKind::NetpathXdp)
+                                    && why.contains("SNAT"))
+                                    || (kind == SetupKind::NetpathXdp
                                         && scenario == Scenario::PodToPod),
                                 "{what}: unavailable: {why}"
                             );
@@ -111,7 +117,14 @@ fn smoke_run_measures_every_figure() {
                 && !s.values.is_empty()
         })
         .count();
-    assert_eq!(np_pod, 7, "netpath pod → pod baseline figures");
+    let expected = netpath_bench::figures::Figure::ALL
+        .iter()
+        .filter(|f| {
+            f.applies_to(SetupKind::Netpath).is_ok() && opts.in_scenario(**f, Scenario::PodToPod)
+        })
+        .count();
+    assert_eq!(expected, 5, "smoke: 1-stream TCP, RR 1 B, CRR, UDP, BPF");
+    assert_eq!(np_pod, expected, "netpath pod → pod baseline figures");
     assert!(numbers > 40, "{numbers} samples with numbers");
 
     // The summary has ratios where both sides have numbers.
@@ -126,6 +139,54 @@ fn smoke_run_measures_every_figure() {
         .expect("a throughput row");
     assert!(row.netpath_vs_classic.is_some() && row.netpath_vs_limit.is_some());
 
+    // The main netpath column is the default configuration (XDP off); the
+    // prefilter is the XDP instance's.
+    assert!(
+        r.setups[&SetupKind::Netpath]
+            .description
+            .iter()
+            .any(|l| l.contains("xdp = \"off\""))
+    );
+    let flood = r
+        .row(
+            "baseline",
+            Scenario::LanToPod,
+            netpath_bench::figures::Figure::Prefilter,
+            "dropped",
+        )
+        .expect("a prefilter row");
+    assert!(flood.xdp_vs_classic.is_some() && flood.netpath_vs_classic.is_none());
+
+    // The service scale: every node has its numbers at 1 and 100 services.
+    let scale = r.service_scale.as_ref().expect("the service-scale group");
+    assert_eq!(
+        scale.points.iter().map(|p| p.services).collect::<Vec<_>>(),
+        [1, 100]
+    );
+    for p in &scale.points {
+        for mode in Mode::ALL {
+            let rec = &p.nodes[&mode];
+            let what = format!("{} services, {}", p.services, mode.id());
+            assert!(rec.error.is_none(), "{what}: {:?}", rec.error);
+            assert!(rec.change_error.is_none(), "{what}: {:?}", rec.change_error);
+            for m in [
+                "connections",
+                "connect_p99",
+                "transactions",
+                "install",
+                "change",
+                "kernel_memory",
+            ] {
+                assert!(p.spread(mode, m).is_some(), "{what}: no {m}");
+            }
+            assert!(
+                rec.samples.iter().all(|s| s.error.is_none()),
+                "{what}: {rec:?}"
+            );
+        }
+        assert!(p.nodes[&Mode::Netpath].memlock_bytes.unwrap() > 0);
+    }
+
     // Memory: netpath's maps and the conntrack figures.
     assert!(!r.memory.netpath_maps.is_empty(), "{:?}", r.memory.errors);
     assert!(r.memory.netpath_ct_bytes_per_entry.is_some());
@@ -138,17 +199,21 @@ fn smoke_run_measures_every_figure() {
         Some(r.samples.len())
     );
     if std::path::Path::new("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf").exists() {
-        let png = written.png.as_ref().expect("a chart");
-        let bytes = std::fs::read(png).unwrap();
-        assert_eq!(&bytes[1..4], b"PNG");
+        for png in [&written.png, &written.scale_png] {
+            let bytes = std::fs::read(png.as_ref().expect("a chart")).unwrap();
+            assert_eq!(&bytes[1..4], b"PNG");
+        }
     }
-    let page = netpath_bench::report::markdown::render(
-        &r,
-        &dir.join("benchmarks.md"),
-        &written.json,
-        written.png.as_deref(),
-    );
+    let files = Files {
+        json: Some(written.json.clone()),
+        png: written.png.clone(),
+        scale_json: Some(written.json.clone()),
+        scale_png: written.scale_png.clone(),
+    };
+    let page = netpath_bench::report::markdown::render(&r, &dir.join("benchmarks.md"), &files);
     assert!(page.contains("| TCP throughput, 1 stream |"), "{page}");
+    assert!(page.contains("## Service scale"), "{page}");
+    assert!(page.contains("| 100 | "), "{page}");
 
     // Nothing left behind.
     let prefix = format!("npb-{}-", std::process::id());
@@ -168,4 +233,6 @@ fn smoke_run_measures_every_figure() {
         "pins left"
     );
     std::fs::remove_dir_all(&dir).ok();
+    // About 50 s on two idle cores; twice that means something got slow.
+    assert!(took < 120.0, "the smoke run took {took:.1} s");
 }

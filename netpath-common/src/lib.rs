@@ -70,25 +70,39 @@ pub mod maps {
     pub const FRAGS_MAX: u32 = 8192;
 
     /// Frontends (service VIP:port/proto, or a node address and forwarded
-    /// port): [`crate::FrontendKey`] → [`crate::Frontend`].
-    pub const FRONTENDS: &str = "frontends_v1";
+    /// port): [`crate::FrontendKey`] → [`crate::Frontend`]. v2: 65,536 of
+    /// them (the load balancer's maps are versioned together: frontend ids
+    /// key the other three).
+    pub const FRONTENDS: &str = "frontends_v2";
     /// Maximum number of frontends (service ports plus port-forwards).
-    pub const FRONTENDS_MAX: u32 = 8192;
+    pub const FRONTENDS_MAX: u32 = 65_536;
     /// Backends of every frontend: [`crate::BackendKey`] (frontend id,
-    /// backend index) → [`crate::Backend`].
-    pub const BACKENDS: &str = "backends_v1";
+    /// backend index) → [`crate::Backend`]. v2: with `frontends_v2`.
+    pub const BACKENDS: &str = "backends_v2";
     pub const BACKENDS_MAX: u32 = 262_144;
     /// Maglev lookup tables: a hash of maps, frontend id → an array of
-    /// [`MAGLEV_SIZE`] backend indices (one inner array per frontend,
-    /// swapped whole when its backends change).
-    pub const MAGLEV: &str = "maglev_v1";
-    /// Slots of one Maglev table: a prime, well above the number of
-    /// backends of a frontend (Maglev's balance is within a few percent
-    /// while the backends number under a hundredth of it).
-    pub const MAGLEV_SIZE: u32 = 4093;
+    /// [`crate::lb::MaglevSlots`] (one inner array per frontend, sized for
+    /// its backends by [`crate::lb::maglev_size_for`], swapped whole when
+    /// its backends change). v2: tables of differing sizes, each carrying
+    /// its size in element 0, four 16-bit slots per element.
+    pub const MAGLEV: &str = "maglev_v2";
+    /// `max_entries` of the inner array the eBPF object declares as the
+    /// template of [`MAGLEV`]: with `BPF_F_INNER_MAP` the kernel takes
+    /// inner arrays of any size, so this only has to be valid.
+    pub const MAGLEV_TEMPLATE_ENTRIES: u32 = 64;
+    /// `BPF_F_INNER_MAP`: an inner array whose size may differ from the
+    /// template's (kernel 5.10); every Maglev table is created with it.
+    pub const BPF_F_INNER_MAP: u32 = 1 << 12;
+    /// `BPF_F_NO_PREALLOC`: a hash map that allocates an entry when it is
+    /// added, so its memory follows what it holds rather than its maximum.
+    /// The frontends, backends and the Maglev outer map have it (only the
+    /// controller writes them, rarely; 65,536 frontends preallocated would
+    /// cost about 11 MB on every node, used or not).
+    pub const BPF_F_NO_PREALLOC: u32 = 1;
     /// ClientIP session affinity (LRU): [`crate::AffinityKey`] →
-    /// [`crate::Affinity`].
-    pub const AFFINITY: &str = "affinity_v1";
+    /// [`crate::Affinity`]. v2: with `frontends_v2` (its keys hold
+    /// frontend ids).
+    pub const AFFINITY: &str = "affinity_v2";
     pub const AFFINITY_MAX: u32 = 65_536;
     /// The XDP prefilter's deny list: LPM trie of source prefixes
     /// ([`crate::RouteKey`]) → [`crate::DenyRule`].
@@ -985,6 +999,8 @@ mod user {
     unsafe impl aya::Pod for super::Affinity {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::DenyRule {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::lb::MaglevSlots {}
 }
 
 #[cfg(test)]

@@ -4,29 +4,35 @@
 //!
 //! # Maps
 //!
-//! - `frontends_v1`: (address, port, protocol) → [`Frontend`] (id, number
+//! - `frontends_v2`: (address, port, protocol) → [`Frontend`] (id, number
 //!   of backends, flags). Written by the controller only.
-//! - `backends_v1`: (frontend id, backend index) → [`Backend`].
-//! - `maglev_v1`: frontend id → an array of `MAGLEV_SIZE` backend indices,
-//!   swapped whole by the controller, so one lookup sees either the old or
-//!   the new table, never a mix.
-//! - `affinity_v1` (LRU): (frontend id, client address) → the index the
+//! - `backends_v2`: (frontend id, backend index) → [`Backend`].
+//! - `maglev_v2`: frontend id → the frontend's Maglev table, an array
+//!   sized for its backends (251 slots up to two backends, about 100 per
+//!   backend above; `netpath_common::lb::maglev_size_for`) whose element 0
+//!   holds its size `M` and whose other elements hold the slots' backend
+//!   indices, four to an element. Swapped whole by the controller, and
+//!   looked up once per pick ([`maglev_index`]), so one pick reads the size
+//!   and the slot of the same table, old or new, never a mix.
+//! - `affinity_v2` (LRU): (frontend id, client address) → the index the
 //!   client's last new connection got, and when.
 //!
 //! # Invariants
 //!
 //! - **L1 (same tuple, same backend)**: without affinity, the backend of a
-//!   connection's original tuple is `maglev[id][maglev_slot(tuple)]`, a
-//!   pure function of the tuple and the table (`netpath_common::lb`, which
-//!   userspace uses to predict it): a mid-stream packet whose connection
-//!   entry was lost gets the backend its SYN got, as long as the table did
-//!   not move that slot (`table_after` moves only the slots of removed
-//!   backends).
+//!   connection's original tuple is slot `flow_hash(tuple) % M` of its
+//!   frontend's table, a pure function of the tuple and the table
+//!   (`netpath_common::lb`, which userspace uses to predict it): a
+//!   mid-stream packet whose connection entry was lost gets the backend its
+//!   SYN got, as long as the table did not move that slot. The controller's
+//!   `table_after` keeps the size and every slot of the backends that stay
+//!   when a backend leaves (only a new backend may bring a new table, of
+//!   the size its count asks for).
 //! - **L2 (never a stale index)**: an index read from the table or the
-//!   affinity map is used only if `backends_v1` has it for this frontend;
+//!   affinity map is used only if `backends_v2` has it for this frontend;
 //!   a missing one is `drop_lb_backend_missing` for the table (a frontend
-//!   being updated) and a fall back to the table for affinity (the backend
-//!   left since).
+//!   being updated, or a table without a valid size) and a fall back to the
+//!   table for affinity (the backend left since).
 //! - **L3 (affinity)**: an affinity entry is followed only while younger
 //!   than the frontend's timeout, and is (re)written by every new
 //!   connection of the client with the backend it got, so it always names
@@ -34,7 +40,7 @@
 
 use netpath_common::{
     Affinity, AffinityKey, Backend, BackendKey, CtKey, Frontend, FrontendKey, Stat, frontend_flags,
-    lb::maglev_slot,
+    lb::maglev_position,
 };
 
 use crate::maps::{AFFINITY, BACKENDS, FRONTENDS, MAGLEV};
@@ -71,17 +77,31 @@ pub fn pick(fe: &Frontend, key: &CtKey, now: u64) -> Result<(Backend, bool), Sta
         remember(&akey, a.index, now);
         return Ok((be, true));
     }
-    let slot = maglev_slot(key);
-    // SAFETY: the inner array is replaced whole by the controller; the
-    // index is copied out at once.
-    let index = unsafe { MAGLEV.get_value(&fe.id, &slot) }
-        .copied()
+    let index = maglev_index(fe.id, netpath_common::lb::flow_hash(key))
         .ok_or(Stat::DropLbBackendMissing)?;
     let be = backend(fe.id, index).ok_or(Stat::DropLbBackendMissing)?;
     if affine {
         remember(&akey, index, now);
     }
     Ok((be, false))
+}
+
+/// The backend index in slot `hash % M` of frontend `id`'s Maglev table
+/// (`M` its size), or `None` without a table or with a header of size 0.
+/// The table is looked up once: its size and its slot come from the same
+/// inner array (L1).
+#[inline(always)]
+pub fn maglev_index(id: u32, hash: u32) -> Option<u32> {
+    // SAFETY: the inner array is replaced whole by the controller, never
+    // written in place; every value is copied out at once.
+    let table = unsafe { MAGLEV.get(&id) }?;
+    let size = table.get(0)?.size();
+    if size == 0 {
+        return None;
+    }
+    let (elem, lane) = maglev_position(hash % size);
+    let slots = table.get(elem)?;
+    Some(u32::from(slots.index[lane & 3]))
 }
 
 /// Backend `index` of frontend `id` (L2).

@@ -71,33 +71,46 @@ pub static FRAGS: LruHashMap<
 
 // --- DNAT: port-forwards and services, and the XDP prefilter ---
 
-/// Frontends: service VIPs and forwarded node ports.
-#[btf_map(name = "frontends_v1")]
+/// Frontends: service VIPs and forwarded node ports. Not preallocated
+/// (`BPF_F_NO_PREALLOC`), like the backends and the Maglev outer map: their
+/// memory follows the services a node has.
+#[btf_map(name = "frontends_v2")]
 pub static FRONTENDS: HashMap<
     netpath_common::FrontendKey,
     netpath_common::Frontend,
     { maps::FRONTENDS_MAX as usize },
+    { maps::BPF_F_NO_PREALLOC as usize },
 > = HashMap::new();
 
 /// Every frontend's backends, by (frontend id, backend index).
-#[btf_map(name = "backends_v1")]
+#[btf_map(name = "backends_v2")]
 pub static BACKENDS: HashMap<
     netpath_common::BackendKey,
     netpath_common::Backend,
     { maps::BACKENDS_MAX as usize },
+    { maps::BPF_F_NO_PREALLOC as usize },
 > = HashMap::new();
 
 /// Maglev tables: frontend id → an array of backend indices (one per
-/// frontend, replaced whole by the controller when its backends change).
-#[btf_map(name = "maglev_v1")]
+/// frontend, sized for its backends and carrying its size in element 0;
+/// see `netpath_common::lb`), replaced whole by the controller when its
+/// backends change. The inner template has `BPF_F_INNER_MAP`, so inner
+/// arrays of any size are accepted (and every lookup in one is
+/// bounds-checked by the kernel, never inlined).
+#[btf_map(name = "maglev_v2")]
 pub static MAGLEV: HashOfMaps<
     u32,
-    Array<u32, { maps::MAGLEV_SIZE as usize }>,
+    Array<
+        netpath_common::lb::MaglevSlots,
+        { maps::MAGLEV_TEMPLATE_ENTRIES as usize },
+        { maps::BPF_F_INNER_MAP as usize },
+    >,
     { maps::FRONTENDS_MAX as usize },
+    { maps::BPF_F_NO_PREALLOC as usize },
 > = HashOfMaps::new();
 
 /// ClientIP session affinity (LRU).
-#[btf_map(name = "affinity_v1")]
+#[btf_map(name = "affinity_v2")]
 pub static AFFINITY: LruHashMap<
     netpath_common::AffinityKey,
     netpath_common::Affinity,

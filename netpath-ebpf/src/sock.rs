@@ -18,7 +18,7 @@
 //! untouched.
 //!
 //! Choices:
-//! - The Maglev slot is picked with [`netpath_common::lb::maglev_slot`] over
+//! - The Maglev slot is picked with [`netpath_common::lb::flow_hash`] over
 //!   the socket cookie and the frontend (the source port is not known at
 //!   `connect()`, so the datapath's tuple hash cannot be used): each socket
 //!   hashes on its own, so the node's connections spread over the backends
@@ -40,12 +40,13 @@ use aya_ebpf::{
     programs::SockAddrContext,
 };
 use netpath_common::{
-    BackendKey, CtKey, FrontendKey, NodeSettings, Stat, frontend_flags, lb,
+    BackendKey, CtKey, FrontendKey, NodeSettings, Stat, frontend_flags,
     sock::{SockRevKey, SockRevNat},
 };
 
 use crate::{
-    maps::{BACKENDS, FRONTENDS, MAGLEV, SETTINGS, SOCK_REVNAT},
+    lb,
+    maps::{BACKENDS, FRONTENDS, SETTINGS, SOCK_REVNAT},
     parse::{IPPROTO_TCP, IPPROTO_UDP},
     stats::count,
 };
@@ -121,7 +122,7 @@ pub fn try_sock_connect(ctx: &SockAddrContext) -> i32 {
     } else {
         cookie
     };
-    let slot = lb::maglev_slot(&CtKey {
+    let hash = netpath_common::lb::flow_hash(&CtKey {
         saddr: (hash_of as u32).to_ne_bytes(),
         daddr: addr,
         sport: (hash_of >> 32) as u16,
@@ -129,9 +130,8 @@ pub fn try_sock_connect(ctx: &SockAddrContext) -> i32 {
         proto,
         _pad: [0; 3],
     });
-    // SAFETY: the index is copied out at once; a table swapped meanwhile
-    // gives the old or the new one's slot.
-    let Some(index) = (unsafe { MAGLEV.get_value(&fe.id, &slot) }).copied() else {
+    // A table swapped meanwhile gives the old or the new one's slot.
+    let Some(index) = lb::maglev_index(fe.id, hash) else {
         count(Stat::DropLbBackendMissing, 0);
         return REFUSE;
     };

@@ -377,13 +377,38 @@ pub fn purge_backend(
     frontend: FrontendKey,
     backend: Option<SocketAddrV4>,
 ) -> Result<PurgeReport, MapsError> {
+    purge_backends(maps, &[(frontend, backend)])
+}
+
+/// [`purge_backend`] of every (frontend, backend) pair of `which`, in one
+/// walk of the connection table (an apply that removes many services
+/// walks it once, not once per service).
+pub fn purge_backends(
+    maps: &mut NodeMaps,
+    which: &[(FrontendKey, Option<SocketAddrV4>)],
+) -> Result<PurgeReport, MapsError> {
+    if which.is_empty() {
+        return Ok(PurgeReport::default());
+    }
     let gateway = maps.settings()?.gateway;
+    let mut wanted: std::collections::HashMap<([u8; 4], u16, u8), Vec<Option<SocketAddrV4>>> =
+        std::collections::HashMap::new();
+    for (f, b) in which {
+        wanted
+            .entry((f.addr, f.port, f.proto))
+            .or_default()
+            .push(*b);
+    }
     let matches = |orig: &CtKey, e: &CtEntry| {
         e.flags & ct_flags::DNAT != 0
-            && orig.daddr == frontend.addr
-            && orig.dport == frontend.port
-            && orig.proto == frontend.proto
-            && backend.is_none_or(|b| e.nat_addr == b.ip().octets() && e.nat_port == b.port())
+            && wanted
+                .get(&(orig.daddr, orig.dport, orig.proto))
+                .is_some_and(|backends| {
+                    backends.iter().any(|backend| {
+                        backend
+                            .is_none_or(|b| e.nat_addr == b.ip().octets() && e.nat_port == b.port())
+                    })
+                })
     };
     let mut report = PurgeReport::default();
     for (orig, entry) in &maps.conntrack()? {

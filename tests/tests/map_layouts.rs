@@ -3,7 +3,7 @@
 //! expects, removes the pins of maps this version no longer has, and
 //! reuses the pins that match.
 
-use aya::maps::{Array, HashMap, MapData, MapInfo, MapType};
+use aya::maps::{Array, HashMap, HashOfMaps, Map, MapData, MapInfo, MapType};
 use netpath::datapath::PinDir;
 use netpath_common::{Counter, CtEntry, CtKey, maps};
 use tests::harness::TestNode;
@@ -100,16 +100,53 @@ fn lb_maps_round_trip_and_a_maglev_table_is_swapped_whole() {
     assert_eq!(m.lb().frontend(&key).unwrap().map(|f| f.id), Some(7));
     assert_eq!(m.lb().backends().unwrap().len(), 2);
 
-    let first: Vec<u32> = (0..maps::MAGLEV_SIZE).map(|s| s % 2).collect();
+    // Tables of differing sizes behind one outer map (BPF_F_INNER_MAP),
+    // each read back slot for slot.
+    let first: Vec<u32> = (0..251).map(|s| s % 2).collect();
     m.lb_mut().set_maglev(7, &first).expect("first table");
     assert_eq!(m.lb().maglev(7).unwrap().as_deref(), Some(&first[..]));
-    let second = vec![1; maps::MAGLEV_SIZE as usize];
-    m.lb_mut().set_maglev(7, &second).expect("second table");
+    let second: Vec<u32> = (0..131_071).map(|s| s % 65_536).collect();
+    m.lb_mut()
+        .set_maglev(7, &second)
+        .expect("second table, the largest");
     assert_eq!(m.lb().maglev(7).unwrap().as_deref(), Some(&second[..]));
+    let third = vec![1; 509];
+    m.lb_mut()
+        .set_maglev(8, &third)
+        .expect("another frontend's table");
+    assert_eq!(m.lb().maglev(8).unwrap().as_deref(), Some(&third[..]));
+    assert_eq!(m.lb().maglev_ids().unwrap(), [7, 8].into());
     assert!(
         m.lb_mut().set_maglev(7, &[0; 3]).is_err(),
-        "a table of the wrong size is refused"
+        "a table of no valid size is refused"
     );
+    assert!(
+        m.lb_mut().set_maglev(7, &[65_536; 251]).is_err(),
+        "an index above 16 bits is refused"
+    );
+    assert_eq!(
+        m.lb().maglev(7).unwrap().as_deref(),
+        Some(&second[..]),
+        "a refused table leaves the one in place"
+    );
+    // The inner arrays are sized for their tables: a header element, then
+    // four slots per element; the outer map holds 65,536 frontends.
+    let pin = PinDir::for_instance(node.instance()).map(maps::MAGLEV);
+    let outer = MapInfo::from_pin(&pin).unwrap();
+    assert_eq!(outer.map_type().unwrap(), MapType::HashOfMaps);
+    assert_eq!(outer.max_entries(), maps::FRONTENDS_MAX);
+    let outer: HashOfMaps<MapData, u32, MapData> =
+        HashOfMaps::try_from(Map::HashOfMaps(MapData::from_pin(&pin).unwrap())).unwrap();
+    for (id, elems) in [
+        (7, 1 + 131_071_u32.div_ceil(4)),
+        (8, 1 + 509_u32.div_ceil(4)),
+    ] {
+        let info = outer.get(&id, 0).unwrap().info().unwrap();
+        assert_eq!(info.map_type().unwrap(), MapType::Array);
+        assert_eq!(info.value_size(), 8, "four 16-bit slots");
+        assert_eq!(info.max_entries(), elems, "table {id}");
+    }
+    m.lb_mut().remove_maglev(8).unwrap();
 
     m.lb_mut().remove_maglev(7).unwrap();
     m.lb_mut().remove_maglev(7).expect("absent is fine");

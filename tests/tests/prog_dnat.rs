@@ -113,6 +113,11 @@ fn frontend(
     table
 }
 
+/// The number of slots of a Maglev table.
+fn size(table: &[u32]) -> u32 {
+    u32::try_from(table.len()).unwrap()
+}
+
 /// Runs `b` through `np_from_pod` as its source pod sends it (its MAC, its
 /// veth).
 fn from_pod(dp: &Datapath, b: &Ipv4Builder) -> (u32, Vec<u8>) {
@@ -367,7 +372,7 @@ fn picks(backends: &[Option<(Ipv4Addr, u16)>], table: &[u32]) -> Vec<Ipv4Addr> {
         let (verdict, frame) = from_pod(&dp, &syn);
         assert_eq!(verdict, TC_ACT_REDIRECT);
         let got = dest_of(&frame);
-        let slot = maglev_slot(&key((POD_A, sport), (VIP, 80), IPPROTO_TCP));
+        let slot = maglev_slot(&key((POD_A, sport), (VIP, 80), IPPROTO_TCP), size(table));
         let index = table[slot as usize];
         let predicted = backends[index as usize - 1].expect("the table names a backend");
         assert_eq!(
@@ -425,6 +430,41 @@ fn a_service_spreads_tuples_over_its_backends_by_maglev_and_a_removal_moves_no_o
 }
 
 #[test]
+fn tables_of_every_size_pick_the_slot_userspace_predicts_even_across_a_swap() {
+    // One frontend whose table is swapped for tables of other sizes
+    // (BPF_F_INNER_MAP inner arrays): each SYN goes where slot
+    // `hash % size` of the table in place says, the header's high half
+    // included (131,071 slots). Two backends, so every slot matters.
+    let mut dp = datapath();
+    let backends = [LB_BACKENDS[0], LB_BACKENDS[1]];
+    frontend(&mut dp, (VIP, 80, IPPROTO_TCP), 5, 0, &backends);
+    let mut sport = 40_000;
+    for size in netpath_common::lb::MAGLEV_SIZES {
+        let ms = members(&backends);
+        let table = maglev::table_of_size(&ms, size);
+        dp.maps().lb_mut().set_maglev(5, &table).unwrap();
+        let mut seen = [0_u32; 2];
+        for _ in 0..40 {
+            let syn = Ipv4Builder::tcp((POD_A, sport), (VIP, 80), TCP_SYN);
+            let (verdict, out) = from_pod(&dp, &syn);
+            assert_eq!(verdict, TC_ACT_REDIRECT, "size {size}");
+            let slot = maglev_slot(&key((POD_A, sport), (VIP, 80), IPPROTO_TCP), size);
+            let index = table[slot as usize];
+            assert_eq!(
+                dest_of(&out),
+                backends[index as usize - 1],
+                "size {size}, sport {sport}, slot {slot}"
+            );
+            seen[index as usize - 1] += 1;
+            sport += 1;
+        }
+        assert!(seen.iter().all(|&n| n > 0), "size {size}: {seen:?}");
+    }
+    assert_eq!(packets(&mut dp, Stat::DnatNew), 40 * 10);
+    assert_invariants(&mut dp);
+}
+
+#[test]
 fn client_ip_affinity_sends_a_clients_new_connections_to_its_last_backend() {
     let mut dp = datapath();
     let table = frontend(
@@ -435,7 +475,7 @@ fn client_ip_affinity_sends_a_clients_new_connections_to_its_last_backend() {
         &LB_BACKENDS,
     );
     let maglev_pick = |sport: u16| {
-        let slot = maglev_slot(&key((POD_A, sport), (VIP, 80), IPPROTO_TCP));
+        let slot = maglev_slot(&key((POD_A, sport), (VIP, 80), IPPROTO_TCP), size(&table));
         LB_BACKENDS[table[slot as usize] as usize - 1]
     };
     // Two source ports Maglev alone would send to different backends.
@@ -643,7 +683,7 @@ fn a_mid_stream_tcp_packet_without_an_entry_goes_to_the_backend_its_syn_would_ge
     let ack = Ipv4Builder::tcp(tuple.0, tuple.1, TCP_ACK);
     let (verdict, out) = from_pod(&dp, &ack);
     assert_eq!(verdict, TC_ACT_REDIRECT);
-    let slot = maglev_slot(&key(tuple.0, tuple.1, IPPROTO_TCP));
+    let slot = maglev_slot(&key(tuple.0, tuple.1, IPPROTO_TCP), size(&table));
     let predicted = LB_BACKENDS[table[slot as usize] as usize - 1];
     assert_eq!(dest_of(&out), predicted);
     assert_eq!(dest_of(&out), with_syn);

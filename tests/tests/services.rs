@@ -11,6 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use aya::maps::{HashOfMaps, Map, MapData};
 use netpath::{
     config::{L4Proto, PortForwardConfig, ServiceConfig, SessionAffinity, Target},
     conntrack,
@@ -86,7 +87,7 @@ fn responders(node: &TestNode, pods: &[&str]) -> BTreeMap<String, Responder> {
 
 /// What the load balancer's maps hold.
 fn lb_state(node: &TestNode) -> LbState {
-    frontends::read(node.maps().lb()).unwrap()
+    frontends::read(node.maps().lb(), frontends::Tables::All).unwrap()
 }
 
 fn vip(addr: Ipv4Addr, port: u16, proto: L4Proto) -> Vip {
@@ -140,8 +141,8 @@ fn frontends_keep_their_ids_and_a_change_touches_only_its_service() {
     assert_eq!(by_addr.len(), 3);
     for pod in [red, blue, green] {
         let index = by_addr[&IpAddr::V4(pod)];
-        let slots = web.maglev.iter().filter(|&&i| i == index).count();
-        assert!(slots.abs_diff(4093 / 3) <= 2, "{pod}: {slots} slots");
+        let slots = web.maglev.slots().iter().filter(|&&i| i == index).count();
+        assert!(slots.abs_diff(509 / 3) <= 2, "{pod}: {slots} of 509 slots");
     }
     for listen in [NODE, node.gateway()] {
         let fwd = frontend(&first, vip(listen, 8080, L4Proto::Tcp));
@@ -188,8 +189,19 @@ fn frontends_keep_their_ids_and_a_change_touches_only_its_service() {
     let web3 = frontend(&third, web_vip);
     let blue_index = by_addr[&IpAddr::V4(blue)];
     assert!(!web3.backends.contains_key(&blue_index));
-    assert!(!web3.maglev.contains(&blue_index));
-    for (slot, (b, a)) in web2.maglev.iter().zip(&web3.maglev).enumerate() {
+    assert!(!web3.maglev.slots().contains(&blue_index));
+    assert_eq!(
+        web3.maglev.slots().len(),
+        web2.maglev.slots().len(),
+        "same size"
+    );
+    for (slot, (b, a)) in web2
+        .maglev
+        .slots()
+        .iter()
+        .zip(web3.maglev.slots())
+        .enumerate()
+    {
         if *b != blue_index {
             assert_eq!(b, a, "slot {slot} of a remaining backend moved");
         }
@@ -214,6 +226,73 @@ fn frontends_keep_their_ids_and_a_change_touches_only_its_service() {
     assert!(lb_state(&node).is_empty());
     assert!(node.maps().lb().backends().unwrap().is_empty());
     assert_no_netfilter_rules(&node.lab.node_netns);
+}
+
+/// The id of each frontend's Maglev inner array (a new array gets a new
+/// id: an unchanged id is a table left untouched).
+fn table_ids(node: &TestNode) -> BTreeMap<u32, u32> {
+    let pin =
+        netpath::datapath::PinDir::for_instance(node.instance()).map(netpath_common::maps::MAGLEV);
+    let outer: HashOfMaps<MapData, u32, MapData> =
+        HashOfMaps::try_from(Map::HashOfMaps(MapData::from_pin(pin).unwrap())).unwrap();
+    outer
+        .keys()
+        .map(|id| {
+            let id = id.unwrap();
+            (id, outer.get(&id, 0).unwrap().info().unwrap().id())
+        })
+        .collect()
+}
+
+#[test]
+fn two_thousand_services_apply_at_once_and_a_change_to_one_touches_only_its_entries() {
+    let mut node = lb_node("lbmany", &["red", "blue", "green"]);
+    node.config.node.service_cidr = Some("10.96.0.0/16".parse().unwrap());
+    node.config.services = (0..2000_u32)
+        .map(|i| {
+            let vip = Ipv4Addr::from(u32::from(WEB) + i);
+            service(&format!("s{i}"), vip, L4Proto::Tcp, &["red", "blue"])
+        })
+        .collect();
+    let report = node.apply().expect("apply 2,000 services");
+    assert_eq!(report.frontends.len(), 2000);
+    let before = lb_state(&node);
+    let tables = table_ids(&node);
+    assert_eq!(before.len(), 2000);
+    assert_eq!(tables.len(), 2000);
+    for fe in before.values() {
+        assert_eq!(fe.maglev.slots().len(), 251, "two backends: 251 slots");
+    }
+
+    // The last service swaps blue for green.
+    let last_vip = vip(Ipv4Addr::from(u32::from(WEB) + 1999), 80, L4Proto::Tcp);
+    node.config.services[1999].backends = vec!["red".parse().unwrap(), "green".parse().unwrap()];
+    let report = node.apply().expect("change one service");
+    assert_eq!(report.frontends.len(), 1, "{:?}", report.frontends);
+    assert!(report.frontends[0].contains("service s1999"), "{report:?}");
+    let after = lb_state(&node);
+    let tables_after = table_ids(&node);
+    for (v, fe) in &before {
+        if *v == last_vip {
+            continue;
+        }
+        assert_eq!(after.get(v), Some(fe), "{v} changed");
+        assert_eq!(
+            tables_after[&fe.id], tables[&fe.id],
+            "{v}: its table was rewritten"
+        );
+    }
+    let last = frontend(&after, last_vip);
+    assert_ne!(tables_after[&last.id], tables[&last.id], "a new table");
+    let green = node.pod_addr("green");
+    assert!(last.backends.values().any(|b| *b.ip() == green));
+
+    // Traffic reaches the changed service's new backend.
+    let _pods = responders(&node, &["red", "green"]);
+    let seen: BTreeSet<String> = (0..20)
+        .map(|_| tcp_name(&node.lab.lan_netns, last_vip.addr, 80).expect("TCP to s1999"))
+        .collect();
+    assert_eq!(seen, ["green".to_owned(), "red".to_owned()].into());
 }
 
 #[test]

@@ -148,9 +148,86 @@ fn parse_slab_object_size(text: &str, cache: &str) -> Option<u64> {
     })
 }
 
+/// The kernel's memory that rules and maps take, from `/proc/meminfo`, in
+/// bytes: unreclaimable slab (netfilter's rules, chains and sets, BPF maps
+/// up to a page or so), vmalloc (larger BPF maps, iptables-legacy's rule
+/// blobs) and per-CPU allocations. Machine-wide: a delta around one
+/// install measures it, give or take what else the machine did meanwhile.
+pub fn kernel_bytes() -> Result<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").context("read /proc/meminfo")?;
+    parse_kernel_bytes(&text).context("/proc/meminfo has no SUnreclaim line")
+}
+
+fn parse_kernel_bytes(meminfo: &str) -> Option<u64> {
+    let field = |name: &str| {
+        meminfo.lines().find_map(|l| {
+            let rest = l.strip_prefix(name)?.strip_prefix(':')?;
+            rest.split_whitespace().next()?.parse::<u64>().ok()
+        })
+    };
+    let kb =
+        field("SUnreclaim")? + field("VmallocUsed").unwrap_or(0) + field("Percpu").unwrap_or(0);
+    Some(kb * 1024)
+}
+
+/// `bytes_memlock` of a map descriptor (`/proc/self/fdinfo`, what bpftool
+/// reads).
+fn fd_memlock(fd: std::os::fd::BorrowedFd<'_>) -> Result<u64> {
+    use std::os::fd::AsRawFd as _;
+    let path = format!("/proc/self/fdinfo/{}", fd.as_raw_fd());
+    let text = std::fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("memlock:")?.trim().parse().ok())
+        .with_context(|| format!("{path} has no memlock line"))
+}
+
+/// `bytes_memlock` of netpath's load-balancer maps: the frontends, the
+/// backends, the Maglev hash of maps and every Maglev table in it (the
+/// tables are not pinned: each is read through the outer map).
+pub fn lb_memlock(pins: &netpath::datapath::PinDir) -> Result<u64> {
+    use std::os::fd::AsFd as _;
+
+    use aya::maps::{HashOfMaps, Map, MapData};
+    use netpath_common::maps;
+    let mut total = 0;
+    for name in [maps::FRONTENDS, maps::BACKENDS, maps::MAGLEV] {
+        let m = MapData::from_pin(pins.map(name)).with_context(|| format!("open {name}"))?;
+        total += fd_memlock(m.fd().as_fd())?;
+    }
+    let outer: HashOfMaps<MapData, u32, MapData> = HashOfMaps::try_from(Map::HashOfMaps(
+        MapData::from_pin(pins.map(maps::MAGLEV)).context("open the Maglev map")?,
+    ))
+    .context("the Maglev map")?;
+    let ids: Vec<u32> = outer
+        .keys()
+        .collect::<Result<_, _>>()
+        .context("the Maglev map's keys")?;
+    for id in ids {
+        match outer.get(&id, 0) {
+            Ok(table) => total += fd_memlock(table.fd().as_fd())?,
+            // Removed meanwhile.
+            Err(aya::maps::MapError::KeyNotFound) => {}
+            Err(e) => return Err(e).context("a Maglev table"),
+        }
+    }
+    Ok(total)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn meminfo() {
+        let text = "MemTotal: 24684120 kB\nSlab:             369312 kB\n\
+                    SUnreclaim:        39244 kB\nVmallocUsed:       14320 kB\n\
+                    Percpu:              808 kB\n";
+        assert_eq!(
+            parse_kernel_bytes(text),
+            Some((39_244 + 14_320 + 808) * 1024)
+        );
+        assert_eq!(parse_kernel_bytes("Slab: 1 kB\n"), None);
+    }
 
     #[test]
     fn slabinfo() {

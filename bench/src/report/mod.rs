@@ -6,6 +6,7 @@
 pub mod json;
 pub mod markdown;
 pub mod png;
+pub mod scale;
 
 use std::collections::BTreeMap;
 
@@ -92,9 +93,14 @@ pub struct SummaryRow {
     pub netpath_vs_classic: Option<Spread>,
     /// netpath / limit, likewise.
     pub netpath_vs_limit: Option<Spread>,
-    /// netpath (XDP on) / netpath with XDP off, likewise.
+    /// netpath with XDP / netpath as configured by default (TC only),
+    /// likewise.
     #[serde(default)]
-    pub netpath_vs_tc: Option<Spread>,
+    pub xdp_vs_tc: Option<Spread>,
+    /// netpath with XDP / classic, likewise (the only netpath figure of the
+    /// prefilter, which is XDP's).
+    #[serde(default)]
+    pub xdp_vs_classic: Option<Spread>,
 }
 
 /// What a condition did to each setup before its figures ran.
@@ -162,16 +168,52 @@ pub struct Results {
     pub samples: Vec<Sample>,
     pub summary: Vec<SummaryRow>,
     pub notes: Vec<String>,
+    /// The service-scale group, when it ran (it has its own date and
+    /// command: a page may show a run's figures and another's service
+    /// scale, see [`Results::merge`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_scale: Option<crate::service_scale::ScaleResults>,
 }
 
+/// The version of [`Results`]' layout. 2: the `netpath` setup is the
+/// default configuration (XDP off) and `netpath_xdp` the XDP one (in 1,
+/// `netpath` was XDP and `netpath_tc` XDP off); the service-scale group.
+pub const SCHEMA: u32 = 2;
+
 impl Results {
-    /// Reads a results file back (to render it again).
+    /// Reads a results file back (to render it again); a file of schema 1
+    /// gets its setups renamed ([`upgrade_v1`]).
     pub fn load(path: &std::path::Path) -> anyhow::Result<Results> {
         use anyhow::Context as _;
         let text =
             std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
-        serde_json::from_str(&text)
+        let mut v: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
+        if v.get("schema").and_then(serde_json::Value::as_u64) == Some(1) {
+            upgrade_v1(&mut v);
+        }
+        serde_json::from_value(v)
             .with_context(|| format!("{}: not a netpath-bench results file", path.display()))
+    }
+
+    /// These results with the groups `newer` measured taken from it: its
+    /// service scale if it has one, its figures if it has any (with its
+    /// setups, memory, date and command). How a page shows a full run and
+    /// a later `--only service-scale` run together.
+    #[must_use]
+    pub fn merge(mut self, newer: Results) -> Results {
+        let scale = newer.service_scale.clone();
+        if !newer.conditions.is_empty() {
+            let keep = self.service_scale.take();
+            self = Results {
+                service_scale: keep,
+                ..newer
+            };
+        }
+        if scale.is_some() {
+            self.service_scale = scale;
+        }
+        self
     }
 
     /// Fills [`Results::summary`] from the samples.
@@ -194,6 +236,50 @@ impl Results {
                 && r.metric == metric
         })
     }
+}
+
+/// Schema 1 → 2: the XDP instance was `netpath` and the TC-only one
+/// `netpath_tc`; now `netpath` is the default configuration (TC only) and
+/// `netpath_xdp` the XDP one. Renames every setup key and sample setup; the
+/// summary is recomputed anyway.
+pub fn upgrade_v1(v: &mut serde_json::Value) {
+    use serde_json::Value;
+    fn rename(s: &str) -> Option<&'static str> {
+        match s {
+            "netpath" => Some("netpath_xdp"),
+            "netpath_tc" => Some("netpath"),
+            _ => None,
+        }
+    }
+    fn rename_keys(obj: &mut Value) {
+        if let Value::Object(m) = obj {
+            let old = std::mem::take(m);
+            for (k, val) in old {
+                m.insert(rename(&k).map_or(k, str::to_owned), val);
+            }
+        }
+    }
+    if let Some(setups) = v.get_mut("setups") {
+        rename_keys(setups);
+    }
+    if let Some(Value::Array(conds)) = v.get_mut("conditions") {
+        for c in conds {
+            if let Some(setups) = c.get_mut("setups") {
+                rename_keys(setups);
+            }
+        }
+    }
+    if let Some(Value::Array(samples)) = v.get_mut("samples") {
+        for s in samples {
+            if let Some(Value::String(setup)) = s.get_mut("setup")
+                && let Some(new) = rename(setup)
+            {
+                *setup = new.to_owned();
+            }
+        }
+    }
+    v["summary"] = Value::Array(Vec::new());
+    v["schema"] = Value::from(SCHEMA);
 }
 
 /// Median/spread per setup and per-round ratios, in report order.
@@ -245,8 +331,8 @@ pub fn summarize(conditions: &[ConditionRecord], samples: &[Sample]) -> Vec<Summ
                             missing.insert(kind, why);
                         }
                     }
-                    let ratio = |den: SetupKind| {
-                        let np = by_round(SetupKind::Netpath);
+                    let ratio_of = |num: SetupKind, den: SetupKind| {
+                        let np = by_round(num);
                         let d = by_round(den);
                         let r: Vec<f64> = np
                             .iter()
@@ -264,9 +350,10 @@ pub fn summarize(conditions: &[ConditionRecord], samples: &[Sample]) -> Vec<Summ
                         unit,
                         better,
                         main,
-                        netpath_vs_classic: ratio(SetupKind::Classic),
-                        netpath_vs_limit: ratio(SetupKind::Limit),
-                        netpath_vs_tc: ratio(SetupKind::NetpathTc),
+                        netpath_vs_classic: ratio_of(SetupKind::Netpath, SetupKind::Classic),
+                        netpath_vs_limit: ratio_of(SetupKind::Netpath, SetupKind::Limit),
+                        xdp_vs_tc: ratio_of(SetupKind::NetpathXdp, SetupKind::Netpath),
+                        xdp_vs_classic: ratio_of(SetupKind::NetpathXdp, SetupKind::Classic),
                         setups,
                         missing,
                     });
@@ -341,6 +428,31 @@ mod tests {
             unavailable: v.is_none().then(|| "nope".to_owned()),
             seconds: 1.0,
         }
+    }
+
+    #[test]
+    fn schema_1_results_get_their_setups_renamed() {
+        let mut v = serde_json::json!({
+            "schema": 1,
+            "setups": {"netpath": {"description": ["xdp"]}, "netpath_tc": {"description": ["tc"]}, "classic": {"description": []}},
+            "conditions": [{"setups": {"netpath": {}, "netpath_tc": {}}}],
+            "samples": [{"setup": "netpath"}, {"setup": "netpath_tc"}, {"setup": "limit"}],
+            "summary": [{"anything": 1}]
+        });
+        upgrade_v1(&mut v);
+        assert_eq!(v["schema"], 2);
+        assert_eq!(v["setups"]["netpath_xdp"]["description"][0], "xdp");
+        assert_eq!(v["setups"]["netpath"]["description"][0], "tc");
+        assert!(v["setups"].get("netpath_tc").is_none());
+        assert!(v["conditions"][0]["setups"].get("netpath_xdp").is_some());
+        let setups: Vec<&str> = v["samples"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["setup"].as_str().unwrap())
+            .collect();
+        assert_eq!(setups, ["netpath_xdp", "netpath", "limit"]);
+        assert_eq!(v["summary"], serde_json::json!([]));
     }
 
     #[test]

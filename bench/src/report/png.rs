@@ -12,7 +12,7 @@ use plotters::{
     style::{FontStyle, register_font},
 };
 
-use super::{Results, Spread};
+use super::{Results, Spread, markdown::num};
 use crate::{figures::Figure, topology::Scenario};
 
 /// Where Debian and friends put DejaVu Sans.
@@ -269,6 +269,131 @@ fn draw(r: &Results, path: &Path) -> DrawResult {
             .configure_series_labels()
             .position(SeriesLabelPosition::UpperRight)
             .label_font((FONT, 14))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()?;
+    }
+    root.present()?;
+    Ok(())
+}
+
+/// The service-scale chart: new connections per second to the last
+/// service, and its first-packet latency p99, against the number of
+/// services (log scales), one line per node.
+pub fn write_scale(s: &crate::service_scale::ScaleResults, path: &Path) -> Result<()> {
+    ensure_font()?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("mkdir -p {}", dir.display()))?;
+    }
+    draw_scale(s, path).map_err(|e| anyhow!("drawing {}: {e}", path.display()))?;
+    if !path.is_file() {
+        bail!("{} was not written", path.display());
+    }
+    Ok(())
+}
+
+fn draw_scale(s: &crate::service_scale::ScaleResults, path: &Path) -> DrawResult {
+    use crate::service_scale::nodes::Mode;
+    let root = BitMapBackend::new(path, (1600, 640)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let root = root.titled(
+        &format!(
+            "Service scale: the LAN host to the last of N services ({} round{}; median, whiskers min–max)",
+            s.rounds,
+            if s.rounds == 1 { "" } else { "s" }
+        ),
+        (FONT, 22),
+    )?;
+    let panels = root.split_evenly((1, 2));
+    let xmax = s
+        .points
+        .iter()
+        .map(|p| p.services)
+        .max()
+        .unwrap_or(1)
+        .max(10) as f64
+        * 1.5;
+    let colors = |m: Mode| match m {
+        Mode::Iptables => RGBColor(214, 39, 40),
+        Mode::Nftables => RGBColor(255, 127, 14),
+        Mode::Netpath => VS_CLASSIC,
+    };
+    for (panel, (metric, title, ylabel)) in panels.iter().zip([
+        ("connections", "new connections per second", "connections/s"),
+        ("connect_p99", "first-packet latency p99 (connect())", "µs"),
+    ]) {
+        let spreads: Vec<(Mode, Vec<(f64, Spread)>)> = Mode::ALL
+            .iter()
+            .map(|&m| {
+                (
+                    m,
+                    s.points
+                        .iter()
+                        .filter_map(|p| Some((p.services as f64, p.spread(m, metric)?)))
+                        .collect(),
+                )
+            })
+            .collect();
+        let all: Vec<f64> = spreads
+            .iter()
+            .flat_map(|(_, v)| v.iter().flat_map(|(_, sp)| [sp.min, sp.max]))
+            .filter(|v| *v > 0.0)
+            .collect();
+        let ymin = all.iter().copied().fold(f64::INFINITY, f64::min);
+        let ymax = all.iter().copied().fold(0.0, f64::max);
+        let (ymin, ymax) = if all.is_empty() {
+            (1.0, 10.0)
+        } else {
+            (ymin / 1.5, ymax * 1.5)
+        };
+        let mut chart = ChartBuilder::on(panel)
+            .caption(title, (FONT, 20))
+            .margin(16)
+            .x_label_area_size(44)
+            .y_label_area_size(70)
+            .build_cartesian_2d((0.7f64..xmax).log_scale(), (ymin..ymax).log_scale())?;
+        chart
+            .configure_mesh()
+            .x_desc("services")
+            .y_desc(ylabel)
+            .x_label_formatter(&|x| crate::condition::thousands(x.round() as u64))
+            .y_label_formatter(&|y| num(*y))
+            .label_style((FONT, 15))
+            .axis_desc_style((FONT, 15))
+            .draw()?;
+        for (mode, points) in &spreads {
+            let color = colors(*mode);
+            chart
+                .draw_series(LineSeries::new(
+                    points.iter().map(|(x, sp)| (*x, sp.median)),
+                    color.stroke_width(3),
+                ))?
+                .label(mode.title())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(3))
+                });
+            chart.draw_series(
+                points
+                    .iter()
+                    .map(|(x, sp)| Circle::new((*x, sp.median), 5, color.filled())),
+            )?;
+            for (x, sp) in points {
+                if sp.max > sp.min {
+                    chart.draw_series(std::iter::once(PathElement::new(
+                        vec![(*x, sp.min), (*x, sp.max)],
+                        color.stroke_width(1),
+                    )))?;
+                }
+            }
+        }
+        chart
+            .configure_series_labels()
+            .position(if metric == "connections" {
+                SeriesLabelPosition::LowerLeft
+            } else {
+                SeriesLabelPosition::UpperLeft
+            })
+            .label_font((FONT, 15))
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK)
             .draw()?;

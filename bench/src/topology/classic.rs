@@ -104,6 +104,76 @@ impl Classic {
     }
 }
 
+/// The lab (node and LAN host namespaces) with the CNI `bridge` plugin's
+/// wiring in the node: `cni0` with the gateway address, and a pod per
+/// `(name, address, namespace)` of `pods` on a veth enslaved to it, its
+/// default route via the gateway; `ip_forward=1` in the node. No rule of
+/// any kind: the caller adds its own.
+pub fn build_bridge_node(lab: &Lab, pods: &[(String, Ipv4Addr, String)]) -> Result<()> {
+    let node_ns = lab.node_netns.clone();
+    let lab = lab.clone();
+    let pods = pods.to_vec();
+    ns::block_on(async move {
+        lab.create().await?;
+        let node = Netns::open(&lab.node_netns)?;
+        let nl = Netlink::connect(&node).await?;
+        // ip link add cni0 type bridge; ip addr add 10.201.0.1/24 dev cni0; up
+        nl.handle()
+            .link()
+            .add(LinkBridge::new(BRIDGE).build())
+            .execute()
+            .await
+            .context("ip link add cni0 type bridge")?;
+        let br = nl
+            .link_by_name(BRIDGE)
+            .await?
+            .context("cni0 right after creating it")?;
+        nl.add_address(br.index, GATEWAY, 24).await?;
+        nl.set_up(br.index).await?;
+        for (pod, addr, pod_ns_name) in &pods {
+            ns::check_ours(pod_ns_name)?;
+            let pod_ns = Netns::create(pod_ns_name).await?;
+            let host_if = format!("veth-{pod}");
+            nl.add_veth(&host_if, "eth0", &pod_ns).await?;
+            let host = nl
+                .link_by_name(&host_if)
+                .await?
+                .with_context(|| format!("{host_if} right after creating it"))?;
+            // ip link set veth-POD master cni0
+            nl.handle()
+                .link()
+                .change(
+                    LinkUnspec::new_with_index(host.index)
+                        .controller(br.index)
+                        .build(),
+                )
+                .execute()
+                .await
+                .with_context(|| format!("ip link set {host_if} master cni0"))?;
+            nl.set_up(host.index).await?;
+            let pod_nl = Netlink::connect(&pod_ns).await?;
+            let eth0 = pod_nl
+                .link_by_name("eth0")
+                .await?
+                .with_context(|| format!("eth0 in {pod_ns_name}"))?;
+            pod_nl.add_address(eth0.index, *addr, 24).await?;
+            pod_nl.set_up(eth0.index).await?;
+            pod_nl
+                .replace_route(&Route {
+                    dst: Ipv4Net::default(),
+                    gateway: Some(GATEWAY),
+                    oif: Some(eth0.index),
+                    src: None,
+                    scope_link: false,
+                    onlink: false,
+                })
+                .await?;
+        }
+        anyhow::Ok(())
+    })?;
+    ns::sysctl(&node_ns, "ipv4/ip_forward", "1")
+}
+
 impl Setup for Classic {
     fn kind(&self) -> SetupKind {
         SetupKind::Classic
@@ -119,65 +189,7 @@ impl Setup for Classic {
             .iter()
             .map(|(p, a)| (p.to_string(), *a, self.pod_ns(p)))
             .collect();
-        ns::block_on(async move {
-            lab.create().await?;
-            let node = Netns::open(&lab.node_netns)?;
-            let nl = Netlink::connect(&node).await?;
-            // ip link add cni0 type bridge; ip addr add 10.201.0.1/24 dev cni0; up
-            nl.handle()
-                .link()
-                .add(LinkBridge::new(BRIDGE).build())
-                .execute()
-                .await
-                .context("ip link add cni0 type bridge")?;
-            let br = nl
-                .link_by_name(BRIDGE)
-                .await?
-                .context("cni0 right after creating it")?;
-            nl.add_address(br.index, GATEWAY, 24).await?;
-            nl.set_up(br.index).await?;
-            for (pod, addr, pod_ns_name) in &pods {
-                ns::check_ours(pod_ns_name)?;
-                let pod_ns = Netns::create(pod_ns_name).await?;
-                let host_if = format!("veth-{pod}");
-                nl.add_veth(&host_if, "eth0", &pod_ns).await?;
-                let host = nl
-                    .link_by_name(&host_if)
-                    .await?
-                    .with_context(|| format!("{host_if} right after creating it"))?;
-                // ip link set veth-POD master cni0
-                nl.handle()
-                    .link()
-                    .change(
-                        LinkUnspec::new_with_index(host.index)
-                            .controller(br.index)
-                            .build(),
-                    )
-                    .execute()
-                    .await
-                    .with_context(|| format!("ip link set {host_if} master cni0"))?;
-                nl.set_up(host.index).await?;
-                let pod_nl = Netlink::connect(&pod_ns).await?;
-                let eth0 = pod_nl
-                    .link_by_name("eth0")
-                    .await?
-                    .with_context(|| format!("eth0 in {pod_ns_name}"))?;
-                pod_nl.add_address(eth0.index, *addr, 24).await?;
-                pod_nl.set_up(eth0.index).await?;
-                pod_nl
-                    .replace_route(&Route {
-                        dst: Ipv4Net::default(),
-                        gateway: Some(GATEWAY),
-                        oif: Some(eth0.index),
-                        src: None,
-                        scope_link: false,
-                        onlink: false,
-                    })
-                    .await?;
-            }
-            anyhow::Ok(())
-        })?;
-        ns::sysctl(self.node_ns(), "ipv4/ip_forward", "1")?;
+        build_bridge_node(&lab, &pods)?;
         let args: Vec<&str> = self.masquerade.iter().map(String::as_str).collect();
         self.iptables(&args)?;
         let rules = self.iptables(&["-t", "nat", "-S", "POSTROUTING"])?;

@@ -2,8 +2,9 @@
 //! [`Setup`] trait: [`limit`] (a bare veth pair, the ceiling), [`classic`]
 //! (bridge + `ip_forward` + iptables MASQUERADE and DNAT, as the CNI
 //! `bridge` and `portmap` plugins do it) and [`netpath`] (the controller's
-//! own pods), the latter twice: with its XDP program on the uplink, and with
-//! XDP off (TC only), so that what XDP buys is measured, not assumed.
+//! own pods), the latter twice: in its default configuration (TC programs
+//! only, XDP off), and with its XDP program on the uplink, so that what XDP
+//! buys is measured, not assumed.
 //!
 //! A new scenario adds a [`Scenario`] variant and the endpoints each setup
 //! offers for it; a setup that cannot serve it says why in
@@ -36,10 +37,12 @@ pub enum SetupKind {
     Limit,
     /// Linux bridge + ip_forward + iptables MASQUERADE.
     Classic,
-    /// netpath's eBPF datapath (XDP on the uplink, TC everywhere).
+    /// netpath's eBPF datapath as configured by default: TC programs only
+    /// (`xdp = "off"`).
     Netpath,
-    /// netpath with XDP off: TC programs only.
-    NetpathTc,
+    /// netpath with its XDP program on the uplink (`xdp = "native"`: the
+    /// prefilter and the fast path of established inbound flows).
+    NetpathXdp,
 }
 
 impl SetupKind {
@@ -47,7 +50,7 @@ impl SetupKind {
         SetupKind::Limit,
         SetupKind::Classic,
         SetupKind::Netpath,
-        SetupKind::NetpathTc,
+        SetupKind::NetpathXdp,
     ];
 
     pub fn id(self) -> &'static str {
@@ -55,7 +58,7 @@ impl SetupKind {
             SetupKind::Limit => "limit",
             SetupKind::Classic => "classic",
             SetupKind::Netpath => "netpath",
-            SetupKind::NetpathTc => "netpath_tc",
+            SetupKind::NetpathXdp => "netpath_xdp",
         }
     }
 
@@ -65,7 +68,7 @@ impl SetupKind {
             SetupKind::Limit => "limit",
             SetupKind::Classic => "classic",
             SetupKind::Netpath => "netpath",
-            SetupKind::NetpathTc => "netpath TC only",
+            SetupKind::NetpathXdp => "netpath XDP",
         }
     }
 }
@@ -219,6 +222,33 @@ pub fn add_denied_source(lab: &::netpath::demo::lab::Lab) -> Result<()> {
             .await?
             .with_context(|| format!("eth0 in {lan_ns}"))?;
         nl.add_address(link.index, DENIED_SOURCE, prefix).await?;
+        anyhow::Ok(())
+    })
+}
+
+/// `ip -n LAN route replace CIDR via NODE_ADDR dev eth0`: the LAN host
+/// reaches the service range through the node, as a cluster's routers
+/// route it.
+pub fn route_via_node(lab: &::netpath::demo::lab::Lab, cidr: Ipv4Net) -> Result<()> {
+    crate::ns::check_ours(&lab.lan_netns)?;
+    let lan_ns = lab.lan_netns.clone();
+    let via = lab.node_addr.addr();
+    crate::ns::block_on(async move {
+        let ns = Netns::open(&lan_ns)?;
+        let nl = Netlink::connect(&ns).await?;
+        let link = nl
+            .link_by_name(::netpath::demo::lab::LAN_IFNAME)
+            .await?
+            .with_context(|| format!("eth0 in {lan_ns}"))?;
+        nl.replace_route(&Route {
+            dst: cidr,
+            gateway: Some(via),
+            oif: Some(link.index),
+            src: None,
+            scope_link: false,
+            onlink: false,
+        })
+        .await?;
         anyhow::Ok(())
     })
 }

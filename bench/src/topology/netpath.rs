@@ -9,11 +9,12 @@
 //! scenario with a TCP connect first and reports `null` with the reason
 //! while it fails.
 //!
-//! Two instances are built: [`SetupKind::Netpath`] with its XDP program on
-//! the uplink (`xdp = "native"`: the prefilter and the fast path of
-//! established inbound flows), and [`SetupKind::NetpathTc`] with `xdp =
-//! "off"`, so the report shows what XDP adds or costs on this machine's veth
-//! uplink.
+//! Two instances are built: [`SetupKind::Netpath`] as netpath is configured
+//! by default (`xdp = "off"`: TC programs only), and [`SetupKind::NetpathXdp`]
+//! with its XDP program on the uplink (`xdp = "native"`: the prefilter and
+//! the fast path of established inbound flows), so the report shows what XDP
+//! adds or costs on this machine's veth uplink. The service-scale group
+//! builds a third, with `[[services]]` ([`Netpath::for_services`]).
 
 use std::{fs, net::Ipv4Addr, path::PathBuf};
 
@@ -51,8 +52,12 @@ pub const NO_SNAT: &str = "netpath SNAT not available";
 
 pub struct Netpath {
     kind: SetupKind,
-    /// Namespace and instance name prefix: `n` (XDP) or `t` (TC only).
+    /// Namespace name prefix: `n` (default, TC), `x` (XDP), `s` (services).
     tag: &'static str,
+    /// What the instance name adds to the run's (`""`, `-xdp`, `-svc`).
+    instance_suffix: &'static str,
+    /// `node.service_cidr`, when the instance has services.
+    service_cidr: Option<&'static str>,
     lab: Lab,
     names: Names,
     /// Whether the SNAT keys were accepted.
@@ -63,16 +68,35 @@ pub struct Netpath {
 }
 
 impl Netpath {
-    /// `kind`: [`SetupKind::Netpath`] or [`SetupKind::NetpathTc`].
+    /// `kind`: [`SetupKind::Netpath`] or [`SetupKind::NetpathXdp`].
     pub fn new(names: &Names, kind: SetupKind) -> Self {
-        let tag = if kind == SetupKind::NetpathTc {
-            "t"
+        let (tag, instance_suffix) = if kind == SetupKind::NetpathXdp {
+            ("x", "-xdp")
         } else {
-            "n"
+            ("n", "")
         };
+        Self::build_with(names, kind, tag, instance_suffix, None)
+    }
+
+    /// The service-scale group's instance: the default configuration (XDP
+    /// off) with `service_cidr`, in namespaces of its own (`s-*`), to which
+    /// [`Netpath::apply_services`] adds services.
+    pub fn for_services(names: &Names, service_cidr: &'static str) -> Self {
+        Self::build_with(names, SetupKind::Netpath, "s", "-svc", Some(service_cidr))
+    }
+
+    fn build_with(
+        names: &Names,
+        kind: SetupKind,
+        tag: &'static str,
+        instance_suffix: &'static str,
+        service_cidr: Option<&'static str>,
+    ) -> Self {
         Self {
             kind,
             tag,
+            instance_suffix,
+            service_cidr,
             lab: Lab::new(
                 names.ns(&format!("{tag}-node")),
                 names.ns(&format!("{tag}-lan")),
@@ -86,19 +110,15 @@ impl Netpath {
     }
 
     pub fn instance(&self) -> String {
-        if self.kind == SetupKind::NetpathTc {
-            format!("{}-tc", self.names.instance())
-        } else {
-            self.names.instance()
-        }
+        format!("{}{}", self.names.instance(), self.instance_suffix)
     }
 
     /// The node's XDP mode.
     fn xdp(&self) -> &'static str {
-        if self.kind == SetupKind::NetpathTc {
-            "off"
-        } else {
+        if self.kind == SetupKind::NetpathXdp {
             "native"
+        } else {
+            "off"
         }
     }
 
@@ -136,11 +156,11 @@ impl Netpath {
             node = self.lab.node_netns,
             prefix = self.names.ns(&format!("{}-", self.tag)),
             xdp = self.xdp(),
-            // The prefilter is XDP's: the TC-only instance has none.
-            deny = if self.kind == SetupKind::NetpathTc {
-                String::new()
-            } else {
-                format!("deny_sources = [\"{DENIED_SOURCE}/32\"]\n")
+            // The prefilter is XDP's: only the XDP instance has one.
+            deny = match (self.kind, self.service_cidr) {
+                (SetupKind::NetpathXdp, _) => format!("deny_sources = [\"{DENIED_SOURCE}/32\"]\n"),
+                (_, Some(cidr)) => format!("service_cidr = \"{cidr}\"\n"),
+                _ => String::new(),
             },
             uplink_extra = if snat { SNAT_UPLINK_TOML } else { "" },
             extra = if snat { SNAT_TOML } else { "" },
@@ -194,6 +214,44 @@ impl Netpath {
     fn pins(&self) -> PinDir {
         PinDir::for_instance(&self.instance())
     }
+
+    /// The node and LAN host namespaces.
+    pub fn lab(&self) -> &Lab {
+        &self.lab
+    }
+
+    /// The namespace of pod `pod`.
+    pub fn pod_namespace(&self, pod: &str) -> String {
+        self.pod_ns(pod)
+    }
+
+    /// The address netpath gave pod `pod`.
+    pub fn pod_address(&self, pod: &str) -> Result<Ipv4Addr, String> {
+        self.address(pod)
+    }
+
+    /// The pin directory of the instance.
+    pub fn pin_dir(&self) -> PinDir {
+        self.pins()
+    }
+
+    /// Applies the configuration with `services` (the built node's
+    /// configuration plus `[[services]]`), as `netpath apply` does; returns
+    /// how long `reconcile::apply` took (the configuration is parsed
+    /// before, as a running daemon has it).
+    pub fn apply_services(
+        &self,
+        services: Vec<netpath::config::ServiceConfig>,
+    ) -> Result<std::time::Duration> {
+        let text = self.config_toml(self.snat, 0);
+        let mut config = Config::from_toml_str(&text).context("the services configuration")?;
+        let n = services.len();
+        config.services = services;
+        let t = std::time::Instant::now();
+        ns::block_on(reconcile::apply(&config))
+            .with_context(|| format!("netpath apply with {n} services"))?;
+        Ok(t.elapsed())
+    }
 }
 
 fn list(dir: PathBuf) -> Vec<PathBuf> {
@@ -243,7 +301,7 @@ impl Setup for Netpath {
 
     fn endpoints(&self, scenario: Scenario) -> Result<Endpoints, String> {
         Ok(match scenario {
-            Scenario::PodToPod if self.kind == SetupKind::NetpathTc => {
+            Scenario::PodToPod if self.kind == SetupKind::NetpathXdp => {
                 return Err(
                     "not measured: pod → pod never crosses the uplink, where XDP runs \
                      (the netpath column is the same datapath)"
@@ -274,7 +332,7 @@ impl Setup for Netpath {
     /// The XDP prefilter's drop counter (`drop_xdp_prefilter`, summed over
     /// CPUs). With XDP off nothing filters.
     fn denied_drops(&self) -> Result<u64, String> {
-        if self.kind == SetupKind::NetpathTc {
+        if self.kind != SetupKind::NetpathXdp {
             return Err(
                 "not applicable: the prefilter is part of the XDP program (XDP off)".into(),
             );
@@ -285,11 +343,12 @@ impl Setup for Netpath {
             .map_err(|e| e.to_string())
     }
 
-    /// The TC-only instance is there for the XDP comparison at baseline;
-    /// the scaling conditions do not touch the uplink programs.
+    /// The XDP instance is there for the XDP comparison at baseline; the
+    /// scaling conditions do not touch the uplink programs.
     fn applies(&self, condition: crate::condition::Condition) -> Result<(), String> {
-        if self.kind == SetupKind::NetpathTc && condition != crate::condition::Condition::Baseline {
-            Err("not measured: the TC-only instance is for the XDP comparison at baseline".into())
+        if self.kind == SetupKind::NetpathXdp && condition != crate::condition::Condition::Baseline
+        {
+            Err("not measured: the XDP instance is for the XDP comparison at baseline".into())
         } else {
             Ok(())
         }
@@ -398,11 +457,19 @@ mod tests {
         let text = np.config_toml(true, 3);
         assert_eq!(text.matches("[[routes]]").count(), 3);
         assert!(text.contains("dst = \"172.16.2.0/24\""));
+        assert!(text.contains("xdp = \"off\""), "the default: TC only");
+        assert!(!text.contains("deny_sources"));
+        let xdp = Netpath::new(&names, SetupKind::NetpathXdp);
+        let (c, _) = xdp.config().unwrap();
+        assert_eq!(c.node.name, "npb-4242-xdp");
+        assert_eq!(c.pod_netns(&c.pods[0]), "npb-4242-x-red");
+        let text = xdp.config_toml(true, 0);
         assert!(text.contains("xdp = \"native\""));
-        let tc = Netpath::new(&names, SetupKind::NetpathTc);
-        let (c, _) = tc.config().unwrap();
-        assert_eq!(c.node.name, "npb-4242-tc");
-        assert_eq!(c.pod_netns(&c.pods[0]), "npb-4242-t-red");
-        assert!(tc.config_toml(true, 0).contains("xdp = \"off\""));
+        assert!(text.contains("deny_sources"));
+        let svc = Netpath::for_services(&names, "10.96.0.0/15");
+        let (c, _) = svc.config().unwrap();
+        assert_eq!(c.node.name, "npb-4242-svc");
+        assert_eq!(c.node.service_cidr, Some("10.96.0.0/15".parse().unwrap()));
+        assert_eq!(c.pod_netns(&c.pods[0]), "npb-4242-s-red");
     }
 }

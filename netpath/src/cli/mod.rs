@@ -399,7 +399,7 @@ impl Instance {
 /// state file, with flows counted from its connection table).
 fn lb_views(instance: &str) -> Result<(frontends::LbState, Vec<inspect::FrontendView>)> {
     let maps = NodeMaps::open_pinned(&PinDir::for_instance(instance))?;
-    let lb = frontends::read(maps.lb())?;
+    let lb = frontends::read(maps.lb(), frontends::Tables::All)?;
     let state = StateDir::for_instance(instance).load()?;
     let conns = conntrack::list(&maps)?;
     let views = inspect::frontends(&lb, &state.frontends, &conns);
@@ -591,7 +591,7 @@ fn service_verb(command: ServiceCommand) -> Result<String> {
                 .find(|f| f.id == view.id)
                 .expect("views come from these frontends");
             let counts = inspect::slot_counts(fe);
-            let table = slots.then_some(fe.maglev.as_slice());
+            let table = slots.then_some(fe.maglev.slots());
             render::maglev(view, &counts, table)
         }
     })

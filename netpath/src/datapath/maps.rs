@@ -36,6 +36,11 @@ pub enum MapsError {
         name: &'static str,
         source: MapError,
     },
+    #[error(
+        "a Maglev table of maglev_v2 is malformed: {what} (an apply that changes the \
+         service's backends writes a new one)"
+    )]
+    MaglevTable { what: String },
     #[error("{op} on map {name} failed: {source}")]
     Op {
         op: &'static str,

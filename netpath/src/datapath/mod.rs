@@ -29,6 +29,7 @@
 //! replaces the program behind each link atomically.
 
 pub mod attach;
+mod batch;
 mod error;
 pub mod lb_maps;
 pub mod load;

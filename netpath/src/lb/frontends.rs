@@ -9,6 +9,12 @@
 //! affinity entries its index, and the Maglev table is rebuilt with
 //! [`maglev::table_after`], which keeps every surviving slot when a backend
 //! leaves.
+//!
+//! The cost of an apply follows what changes, not how many services there
+//! are: [`read`] reads every frontend and backend but no Maglev table
+//! ([`Tables::Unread`]), and [`read_tables`] then reads only the tables of
+//! the frontends whose backends change ([`changing`]); an unchanged
+//! frontend keeps its table untouched ([`Maglev::InMap`]).
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -17,6 +23,9 @@ use std::{
 };
 
 use netpath_common::{Frontend, FrontendKey, frontend_flags};
+
+/// The highest backend index (a Maglev slot holds 16 bits).
+pub const MAX_BACKEND_INDEX: u32 = u16::MAX as u32;
 
 use super::maglev::{self, Member};
 use crate::{
@@ -58,6 +67,34 @@ impl fmt::Display for Vip {
     }
 }
 
+/// A frontend's Maglev table, as far as the controller knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Maglev {
+    /// No table (a frontend without backends, or one whose table is
+    /// missing from the map).
+    Absent,
+    /// In the map, not read: the frontend's backends do not change, so
+    /// neither does its table.
+    InMap,
+    /// These slots: a backend index each.
+    Slots(Vec<u32>),
+}
+
+impl Maglev {
+    /// The slots, when known (empty otherwise).
+    pub fn slots(&self) -> &[u32] {
+        match self {
+            Self::Slots(t) => t,
+            Self::Absent | Self::InMap => &[],
+        }
+    }
+
+    /// Whether there is a table (known or not).
+    pub fn is_present(&self) -> bool {
+        !matches!(self, Self::Absent)
+    }
+}
+
 /// One frontend: its map value's parts, its backends by index and its
 /// Maglev table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,8 +105,8 @@ pub struct FrontendState {
     pub affinity_timeout_secs: u32,
     /// Backend index → backend.
     pub backends: BTreeMap<u32, SocketAddrV4>,
-    /// Backend indices, `MAGLEV_SIZE` of them; empty without backends.
-    pub maglev: Vec<u32>,
+    /// Its Maglev table; [`Maglev::Absent`] without backends.
+    pub maglev: Maglev,
 }
 
 impl FrontendState {
@@ -99,8 +136,18 @@ impl FrontendState {
 /// Every frontend of a node.
 pub type LbState = BTreeMap<Vip, FrontendState>;
 
+/// Which Maglev tables [`read`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tables {
+    /// Every one ([`Maglev::Slots`]): what `netpath service` shows.
+    All,
+    /// None ([`Maglev::InMap`] where there is one): what an apply starts
+    /// from, before [`read_tables`] reads the ones it changes.
+    Unread,
+}
+
 /// What the load balancer's maps hold.
-pub fn read(maps: &LbMaps) -> Result<LbState, MapsError> {
+pub fn read(maps: &LbMaps, tables: Tables) -> Result<LbState, MapsError> {
     let mut backends: BTreeMap<u32, BTreeMap<u32, SocketAddrV4>> = BTreeMap::new();
     for ((id, index), b) in maps.backends()? {
         backends
@@ -108,10 +155,16 @@ pub fn read(maps: &LbMaps) -> Result<LbState, MapsError> {
             .or_default()
             .insert(index, SocketAddrV4::new(Ipv4Addr::from(b.addr), b.port));
     }
+    let with_table = maps.maglev_ids()?;
     let mut out = LbState::new();
     for (key, fe) in maps.frontends()? {
         let Some(vip) = Vip::from_key(&key) else {
             continue;
+        };
+        let maglev = match tables {
+            _ if !with_table.contains(&fe.id) => Maglev::Absent,
+            Tables::Unread => Maglev::InMap,
+            Tables::All => maps.maglev(fe.id)?.map_or(Maglev::Absent, Maglev::Slots),
         };
         out.insert(
             vip,
@@ -120,11 +173,42 @@ pub fn read(maps: &LbMaps) -> Result<LbState, MapsError> {
                 flags: fe.flags,
                 affinity_timeout_secs: fe.affinity_timeout_secs,
                 backends: backends.remove(&fe.id).unwrap_or_default(),
-                maglev: maps.maglev(fe.id)?.unwrap_or_default(),
+                maglev,
             },
         );
     }
     Ok(out)
+}
+
+/// The frontends of `current` whose backends `specs` change (their
+/// addresses differ): the ones whose Maglev table an apply rebuilds from
+/// the one in the map.
+pub fn changing(specs: &[FrontendSpec], current: &LbState) -> Vec<Vip> {
+    specs
+        .iter()
+        .filter(|spec| {
+            current.get(&spec.vip).is_some_and(|have| {
+                let had: BTreeSet<SocketAddrV4> = have.backends.values().copied().collect();
+                let want: BTreeSet<SocketAddrV4> =
+                    spec.backends.iter().map(|b| b.address).collect();
+                had != want
+            })
+        })
+        .map(|spec| spec.vip)
+        .collect()
+}
+
+/// Reads the Maglev tables of `vips` into `state` (those it has as
+/// [`Maglev::InMap`]).
+pub fn read_tables(maps: &LbMaps, state: &mut LbState, vips: &[Vip]) -> Result<(), MapsError> {
+    for vip in vips {
+        if let Some(fe) = state.get_mut(vip)
+            && fe.maglev == Maglev::InMap
+        {
+            fe.maglev = maps.maglev(fe.id)?.map_or(Maglev::Absent, Maglev::Slots);
+        }
+    }
+    Ok(())
 }
 
 /// Who a frontend is for.
@@ -267,8 +351,10 @@ pub fn specs(desired: &DesiredNode, addrs: &NodeAddresses) -> Result<Vec<Fronten
 /// the maps hold (`current`) keeps its id, a backend it has keeps its
 /// index; new ones get the lowest free id (from 1) and index (from 0) that
 /// no current frontend or backend of that frontend uses, so a frontend
-/// removed in the same apply never lends its id to a new one. Maglev
-/// tables are rebuilt from the current ones ([`maglev::table_after`]).
+/// removed in the same apply never lends its id to a new one (an index, only
+/// when the indices below [`MAX_BACKEND_INDEX`] run out). Maglev tables are
+/// rebuilt from the current ones ([`maglev::table_after`]) when the
+/// backends change, and kept as they are otherwise.
 pub fn assign(specs: &[FrontendSpec], current: &LbState) -> LbState {
     let mut used_ids: BTreeSet<u32> = current.values().map(|f| f.id).collect();
     let mut next_id = 1_u32;
@@ -284,47 +370,71 @@ pub fn assign(specs: &[FrontendSpec], current: &LbState) -> LbState {
             used_ids.insert(next_id);
             next_id
         };
-        let mut backends: BTreeMap<u32, SocketAddrV4> = BTreeMap::new();
-        let mut wanted: Vec<SocketAddrV4> = Vec::new();
-        for b in &spec.backends {
-            if !wanted.contains(&b.address) {
-                wanted.push(b.address);
-            }
-        }
-        let mut used_idx: BTreeSet<u32> = BTreeSet::new();
-        if let Some(h) = have {
-            for (&index, addr) in &h.backends {
-                used_idx.insert(index);
-                if wanted.contains(addr) {
-                    backends.insert(index, *addr);
-                }
-            }
-        }
-        let mut next_idx = 0_u32;
-        for addr in wanted {
-            if backends.values().any(|a| *a == addr) {
-                continue;
-            }
-            while used_idx.contains(&next_idx) {
-                next_idx += 1;
-            }
-            used_idx.insert(next_idx);
-            backends.insert(next_idx, addr);
-        }
+        let backends = indices(spec, have);
         let mut fe = FrontendState {
             id,
             flags: spec.flags,
             affinity_timeout_secs: spec.affinity_timeout_secs,
             backends,
-            maglev: Vec::new(),
+            maglev: Maglev::Absent,
         };
         let members = fe.members();
         fe.maglev = match have {
-            _ if members.is_empty() => Vec::new(),
-            Some(h) => maglev::table_after(&h.maglev, &members),
-            None => maglev::table(&members),
+            _ if members.is_empty() => Maglev::Absent,
+            None => Maglev::Slots(maglev::table(&members)),
+            Some(h) => match &h.maglev {
+                Maglev::InMap if h.backends == fe.backends => Maglev::InMap,
+                Maglev::Slots(previous) => Maglev::Slots(maglev::table_after(previous, &members)),
+                // Not read (the caller did not expect a change) or missing:
+                // a fresh table.
+                Maglev::InMap | Maglev::Absent => Maglev::Slots(maglev::table(&members)),
+            },
         };
         out.insert(spec.vip, fe);
     }
     out
+}
+
+/// The backends of `spec` by index: the ones `have` has keep theirs, new
+/// ones get the lowest index no current backend uses (or, past
+/// [`MAX_BACKEND_INDEX`], the lowest no backend of this apply uses).
+fn indices(spec: &FrontendSpec, have: Option<&FrontendState>) -> BTreeMap<u32, SocketAddrV4> {
+    let mut backends: BTreeMap<u32, SocketAddrV4> = BTreeMap::new();
+    let mut wanted: Vec<SocketAddrV4> = Vec::new();
+    for b in &spec.backends {
+        if !wanted.contains(&b.address) {
+            wanted.push(b.address);
+        }
+    }
+    let mut used_idx: BTreeSet<u32> = BTreeSet::new();
+    let mut kept: BTreeSet<SocketAddrV4> = BTreeSet::new();
+    if let Some(h) = have {
+        let want: BTreeSet<SocketAddrV4> = wanted.iter().copied().collect();
+        for (&index, addr) in &h.backends {
+            used_idx.insert(index);
+            if want.contains(addr) && kept.insert(*addr) {
+                backends.insert(index, *addr);
+            }
+        }
+    }
+    let mut next_idx = 0_u32;
+    for addr in wanted {
+        if kept.contains(&addr) {
+            continue;
+        }
+        while used_idx.contains(&next_idx) {
+            next_idx += 1;
+        }
+        if next_idx > MAX_BACKEND_INDEX {
+            // Only indices of removed backends are left: reuse the lowest.
+            used_idx = backends.keys().copied().collect();
+            next_idx = 0;
+            while used_idx.contains(&next_idx) {
+                next_idx += 1;
+            }
+        }
+        used_idx.insert(next_idx);
+        backends.insert(next_idx, addr);
+    }
+    backends
 }

@@ -114,7 +114,7 @@ pub fn frontends(
 /// the table holds without a backend entry included).
 pub fn slot_counts(fe: &FrontendState) -> BTreeMap<u32, usize> {
     let mut counts: BTreeMap<u32, usize> = fe.backends.keys().map(|&i| (i, 0)).collect();
-    for &index in &fe.maglev {
+    for &index in fe.maglev.slots() {
         *counts.entry(index).or_default() += 1;
     }
     counts

@@ -1,5 +1,7 @@
 //! Maglev consistent hashing (Eisenbud et al., NSDI 2016): a lookup table
-//! of `M` slots (`maps::MAGLEV_SIZE`, a prime) in which every backend owns
+//! of `M` slots (a prime sized for the backends,
+//! [`netpath_common::lb::maglev_size_for`]: 251 up to two backends, about
+//! 100 per backend above) in which every backend owns
 //! close to `M / N` slots, and which changes little when a backend comes or
 //! goes: removing one of `N` backends reassigns only the slots it owned
 //! (plus a small fraction more), so established flows of the other
@@ -11,7 +13,7 @@
 //! The name is the backend's `address:port`, so a backend keeps its
 //! preferences whatever its position in the configuration.
 
-use netpath_common::maps::MAGLEV_SIZE;
+use netpath_common::lb::{MAGLEV_SIZES, maglev_size_for};
 
 /// A backend as the table builder sees it: a stable name (its preferences)
 /// and the index the table stores for it.
@@ -73,23 +75,26 @@ pub fn table_of_size(members: &[Member], size: u32) -> Vec<u32> {
     table.into_iter().map(Option::unwrap_or_default).collect()
 }
 
-/// [`table_of_size`] with the datapath's table size.
+/// [`table_of_size`] with the size `members` ask for ([`maglev_size_for`]).
 pub fn table(members: &[Member]) -> Vec<u32> {
-    table_of_size(members, MAGLEV_SIZE)
+    let n = u32::try_from(members.len()).unwrap_or(u32::MAX);
+    table_of_size(members, maglev_size_for(n))
 }
 
 /// The table after a change of members, given the `previous` one: when no
-/// member was added (a backend removed, or nothing changed), every slot of
-/// a remaining member keeps it (its flows stay where they are) and only the
-/// slots of removed members are shared out, each remaining member taking
-/// its next preferred free slot in turn while under its fair share. With a
-/// new member, the fresh [`table`] (a new backend must take slots from the
-/// others; Maglev keeps that move small).
+/// member was added (a backend removed, or nothing changed), the table
+/// keeps its size and every slot of a remaining member keeps it (its flows
+/// stay where they are); only the slots of removed members are shared out,
+/// each remaining member taking its next preferred free slot in turn while
+/// under its fair share. With a new member (or a previous table of no valid
+/// size), the fresh [`table`], of the size the members ask for (a new
+/// backend must take slots from the others; Maglev keeps that move small
+/// when the size stays).
 pub fn table_after(previous: &[u32], members: &[Member]) -> Vec<u32> {
-    let size = MAGLEV_SIZE;
+    let size = u32::try_from(previous.len()).unwrap_or(0);
     let known = |index: u32| members.iter().any(|m| m.index == index);
     let added = members.iter().any(|m| !previous.contains(&m.index));
-    if members.is_empty() || previous.len() != size as usize || added {
+    if members.is_empty() || !MAGLEV_SIZES.contains(&size) || added {
         return table(members);
     }
     let m = u64::from(size);
@@ -148,8 +153,8 @@ mod tests {
     fn every_backend_owns_about_an_equal_share() {
         let ms = members(&["10.200.0.2:80", "10.200.0.3:80", "10.200.0.4:80"]);
         let t = table(&ms);
-        assert_eq!(t.len(), MAGLEV_SIZE as usize);
-        let fair = MAGLEV_SIZE as usize / 3;
+        assert_eq!(t.len(), 509, "three backends: the size after 251");
+        let fair = t.len() / 3;
         for m in &ms {
             let s = share(&t, m.index);
             assert!(s.abs_diff(fair) <= 2, "{}: {s} of {}", m.name, t.len());
@@ -161,7 +166,8 @@ mod tests {
         let all = members(&["10.200.0.2:80", "10.200.0.3:80", "10.200.0.4:80"]);
         let before = table(&all);
         let after = table_after(&before, &[all[0].clone(), all[2].clone()]);
-        let fair = MAGLEV_SIZE as usize / 2;
+        assert_eq!(after.len(), before.len(), "a removal keeps the size");
+        let fair = after.len() / 2;
         for m in [&all[0], &all[2]] {
             assert!(share(&after, m.index).abs_diff(fair) <= 2);
         }
@@ -194,11 +200,13 @@ mod tests {
 
     #[test]
     fn a_plain_rebuild_moves_few_slots_of_the_others() {
-        // Without the previous table (a fresh start), Maglev alone still
-        // keeps most flows of the remaining backends in place.
+        // Without the previous table (a fresh start) but at the same size,
+        // Maglev alone still keeps most flows of the remaining backends in
+        // place (at another size slots do not line up: `table_after` keeps
+        // the size).
         let all = members(&["10.200.0.2:80", "10.200.0.3:80", "10.200.0.4:80"]);
-        let before = table(&all);
-        let after = table(&[all[0].clone(), all[2].clone()]);
+        let before = table_of_size(&all, 509);
+        let after = table_of_size(&[all[0].clone(), all[2].clone()], 509);
         let kept = before
             .iter()
             .zip(&after)
@@ -211,5 +219,46 @@ mod tests {
     #[test]
     fn no_members_no_table() {
         assert!(table(&[]).is_empty());
+    }
+
+    #[test]
+    fn two_backends_share_251_slots_and_a_removal_keeps_the_other() {
+        let ab = members(&["10.200.0.2:80", "10.200.0.3:80"]);
+        let t = table(&ab);
+        assert_eq!(t.len(), 251);
+        assert!(
+            share(&t, 1).abs_diff(share(&t, 2)) <= 1,
+            "{} / {}",
+            share(&t, 1),
+            share(&t, 2)
+        );
+        let after = table_after(&t, &ab[..1]);
+        assert_eq!(after, vec![1; 251], "the survivor takes every slot");
+    }
+
+    #[test]
+    fn the_size_follows_the_backends_when_one_is_added_and_stays_when_one_leaves() {
+        let names: Vec<String> = (2..=5).map(|i| format!("10.200.0.{i}:80")).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let all = members(&refs);
+        let two = table(&all[..2]);
+        let three = table_after(&two, &all[..3]);
+        assert_eq!((two.len(), three.len()), (251, 509));
+        // Back to two: the 509 slots stay, only the third's move.
+        let back = table_after(&three, &all[..2]);
+        assert_eq!(back.len(), 509);
+        for (b, a) in three.iter().zip(&back) {
+            if *b != all[2].index {
+                assert_eq!(b, a);
+            }
+        }
+        // Many backends: about 100 slots each, up to the largest size.
+        let many: Vec<Member> = (0..50)
+            .map(|i| Member {
+                name: format!("10.201.{}.{}:80", i / 200, i % 200),
+                index: i,
+            })
+            .collect();
+        assert_eq!(table(&many).len(), 8191);
     }
 }

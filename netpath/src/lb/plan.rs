@@ -28,12 +28,21 @@
 //! A removed frontend goes the other way: its frontend entry first (no new
 //! connection finds it), then its table, backends, connections and
 //! affinity.
+//!
+//! The steps of one frontend only ever go forward in that list, so the
+//! reconciler runs the steps of all frontends kind by kind (every new
+//! backend, then every table, every frontend entry, ...;
+//! `reconcile::lb::execute_lb`): each frontend still sees its own order,
+//! while the tables go in and out in batches (every syscall on the Maglev
+//! hash of maps waits for an RCU grace period, so that no program runs
+//! with the table it replaced when it returns) and the connection table
+//! and the affinity map are walked once per apply, not once per service.
 
 use std::net::SocketAddrV4;
 
 use netpath_common::Frontend;
 
-use super::frontends::{LbState, Vip};
+use super::frontends::{LbState, Maglev, Vip};
 
 /// One change to the load balancer's maps.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,11 +124,13 @@ pub fn diff(current: &LbState, desired: &LbState) -> Vec<LbStep> {
                 });
             }
         }
-        if !want.maglev.is_empty() && have.is_none_or(|h| h.maglev != want.maglev) {
+        if let Maglev::Slots(table) = &want.maglev
+            && have.is_none_or(|h| h.maglev != want.maglev)
+        {
             steps.push(LbStep::SetMaglev {
                 vip,
                 id,
-                table: want.maglev.clone(),
+                table: table.clone(),
             });
         }
         if have.is_none_or(|h| h.value() != want.value()) {
@@ -131,7 +142,7 @@ pub fn diff(current: &LbState, desired: &LbState) -> Vec<LbStep> {
         let Some(have) = have else {
             continue;
         };
-        if want.maglev.is_empty() && !have.maglev.is_empty() {
+        if !want.maglev.is_present() && have.maglev.is_present() {
             steps.push(LbStep::RemoveMaglev { vip, id });
         }
         let removed: Vec<(u32, SocketAddrV4)> = have

@@ -11,7 +11,7 @@ use std::{
 };
 
 use ipnet::Ipv4Net;
-use log::info;
+use log::{debug, info};
 use netpath_common::BackendKey;
 
 use super::{
@@ -25,7 +25,7 @@ use crate::{
     datapath::NodeMaps,
     ipam::Ipam,
     lb::{
-        frontends::{self, FrontendSpec, LbState, NodeAddresses, Owner, Vip},
+        frontends::{self, FrontendSpec, LbState, NodeAddresses, Owner, Tables, Vip},
         plan::{LbStep, diff},
     },
     resolve::DesiredNode,
@@ -52,9 +52,10 @@ pub async fn plan_lb(
     desired: &DesiredNode,
     leases: &Ipam,
 ) -> Result<LbPlan, PlanError> {
-    let current = match NodeMaps::open_pinned(&node.pins) {
-        Ok(maps) => frontends::read(maps.lb())?,
-        Err(_) => LbState::new(),
+    let maps = NodeMaps::open_pinned(&node.pins).ok();
+    let mut current = match &maps {
+        Some(maps) => frontends::read(maps.lb(), Tables::Unread)?,
+        None => LbState::new(),
     };
     if !desired.has_frontends() && current.is_empty() {
         return Ok(LbPlan::default());
@@ -117,6 +118,11 @@ pub async fn plan_lb(
             max: netpath_common::maps::FRONTENDS_MAX as usize,
         });
     }
+    if let Some(maps) = &maps {
+        // Only the tables of the frontends whose backends change are read.
+        let changing = frontends::changing(&specs, &current);
+        frontends::read_tables(maps.lb(), &mut current, &changing)?;
+    }
     let wanted = frontends::assign(&specs, &current);
     let steps = diff(&current, &wanted);
     Ok(LbPlan {
@@ -158,11 +164,11 @@ fn changes(
     steps: &[LbStep],
 ) -> Vec<String> {
     let touched: BTreeSet<Vip> = steps.iter().map(LbStep::vip).collect();
+    let owners: BTreeMap<Vip, &Owner> = specs.iter().map(|s| (s.vip, &s.owner)).collect();
     let owner = |vip: &Vip| {
-        specs
-            .iter()
-            .find(|s| s.vip == *vip)
-            .map_or_else(|| "frontend".to_owned(), |s| s.owner.to_string())
+        owners
+            .get(vip)
+            .map_or_else(|| "frontend".to_owned(), ToString::to_string)
     };
     touched
         .iter()
@@ -194,36 +200,135 @@ fn changes(
         .collect()
 }
 
-/// Carries out `steps` on `maps`, pushing the undo of every map change.
-/// Purged connections and cleared affinity are not undone (they are
-/// re-made by the traffic: a rolled-back table sends a flow's next packet
-/// where it went before). `instance` names the failpoints: `lb:<instance>:<vip>`
-/// fails after the last step of that frontend.
+/// The order [`execute_lb`] runs the steps of all frontends in: a step of
+/// an earlier phase before any of a later one, each frontend's steps
+/// keeping their order (its steps' phases only grow, see
+/// [`crate::lb::plan`]), so every frontend sees its steps in the plan's
+/// order while the steps of one kind run together: the Maglev tables go in
+/// and out in batches (each syscall on the Maglev map waits for an RCU
+/// grace period), and the connection table and the affinity map are walked
+/// once.
+fn phase(step: &LbStep) -> u8 {
+    match step {
+        LbStep::SetBackend { .. } => 0,
+        LbStep::SetMaglev { .. } => 1,
+        LbStep::SetFrontend { .. } | LbStep::RemoveFrontend { .. } => 2,
+        LbStep::RemoveMaglev { .. } => 3,
+        LbStep::RemoveBackend { .. } => 4,
+        LbStep::PurgeConnections { .. } => 5,
+        LbStep::ClearAffinity { .. } => 6,
+    }
+}
+
+/// Carries out `steps` on `maps`, pushing the undo of every map change,
+/// phase by phase ([`phase`]). Purged connections and cleared affinity are
+/// not undone (they are re-made by the traffic: a rolled-back table sends
+/// a flow's next packet where it went before). `instance` names the
+/// failpoints: `lb:<instance>:<vip>` fails after the last step of that
+/// frontend.
 pub fn execute_lb(
     maps: &mut NodeMaps,
     instance: &str,
     steps: &[LbStep],
     undo: &mut Vec<Undo>,
 ) -> Result<(), StepError> {
-    // Each backend is set or removed at most once per apply: what it was
-    // before the apply is what its undo restores.
-    let before = maps.lb().backends()?;
-    for (i, step) in steps.iter().enumerate() {
-        run_step(maps, &before, step, undo)?;
-        let last_of_frontend = steps.get(i + 1).is_none_or(|next| next.vip() != step.vip());
-        if last_of_frontend {
-            failpoint(&format!("lb:{instance}:{}", step.vip()))?;
+    let mut order: Vec<&LbStep> = steps.iter().collect();
+    order.sort_by_key(|s| phase(s));
+    let mut last: BTreeMap<Vip, usize> = BTreeMap::new();
+    for (i, s) in order.iter().enumerate() {
+        last.insert(s.vip(), i);
+    }
+    let mut i = 0;
+    while i < order.len() {
+        let ph = phase(order[i]);
+        let end = order[i..]
+            .iter()
+            .position(|s| phase(s) != ph)
+            .map_or(order.len(), |n| i + n);
+        let run = &order[i..end];
+        match ph {
+            1 => set_tables(maps, run, undo)?,
+            3 => remove_tables(maps, run, undo)?,
+            5 => purge(maps, run)?,
+            6 => {
+                let ids: BTreeSet<u32> = run
+                    .iter()
+                    .filter_map(|s| match s {
+                        LbStep::ClearAffinity { id, .. } => Some(*id),
+                        _ => None,
+                    })
+                    .collect();
+                maps.lb_mut().clear_affinity_of(&ids)?;
+            }
+            _ => {
+                for step in run {
+                    run_step(maps, step, undo)?;
+                }
+            }
         }
+        for (k, step) in run.iter().enumerate() {
+            if last.get(&step.vip()) == Some(&(i + k)) {
+                failpoint(&format!("lb:{instance}:{}", step.vip()))?;
+            }
+        }
+        i = end;
     }
     Ok(())
 }
 
-fn run_step(
+/// The tables of `run` (`SetMaglev` steps), swapped in by batches.
+fn set_tables(maps: &mut NodeMaps, run: &[&LbStep], undo: &mut Vec<Undo>) -> Result<(), StepError> {
+    let mut tables: Vec<(u32, &[u32])> = Vec::with_capacity(run.len());
+    for step in run {
+        if let LbStep::SetMaglev { id, table, .. } = step {
+            let previous = maps.lb().maglev(*id)?;
+            undo.push(Undo::Lb(LbUndo::Maglev { id: *id, previous }));
+            tables.push((*id, table.as_slice()));
+        }
+    }
+    maps.lb_mut().set_maglevs(&tables)?;
+    Ok(())
+}
+
+/// The tables of `run` (`RemoveMaglev` steps), removed in one batch.
+fn remove_tables(
     maps: &mut NodeMaps,
-    before: &BTreeMap<(u32, u32), netpath_common::Backend>,
-    step: &LbStep,
+    run: &[&LbStep],
     undo: &mut Vec<Undo>,
 ) -> Result<(), StepError> {
+    let mut ids: Vec<u32> = Vec::with_capacity(run.len());
+    for step in run {
+        if let LbStep::RemoveMaglev { id, .. } = step {
+            let previous = maps.lb().maglev(*id)?;
+            undo.push(Undo::Lb(LbUndo::Maglev { id: *id, previous }));
+            ids.push(*id);
+        }
+    }
+    maps.lb_mut().remove_maglevs(&ids)?;
+    Ok(())
+}
+
+/// The connections of `run` (`PurgeConnections` steps), in one walk.
+fn purge(maps: &mut NodeMaps, run: &[&LbStep]) -> Result<(), StepError> {
+    let which: Vec<_> = run
+        .iter()
+        .filter_map(|s| match s {
+            LbStep::PurgeConnections { vip, backend } => Some((vip.key(), *backend)),
+            _ => None,
+        })
+        .collect();
+    let r = conntrack::purge_backends(maps, &which)?;
+    if r.connections > 0 {
+        info!(
+            "purged {} connections of {} removed backends or frontends",
+            r.connections,
+            which.len()
+        );
+    }
+    Ok(())
+}
+
+fn run_step(maps: &mut NodeMaps, step: &LbStep, undo: &mut Vec<Undo>) -> Result<(), StepError> {
     match step {
         LbStep::SetBackend {
             id, index, backend, ..
@@ -232,7 +337,7 @@ fn run_step(
                 frontend: *id,
                 index: *index,
             };
-            let previous = before.get(&(*id, *index)).copied();
+            let previous = maps.lb().backend(&key)?;
             undo.push(Undo::Lb(LbUndo::Backend { key, previous }));
             maps.lb_mut().set_backend(
                 key,
@@ -244,16 +349,11 @@ fn run_step(
                 },
             )?;
         }
-        LbStep::SetMaglev { id, table, .. } => {
-            let previous = maps.lb().maglev(*id)?;
-            undo.push(Undo::Lb(LbUndo::Maglev { id: *id, previous }));
-            maps.lb_mut().set_maglev(*id, table)?;
-        }
         LbStep::SetFrontend { vip, frontend } => {
             let key = vip.key();
             let previous = maps.lb().frontend(&key)?;
             undo.push(Undo::Lb(LbUndo::Frontend { key, previous }));
-            info!(
+            debug!(
                 "frontend {vip}: id {}, {} backends",
                 frontend.id, frontend.backends
             );
@@ -263,34 +363,23 @@ fn run_step(
             let key = vip.key();
             let previous = maps.lb().frontend(&key)?;
             undo.push(Undo::Lb(LbUndo::Frontend { key, previous }));
-            info!("frontend {vip}: removing");
+            debug!("frontend {vip}: removing");
             maps.lb_mut().remove_frontend(&key)?;
-        }
-        LbStep::RemoveMaglev { id, .. } => {
-            let previous = maps.lb().maglev(*id)?;
-            undo.push(Undo::Lb(LbUndo::Maglev { id: *id, previous }));
-            maps.lb_mut().remove_maglev(*id)?;
         }
         LbStep::RemoveBackend { id, index, .. } => {
             let key = BackendKey {
                 frontend: *id,
                 index: *index,
             };
-            let previous = before.get(&(*id, *index)).copied();
+            let previous = maps.lb().backend(&key)?;
             undo.push(Undo::Lb(LbUndo::Backend { key, previous }));
             maps.lb_mut().remove_backend(&key)?;
         }
-        LbStep::PurgeConnections { vip, backend } => {
-            let r = conntrack::purge_backend(maps, vip.key(), *backend)?;
-            if r.connections > 0 {
-                let to = backend.map_or_else(|| "any backend".to_owned(), |b| b.to_string());
-                info!(
-                    "frontend {vip}: purged {} connections to {to}",
-                    r.connections
-                );
-            }
-        }
-        LbStep::ClearAffinity { id, .. } => maps.lb_mut().clear_affinity(*id)?,
+        // Batched by phase in execute_lb.
+        LbStep::SetMaglev { .. }
+        | LbStep::RemoveMaglev { .. }
+        | LbStep::PurgeConnections { .. }
+        | LbStep::ClearAffinity { .. } => {}
     }
     Ok(())
 }

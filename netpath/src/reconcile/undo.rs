@@ -1,7 +1,7 @@
 //! The undo log of an apply: every step that changes the node pushes how to
 //! take it back, and a failed apply replays the log in reverse.
 
-use std::net::Ipv4Addr;
+use std::{collections::BTreeMap, net::Ipv4Addr};
 
 use ipnet::Ipv4Net;
 use log::warn;
@@ -69,10 +69,50 @@ pub async fn rollback(node_ns: &Netns, pins: &PinDir, undo: Vec<Undo>) {
         }
     };
     let mut maps = NodeMaps::open_pinned(pins).ok();
+    // Consecutive Maglev tables are put back in batches (a syscall on the
+    // Maglev map waits for an RCU grace period): id → the table it had,
+    // the oldest record winning (they come newest first).
+    let mut tables: BTreeMap<u32, Option<Vec<u32>>> = BTreeMap::new();
     for step in undo.into_iter().rev() {
+        if let Undo::Lb(LbUndo::Maglev { id, previous }) = step {
+            tables.insert(id, previous);
+            continue;
+        }
+        restore_tables(maps.as_mut(), &mut tables);
         if let Err(e) = undo_step(step, nl.as_ref(), maps.as_mut(), pins).await {
             warn!("rollback step failed: {e}");
         }
+    }
+    restore_tables(maps.as_mut(), &mut tables);
+}
+
+/// Puts back the Maglev tables `tables` holds (and empties it): the ones
+/// that did not exist removed in one batch, the others set in batches.
+fn restore_tables(maps: Option<&mut NodeMaps>, tables: &mut BTreeMap<u32, Option<Vec<u32>>>) {
+    let tables = std::mem::take(tables);
+    let Some(maps) = maps else {
+        return;
+    };
+    let lb = maps.lb_mut();
+    let absent: Vec<u32> = tables
+        .iter()
+        .filter_map(|(id, t)| t.is_none().then_some(*id))
+        .collect();
+    if let Err(e) = lb.remove_maglevs(&absent) {
+        warn!(
+            "rollback: removing {} Maglev tables failed: {e}",
+            absent.len()
+        );
+    }
+    let present: Vec<(u32, &[u32])> = tables
+        .iter()
+        .filter_map(|(id, t)| t.as_deref().map(|t| (*id, t)))
+        .collect();
+    if let Err(e) = lb.set_maglevs(&present) {
+        warn!(
+            "rollback: restoring {} Maglev tables failed: {e}",
+            present.len()
+        );
     }
 }
 

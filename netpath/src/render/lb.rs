@@ -78,7 +78,7 @@ pub fn maglev(view: &FrontendView, counts: &BTreeMap<u32, usize>, slots: Option<
         );
         #[expect(
             clippy::cast_precision_loss,
-            reason = "a share of at most 4093 slots, printed to one decimal"
+            reason = "a share of at most 131,071 slots, printed to one decimal"
         )]
         let share = if total == 0 {
             0.0

@@ -371,3 +371,36 @@ fn affinity_timeouts_are_checked() {
     c.services[0].affinity = SessionAffinity::None;
     lb_err(&c, &["without affinity", "client_ip"]);
 }
+
+#[test]
+fn thirty_thousand_services_validate_and_more_frontends_than_the_maps_hold_are_refused() {
+    use netpath_common::maps::FRONTENDS_MAX;
+    let mut c = lb();
+    c.node.service_cidr = Some(cidr("10.96.0.0/15"));
+    let many = |n: u32| -> Vec<ServiceConfig> {
+        (0..n)
+            .map(|i| {
+                let vip = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 96, 0, 1)) + i);
+                service(&format!("s{i}"), &vip.to_string(), 80, &["red", "blue"])
+            })
+            .collect()
+    };
+    c.services = many(30_000);
+    let t = std::time::Instant::now();
+    c.validate().unwrap();
+    assert!(t.elapsed().as_secs() < 10, "validation is not quadratic");
+    // The two forwards are three frontends (one listens on every node
+    // address: the uplink's and the gateway): 65,533 services fill the map.
+    c.services = many(FRONTENDS_MAX - 3);
+    c.validate().unwrap();
+    c.services = many(FRONTENDS_MAX - 2);
+    let e = lb_err(
+        &c,
+        &[
+            "65537 frontends (services and port-forward addresses)",
+            "at most 65536",
+            "remove some",
+        ],
+    );
+    assert!(matches!(e, LbError::TooMany { .. }));
+}

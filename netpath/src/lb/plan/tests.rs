@@ -10,7 +10,7 @@ use std::{
 use super::*;
 use crate::{
     config::L4Proto,
-    lb::frontends::{FrontendSpec, LbState, Owner, WantedBackend, assign},
+    lb::frontends::{FrontendSpec, LbState, Maglev, Owner, WantedBackend, assign},
 };
 
 fn vip(last: u8, port: u16) -> Vip {
@@ -54,8 +54,8 @@ impl Maps {
             for (i, b) in &f.backends {
                 m.backends.insert((f.id, *i), *b);
             }
-            if !f.maglev.is_empty() {
-                m.maglev.insert(f.id, f.maglev.clone());
+            if let Maglev::Slots(t) = &f.maglev {
+                m.maglev.insert(f.id, t.clone());
             }
         }
         m
@@ -207,8 +207,14 @@ fn removing_a_backend_swaps_the_table_then_removes_then_purges() {
     assert_eq!(new.backends.get(&0), Some(&be(2).address));
     assert_eq!(new.backends.get(&2), Some(&be(4).address));
     assert!(!new.backends.contains_key(&1));
-    assert!(!new.maglev.contains(&1));
-    for (slot, (o, n)) in old.maglev.iter().zip(&new.maglev).enumerate() {
+    assert!(!new.maglev.slots().contains(&1));
+    for (slot, (o, n)) in old
+        .maglev
+        .slots()
+        .iter()
+        .zip(new.maglev.slots())
+        .enumerate()
+    {
         if *o != 1 {
             assert_eq!(o, n, "slot {slot} of a surviving backend moved");
         }
