@@ -37,7 +37,7 @@
 //! takes a spinlock): two packets of one connection racing can lose a
 //! counter increment or a state step, which the next packet repeats.
 
-use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::TcContext};
+use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, programs::TcContext};
 use netpath_common::{CtEntry, CtKey, Stat, TcpDir, ct_flags, ct_state};
 
 use crate::parse::{Flow, IPPROTO_ICMP, IPPROTO_TCP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
@@ -50,11 +50,19 @@ const REFRESH_NS: u64 = 1_000_000_000;
 /// A UDP connection with replies becomes a stream after this long.
 const UDP_STREAM_AFTER_NS: u64 = 2_000_000_000;
 
-/// Monotonic now (CLOCK_MONOTONIC).
+/// Monotonic now (CLOCK_MONOTONIC, at the scheduler tick's resolution).
+///
+/// The coarse clock reads a value the tick stored, where
+/// `bpf_ktime_get_ns` reads the clock source (a paravirtual clock on a
+/// VM: tens of nanoseconds per packet). Every use of it counts in seconds
+/// (timeouts, [`REFRESH_NS`], the UDP stream delay, fragment and affinity
+/// timeouts), where a tick (1 to 10 ms) does not matter; it runs behind
+/// userspace's `CLOCK_MONOTONIC` by at most a tick, so an entry's times can
+/// never be in userspace's future by more than that.
 #[inline(always)]
 pub fn now() -> u64 {
     // SAFETY: helper without arguments.
-    unsafe { bpf_ktime_get_ns() }
+    unsafe { bpf_ktime_get_coarse_ns() }
 }
 
 /// The original tuple of a packet a pod sends (ICMP echo: the identifier in

@@ -26,17 +26,9 @@
 //! node's own traffic (or nobody's) and goes to the node's stack, which
 //! reassembles or drops it.
 
-use aya_ebpf::helpers::bpf_ktime_get_ns;
 use netpath_common::{FRAG_TIMEOUT_SECS, FragEntry, FragKey, Stat};
 
-use crate::{maps::FRAGS, parse::Flow, stats::count};
-
-/// Monotonic now (CLOCK_MONOTONIC).
-#[inline(always)]
-fn now() -> u64 {
-    // SAFETY: helper without arguments.
-    unsafe { bpf_ktime_get_ns() }
-}
+use crate::{conntrack::now, maps::FRAGS, parse::Flow, stats::count};
 
 /// The key of `f`'s datagram in direction `dir` (one of
 /// `netpath_common::frag_dir`).

@@ -12,7 +12,6 @@ use crate::{
     conntrack::{self, Connection, GcReport},
     reconcile::ApplyReport,
     resolve::DesiredNode,
-    state::PodState,
 };
 
 mod demo;
@@ -77,21 +76,6 @@ pub fn destroyed(instance: &str, removed: &[String]) -> String {
         "instance {instance}: removed {} pods and all pins\n",
         removed.len()
     )
-}
-
-/// `netpath pods`: one line per built pod.
-pub fn pods(pods: &BTreeMap<String, PodState>) -> String {
-    let mut s = format!("{:<16} {:<16} {:<16} NETNS\n", "POD", "ADDRESS", "HOST IF");
-    for (name, pod) in pods {
-        let _ = writeln!(
-            s,
-            "{name:<16} {:<16} {:<16} {}",
-            pod.address.to_string(),
-            pod.host_ifname,
-            pod.netns
-        );
-    }
-    s
 }
 
 /// `netpath stats`: every counter, then the sum of the drops.
