@@ -151,8 +151,13 @@ pub fn diff(current: &LbState, desired: &LbState) -> Vec<LbStep> {
             .filter(|(index, b)| want.backends.get(index) != Some(b))
             .map(|(i, b)| (*i, *b))
             .collect();
+        // An index that holds another backend now was overwritten by its
+        // `SetBackend` (indices are reused only once the 16-bit ones run
+        // out): only the indices that hold nothing are deleted.
         for &(index, _) in &removed {
-            steps.push(LbStep::RemoveBackend { vip, id, index });
+            if !want.backends.contains_key(&index) {
+                steps.push(LbStep::RemoveBackend { vip, id, index });
+            }
         }
         for &(_, backend) in &removed {
             steps.push(LbStep::PurgeConnections {

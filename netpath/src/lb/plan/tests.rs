@@ -291,3 +291,51 @@ fn turning_affinity_on_clears_old_affinity() {
         ["set-frontend", "clear-affinity"]
     );
 }
+
+#[test]
+fn past_the_16_bit_indices_a_removed_backends_index_is_reused_and_not_deleted() {
+    // A frontend whose backends took every index a Maglev slot can hold;
+    // the next apply wants one new backend and none of them.
+    let v = vip(10, 80);
+    let old: BTreeMap<u32, SocketAddrV4> = (0..=crate::lb::frontends::MAX_BACKEND_INDEX)
+        .map(|i| {
+            let a = Ipv4Addr::from(0x0a00_0000 + i);
+            (i, SocketAddrV4::new(a, 80))
+        })
+        .collect();
+    let current: LbState = [(
+        v,
+        crate::lb::frontends::FrontendState {
+            id: 1,
+            flags: 0,
+            affinity_timeout_secs: 0,
+            backends: old,
+            maglev: Maglev::Absent,
+        },
+    )]
+    .into();
+    let want = assign(&[svc(v, &[200])], &current);
+    let fe = &want[&v];
+    assert_eq!(fe.backends.len(), 1);
+    assert_eq!(fe.backends.keys().next(), Some(&0), "the lowest index, reused");
+    let steps = diff(&current, &want);
+    assert!(
+        !steps
+            .iter()
+            .any(|s| matches!(s, LbStep::RemoveBackend { index: 0, .. })),
+        "the reused index is overwritten, not deleted"
+    );
+    let removed = steps
+        .iter()
+        .filter(|s| matches!(s, LbStep::RemoveBackend { .. }))
+        .count();
+    assert_eq!(removed, 65_535);
+    let purged = steps
+        .iter()
+        .filter(|s| matches!(s, LbStep::PurgeConnections { .. }))
+        .count();
+    assert_eq!(purged, 65_536, "every old backend's connections go");
+    let maps = apply(&current, &steps);
+    assert_eq!(maps.backends.len(), 1);
+    assert_eq!(maps.backends[&(1, 0)], be(200).address);
+}
