@@ -50,6 +50,10 @@ use Better::{Higher, Lower};
 const TCP: &[Metric] = &[
     m("throughput", "Gbit/s", Higher, true),
     m("retransmits", "segments", Lower, false),
+    m("backlog_drops", "packets", Lower, false),
+    m("receiver_out_of_order", "segments", Lower, false),
+    m("receiver_socket_drops", "segments", Lower, false),
+    m("sender_dsacks", "segments", Lower, false),
     m("cpu_busy", "cores", Lower, false),
 ];
 const RR: &[Metric] = &[
@@ -222,6 +226,12 @@ impl Figure {
                 put("throughput", r.gbit_per_s);
                 if let Some(x) = r.retransmits {
                     put("retransmits", x);
+                }
+                if let Some(e) = r.evidence {
+                    put("backlog_drops", e.backlog_drops);
+                    put("receiver_out_of_order", e.receiver_out_of_order);
+                    put("receiver_socket_drops", e.receiver_socket_drops);
+                    put("sender_dsacks", e.sender_dsacks);
                 }
                 put("cpu_busy", r.cpu_cores);
             }

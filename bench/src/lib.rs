@@ -15,6 +15,7 @@
 //! ([`ns`]); they are removed at the end, on errors, panics and Ctrl-C.
 
 pub mod condition;
+pub mod curves;
 pub mod figures;
 pub mod load;
 pub mod machine;
@@ -39,6 +40,8 @@ pub struct Written {
     pub png: Option<PathBuf>,
     /// The service-scale chart, when the group ran.
     pub scale_png: Option<PathBuf>,
+    /// The cost-growth chart, when the curves ran.
+    pub curves_png: Option<PathBuf>,
     pub docs: Option<PathBuf>,
 }
 
@@ -49,6 +52,35 @@ pub fn scale_png_path(json: &Path) -> PathBuf {
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
     json.with_file_name(format!("{stem}-service-scale.png"))
+}
+
+/// The cost-growth chart next to `json`: `<id>-curves.png`.
+pub fn curves_png_path(json: &Path) -> PathBuf {
+    let stem = json
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    json.with_file_name(format!("{stem}-curves.png"))
+}
+
+/// Draws the cost-growth chart of `results` next to `json` (with the
+/// service-scale latencies of `scale` beside it, when there are some).
+fn curves_chart(
+    results: &mut report::Results,
+    scale: Option<&service_scale::ScaleResults>,
+    json: &Path,
+) -> Option<PathBuf> {
+    let curves = results.curves.as_ref()?;
+    let p = curves_png_path(json);
+    match report::png::write_curves(curves, scale, &p) {
+        Ok(()) => Some(p),
+        Err(e) => {
+            let n = format!("no cost-growth chart: {e:#}");
+            eprintln!("bench: {n}");
+            results.notes.push(n);
+            None
+        }
+    }
 }
 
 /// Draws the charts of `results` next to `json`; a chart that cannot be
@@ -98,6 +130,9 @@ pub fn render(jsons: &[&Path], docs: Option<&Path>) -> Result<Written> {
             files.scale_json = Some(json.to_owned());
             files.scale_png.clone_from(&scale_png);
         }
+        if r.curves.is_some() {
+            files.curves_json = Some(json.to_owned());
+        }
         last = Some((json.to_owned(), png, scale_png));
         merged = Some(match merged {
             None => r,
@@ -108,6 +143,14 @@ pub fn render(jsons: &[&Path], docs: Option<&Path>) -> Result<Written> {
         anyhow::bail!("no results file to render");
     };
     results.summarize();
+    let curves_png = match files.curves_json.clone() {
+        Some(cj) => {
+            let scale = results.service_scale.clone();
+            curves_chart(&mut results, scale.as_ref(), &cj)
+        }
+        None => None,
+    };
+    files.curves_png.clone_from(&curves_png);
     if let Some(page) = docs {
         report::markdown::write(&results, page, &files)?;
     }
@@ -115,6 +158,7 @@ pub fn render(jsons: &[&Path], docs: Option<&Path>) -> Result<Written> {
         json,
         png,
         scale_png,
+        curves_png,
         docs: docs.map(PathBuf::from),
     })
 }
@@ -148,6 +192,13 @@ pub fn run_and_write(opts: &Options) -> Result<(report::Results, Written)> {
     let mut results = run(opts)?;
     let json = opts.results_dir.join(format!("{}.json", results.id));
     let (png, scale_png) = charts(&mut results, &json);
+    // The services curve has the service-scale latencies beside it: this
+    // run's, or the newest run's that has them.
+    let scale_beside = results.service_scale.clone().or_else(|| {
+        newest(&opts.results_dir, &json, |r| r.service_scale.is_some())
+            .and_then(|(_, r)| r.service_scale)
+    });
+    let curves_png = curves_chart(&mut results, scale_beside.as_ref(), &json);
     let json = report::json::write(&results, &opts.results_dir)?;
     let docs = match &opts.docs {
         Some(page) => {
@@ -156,6 +207,8 @@ pub fn run_and_write(opts: &Options) -> Result<(report::Results, Written)> {
                 png: png.clone(),
                 scale_json: results.service_scale.is_some().then(|| json.clone()),
                 scale_png: scale_png.clone(),
+                curves_json: results.curves.is_some().then(|| json.clone()),
+                curves_png: curves_png.clone(),
             };
             let mut shown = results.clone();
             if shown.conditions.is_empty()
@@ -174,7 +227,20 @@ pub fn run_and_write(opts: &Options) -> Result<(report::Results, Written)> {
                 files.scale_json = Some(scale_json);
                 shown = shown.merge(report::Results {
                     conditions: Vec::new(),
+                    curves: None,
                     ..scale
+                });
+            }
+            if shown.curves.is_none()
+                && let Some((curves_json, curves)) =
+                    newest(&opts.results_dir, &json, |r| r.curves.is_some())
+            {
+                files.curves_png = Some(curves_png_path(&curves_json)).filter(|p| p.is_file());
+                files.curves_json = Some(curves_json);
+                shown = shown.merge(report::Results {
+                    conditions: Vec::new(),
+                    service_scale: None,
+                    ..curves
                 });
             }
             shown.summarize();
@@ -189,6 +255,7 @@ pub fn run_and_write(opts: &Options) -> Result<(report::Results, Written)> {
             json,
             png,
             scale_png,
+            curves_png,
             docs,
         },
     ))

@@ -22,12 +22,16 @@ struct Cli {
     #[arg(long)]
     smoke: bool,
     /// Only these groups: baseline, routes, conntrack, prefilter,
-    /// service-scale (comma-separated; default: all).
+    /// service-scale, curves (comma-separated; default: all).
     #[arg(long, value_delimiter = ',', value_parser = parse_group)]
     only: Option<Vec<Group>>,
     /// Service counts of the service-scale group, e.g. `1,1000,10000,30000`.
     #[arg(long, value_delimiter = ',')]
     services: Option<Vec<usize>>,
+    /// Timed `BPF_PROG_TEST_RUN` calls per figure and point of the
+    /// cost-growth curves.
+    #[arg(long)]
+    curve_runs: Option<usize>,
     /// Rounds (each runs every figure on every setup; the service-scale
     /// group's too).
     #[arg(long)]
@@ -123,7 +127,13 @@ fn main() -> ExitCode {
         };
         return match netpath_bench::render(&json, docs.as_deref()) {
             Ok(w) => {
-                for p in w.png.iter().chain(w.scale_png.iter()).chain(w.docs.iter()) {
+                for p in w
+                    .png
+                    .iter()
+                    .chain(w.scale_png.iter())
+                    .chain(w.curves_png.iter())
+                    .chain(w.docs.iter())
+                {
                     println!("netpath-bench: wrote {}", p.display());
                 }
                 ExitCode::SUCCESS
@@ -166,6 +176,9 @@ fn main() -> ExitCode {
     }
     if let Some(v) = cli.only {
         opts.groups = v;
+    }
+    if let Some(v) = cli.curve_runs {
+        opts.curves.runs = v.max(1);
     }
     if let Some(v) = cli.services {
         opts.services = v.into_iter().filter(|n| *n > 0).collect();
@@ -250,7 +263,12 @@ fn main() -> ExitCode {
                 }
             }
             println!("netpath-bench: wrote {}", written.json.display());
-            for p in written.png.iter().chain(written.scale_png.iter()) {
+            for p in written
+                .png
+                .iter()
+                .chain(written.scale_png.iter())
+                .chain(written.curves_png.iter())
+            {
                 println!("netpath-bench: wrote {}", p.display());
             }
             if let Some(p) = &written.docs {

@@ -39,15 +39,19 @@ pub enum Group {
     /// N services in kube-proxy's iptables and nftables modes and netpath
     /// ([`crate::service_scale`]).
     ServiceScale,
+    /// Program time per packet against routes, services and connection
+    /// entries ([`crate::curves`]).
+    Curves,
 }
 
 impl Group {
-    pub const ALL: [Group; 5] = [
+    pub const ALL: [Group; 6] = [
         Group::Baseline,
         Group::Routes,
         Group::Conntrack,
         Group::Prefilter,
         Group::ServiceScale,
+        Group::Curves,
     ];
 
     pub fn id(self) -> &'static str {
@@ -57,6 +61,7 @@ impl Group {
             Group::Conntrack => "conntrack",
             Group::Prefilter => "prefilter",
             Group::ServiceScale => "service-scale",
+            Group::Curves => "curves",
         }
     }
 }
@@ -73,6 +78,8 @@ pub struct Options {
     pub scale_rounds: usize,
     /// Seconds per figure and node of the service-scale group.
     pub scale_secs: f64,
+    /// The points of the cost-growth curves.
+    pub curves: crate::curves::CurveOptions,
     pub smoke: bool,
     pub rounds: usize,
     /// Seconds per figure and setup (iperf3 rounds to whole seconds).
@@ -114,6 +121,7 @@ impl Options {
             services: vec![1, 1000, 10_000, 30_000],
             scale_rounds: 3,
             scale_secs: 2.0,
+            curves: crate::curves::CurveOptions::full(),
             smoke: false,
             rounds: 3,
             secs: 2.0,
@@ -136,6 +144,7 @@ impl Options {
             services: vec![1, 100],
             scale_rounds: 1,
             scale_secs: 0.2,
+            curves: crate::curves::CurveOptions::smoke(),
             smoke: true,
             rounds: 1,
             secs: 0.3,
@@ -266,6 +275,7 @@ pub fn run(opts: &Options) -> Result<Results> {
         samples: Vec::new(),
         summary: Vec::new(),
         service_scale: None,
+        curves: None,
         notes: swept
             .iter()
             .map(|s| format!("removed a leftover of an earlier run: {s}"))
@@ -456,6 +466,12 @@ pub fn run(opts: &Options) -> Result<Results> {
         let scale = crate::service_scale::run(&opts.scale(), &names)?;
         results.notes.extend(scale.notes.iter().cloned());
         results.service_scale = Some(scale);
+    }
+    if opts.has(Group::Curves) {
+        println!("netpath-bench: cost-growth curves (BPF_PROG_TEST_RUN of np_from_pod)");
+        let curves = crate::curves::run(&opts.curves)?;
+        results.notes.extend(curves.notes.iter().cloned());
+        results.curves = Some(curves);
     }
     results.finished = now_utc().0;
     results.summarize();

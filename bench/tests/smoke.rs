@@ -2,8 +2,8 @@
 //! real datapaths; needs root, as every test of `cargo xtask test`): every
 //! figure must produce its numbers for every setup that supports it, and
 //! the service-scale group (1 and 100 services) its numbers for kube-proxy's
-//! iptables and nftables modes and netpath, so the harness cannot rot
-//! unnoticed. Under a minute.
+//! iptables and nftables modes and netpath, and the cost-growth curves
+//! theirs, so the harness cannot rot unnoticed. Under a minute.
 
 use std::time::Instant;
 
@@ -199,7 +199,7 @@ fn smoke_run_measures_every_figure() {
         Some(r.samples.len())
     );
     if std::path::Path::new("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf").exists() {
-        for png in [&written.png, &written.scale_png] {
+        for png in [&written.png, &written.scale_png, &written.curves_png] {
             let bytes = std::fs::read(png.as_ref().expect("a chart")).unwrap();
             assert_eq!(&bytes[1..4], b"PNG");
         }
@@ -209,11 +209,32 @@ fn smoke_run_measures_every_figure() {
         png: written.png.clone(),
         scale_json: Some(written.json.clone()),
         scale_png: written.scale_png.clone(),
+        curves_json: Some(written.json.clone()),
+        curves_png: written.curves_png.clone(),
     };
     let page = netpath_bench::report::markdown::render(&r, &dir.join("benchmarks.md"), &files);
     assert!(page.contains("| TCP throughput, 1 stream |"), "{page}");
     assert!(page.contains("## Service scale"), "{page}");
     assert!(page.contains("| 100 | "), "{page}");
+    assert!(page.contains("## Cost growth"), "{page}");
+
+    // The cost-growth curves: every dimension at every point of the smoke,
+    // each time above the floor of a program that returns at once.
+    let curves = r.curves.as_ref().expect("the curves group");
+    let floor = curves.floor_ns.expect("the floor").median;
+    for d in netpath_bench::curves::Dimension::ALL {
+        let c = curves.curve(d).unwrap_or_else(|| panic!("{d:?}: no curve"));
+        assert_eq!(c.points.len(), 2, "{d:?}");
+        for p in &c.points {
+            assert!(
+                p.established_ns.median > floor && p.new_ns.median > p.established_ns.median,
+                "{d:?} at {}: established {} ns, new {} ns, floor {floor} ns",
+                p.n,
+                p.established_ns.median,
+                p.new_ns.median
+            );
+        }
+    }
 
     // Nothing left behind.
     let prefix = format!("npb-{}-", std::process::id());

@@ -3,6 +3,16 @@
 //! (client on CPU 0, server on CPU 1); the figure is
 //! `end.sum_received.bits_per_second` of the client's JSON. Runs shorter
 //! than a second (smoke) send `-n 2 GB × secs` instead.
+//!
+//! Beside the retransmits iperf3 reports, the counters that say where the
+//! lost segments went ([`TcpEvidence`]): the per-CPU input backlog's drops
+//! (`/proc/net/softnet_stat`, column 2: `netif_rx` found the queue at
+//! `net.core.netdev_max_backlog`; machine-wide, only the bench sends
+//! meanwhile), the receiver's out-of-order queueing (`TCPOFOQueue`: the
+//! segments arrived reordered) and socket drops, and the sender's
+//! duplicate-SACKs (`TCPDSACKRecv`: a retransmit of a segment that had
+//! arrived after all, i.e. a spurious one), read from each namespace's
+//! `/proc/net/netstat` before and after the run.
 
 use std::{
     process::{Command, Stdio},
@@ -23,6 +33,103 @@ pub struct IperfResult {
     pub seconds: f64,
     /// Average busy cores, machine-wide, while the client ran.
     pub cpu_cores: f64,
+    /// Where the retransmitted segments went, when the counters could be
+    /// read.
+    pub evidence: Option<TcpEvidence>,
+}
+
+/// Counter deltas over one iperf3 run (see the module documentation).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TcpEvidence {
+    /// Packets dropped at a CPU's input backlog (softnet_stat), all CPUs.
+    pub backlog_drops: f64,
+    /// Segments the receiver queued out of order (`TcpExt:TCPOFOQueue`).
+    pub receiver_out_of_order: f64,
+    /// Segments the receiving socket dropped (`TCPRcvQDrop`,
+    /// `TCPBacklogDrop`, `TCPOFODrop`, `TCPZeroWindowDrop`).
+    pub receiver_socket_drops: f64,
+    /// Duplicate SACKs the sender got: spurious retransmits
+    /// (`TcpExt:TCPDSACKRecv`).
+    pub sender_dsacks: f64,
+}
+
+/// The sum of column 2 (dropped) of `/proc/net/softnet_stat` (hex).
+fn softnet_drops() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/net/softnet_stat").ok()?;
+    let mut sum = 0u64;
+    for line in text.lines() {
+        let col = line.split_whitespace().nth(1)?;
+        sum += u64::from_str_radix(col, 16).ok()?;
+    }
+    #[expect(clippy::cast_precision_loss, reason = "a packet count, far below 2^52")]
+    Some(sum as f64)
+}
+
+/// `TcpExt` counters of the calling thread's namespace, by name.
+fn tcp_ext() -> std::collections::BTreeMap<String, f64> {
+    let text = std::fs::read_to_string("/proc/thread-self/net/netstat").unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = std::collections::BTreeMap::new();
+    for pair in lines.chunks(2) {
+        let [names, values] = pair else { continue };
+        if !names.starts_with("TcpExt:") {
+            continue;
+        }
+        for (n, v) in names
+            .split_whitespace()
+            .zip(values.split_whitespace())
+            .skip(1)
+        {
+            if let Ok(v) = v.parse::<f64>() {
+                out.insert(n.to_owned(), v);
+            }
+        }
+    }
+    out
+}
+
+/// The counters [`TcpEvidence`] is the delta of, at one moment.
+struct Counters {
+    softnet: Option<f64>,
+    receiver: std::collections::BTreeMap<String, f64>,
+    sender: std::collections::BTreeMap<String, f64>,
+}
+
+impl Counters {
+    fn read(ep: &Endpoints) -> Result<Self> {
+        Ok(Self {
+            softnet: softnet_drops(),
+            receiver: ns::in_ns(&ep.server_ns, tcp_ext)?,
+            sender: ns::in_ns(&ep.client_ns, tcp_ext)?,
+        })
+    }
+
+    fn since(&self, before: &Counters) -> Option<TcpEvidence> {
+        let d = |now: &std::collections::BTreeMap<String, f64>,
+                 then: &std::collections::BTreeMap<String, f64>,
+                 names: &[&str]|
+         -> Option<f64> {
+            names
+                .iter()
+                .map(|n| Some(now.get(*n)? - then.get(*n)?))
+                .sum()
+        };
+        Some(TcpEvidence {
+            backlog_drops: self.softnet? - before.softnet?,
+            receiver_out_of_order: d(&self.receiver, &before.receiver, &["TCPOFOQueue"])?,
+            receiver_socket_drops: d(
+                &self.receiver,
+                &before.receiver,
+                &[
+                    "TCPRcvQDrop",
+                    "TCPBacklogDrop",
+                    "TCPOFODrop",
+                    "TCPZeroWindowDrop",
+                ],
+            )?,
+            sender_dsacks: d(&self.sender, &before.sender, &["TCPDSACKRecv"])?,
+        })
+    }
 }
 
 /// Whether a TCP socket listens on `port` in the namespace of the calling
@@ -104,12 +211,14 @@ pub fn run(ep: &Endpoints, streams: u32, secs: f64) -> Result<IperfResult> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let shown = ns::show(&client_cmd);
+    let before = Counters::read(ep)?;
     let cpu = CpuMeter::start();
     let start = Instant::now();
     let client = ns::spawn_command(&ep.client_ns, &mut client_cmd)?;
     let out = ns::wait_output(client, Duration::from_secs(t + 20))?;
     let seconds = start.elapsed().as_secs_f64();
     let cpu_s = cpu.busy_seconds();
+    let evidence = Counters::read(ep)?.since(&before);
     ns::check_stop()?;
     if out.timed_out {
         bail!("`{shown}` timed out");
@@ -145,6 +254,7 @@ pub fn run(ep: &Endpoints, streams: u32, secs: f64) -> Result<IperfResult> {
         retransmits,
         seconds,
         cpu_cores: cpu_s / seconds,
+        evidence,
     })
 }
 

@@ -112,6 +112,10 @@ pub struct Files {
     pub scale_json: Option<PathBuf>,
     /// Its chart.
     pub scale_png: Option<PathBuf>,
+    /// The results of the cost-growth curves.
+    pub curves_json: Option<PathBuf>,
+    /// Their chart.
+    pub curves_png: Option<PathBuf>,
 }
 
 /// Renders the page from `r`, linking `files`.
@@ -137,6 +141,9 @@ pub fn render(r: &Results, page: &Path, files: &Files) -> String {
     }
     if let Some(scale) = &r.service_scale {
         super::scale::section(&mut o, scale, files, &link);
+    }
+    if let Some(curves) = &r.curves {
+        super::curves::section(&mut o, curves, r.service_scale.as_ref(), files, &link);
     }
     o
 }

@@ -3,6 +3,7 @@
 //! netpath/classic and netpath/limit from per-round pairs), the markdown
 //! page ([`markdown`]) and the chart ([`png`]).
 
+pub mod curves;
 pub mod json;
 pub mod markdown;
 pub mod png;
@@ -173,6 +174,9 @@ pub struct Results {
     /// scale, see [`Results::merge`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_scale: Option<crate::service_scale::ScaleResults>,
+    /// The cost-growth curves, when they ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub curves: Option<crate::curves::CurveResults>,
 }
 
 /// The version of [`Results`]' layout. 2: the `netpath` setup is the
@@ -203,15 +207,21 @@ impl Results {
     #[must_use]
     pub fn merge(mut self, newer: Results) -> Results {
         let scale = newer.service_scale.clone();
+        let curves = newer.curves.clone();
         if !newer.conditions.is_empty() {
             let keep = self.service_scale.take();
+            let keep_curves = self.curves.take();
             self = Results {
                 service_scale: keep,
+                curves: keep_curves,
                 ..newer
             };
         }
         if scale.is_some() {
             self.service_scale = scale;
+        }
+        if curves.is_some() {
+            self.curves = curves;
         }
         self
     }

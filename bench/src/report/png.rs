@@ -433,3 +433,189 @@ where
     }
     Ok(())
 }
+
+/// The cost-growth chart: program time per packet against routes,
+/// services and connection-table entries (established and first packet;
+/// points: median, whiskers: the middle half of the runs), and beside the
+/// services curve the service-scale group's first-packet latency, where
+/// kube-proxy's rules have a curve.
+pub fn write_curves(
+    c: &crate::curves::CurveResults,
+    scale: Option<&crate::service_scale::ScaleResults>,
+    path: &Path,
+) -> Result<()> {
+    ensure_font()?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("mkdir -p {}", dir.display()))?;
+    }
+    draw_curves(c, scale, path).map_err(|e| anyhow!("drawing {}: {e}", path.display()))?;
+    if !path.is_file() {
+        bail!("{} was not written", path.display());
+    }
+    Ok(())
+}
+
+/// A curve's label, colour and points (N, ns per packet).
+type CurveSeries = (&'static str, RGBColor, Vec<(f64, Spread)>);
+
+fn draw_curves(
+    c: &crate::curves::CurveResults,
+    scale: Option<&crate::service_scale::ScaleResults>,
+    path: &Path,
+) -> DrawResult {
+    use crate::curves::Dimension;
+    let root = BitMapBackend::new(path, (1600, 1100)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let root = root.titled(
+        &format!(
+            "Cost growth: np_from_pod's time per packet (BPF_PROG_TEST_RUN, {} runs per point; median, whiskers p25–p75)",
+            c.runs
+        ),
+        (FONT, 22),
+    )?;
+    let panels = root.split_evenly((2, 2));
+    for (panel, d) in panels.iter().zip(Dimension::ALL) {
+        let Some(curve) = c.curve(d) else { continue };
+        let series: [CurveSeries; 2] = [
+            (
+                "established connection",
+                VS_CLASSIC,
+                curve
+                    .points
+                    .iter()
+                    .map(|p| (p.n as f64, p.established_ns))
+                    .collect(),
+            ),
+            (
+                "new connection (first packet)",
+                VS_LIMIT,
+                curve
+                    .points
+                    .iter()
+                    .map(|p| (p.n as f64, p.new_ns))
+                    .collect(),
+            ),
+        ];
+        let xmax = curve.points.iter().map(|p| p.n).max().unwrap_or(1).max(10) as f64 * 1.5;
+        let ymax = series
+            .iter()
+            .flat_map(|(_, _, v)| v.iter().map(|(_, s)| s.p75.max(s.median)))
+            .fold(0.0, f64::max)
+            .max(100.0)
+            * 1.25;
+        let mut chart = ChartBuilder::on(panel)
+            .caption(format!("against {}", d.title()), (FONT, 20))
+            .margin(16)
+            .x_label_area_size(44)
+            .y_label_area_size(70)
+            .build_cartesian_2d((0.7f64..xmax).log_scale(), 0f64..ymax)?;
+        chart
+            .configure_mesh()
+            .x_desc(d.title())
+            .y_desc("ns per packet")
+            .x_label_formatter(&|x| crate::condition::thousands(x.round() as u64))
+            .y_label_formatter(&|y| num(*y))
+            .label_style((FONT, 15))
+            .axis_desc_style((FONT, 15))
+            .draw()?;
+        for (label, color, points) in series {
+            chart
+                .draw_series(LineSeries::new(
+                    points.iter().map(|(x, s)| (*x, s.median)),
+                    color.stroke_width(3),
+                ))?
+                .label(label)
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(3))
+                });
+            chart.draw_series(
+                points
+                    .iter()
+                    .map(|(x, s)| Circle::new((*x, s.median), 5, color.filled())),
+            )?;
+            for (x, s) in &points {
+                chart.draw_series(std::iter::once(PathElement::new(
+                    vec![(*x, s.p25), (*x, s.p75)],
+                    color.stroke_width(1),
+                )))?;
+            }
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .label_font((FONT, 15))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()?;
+    }
+    // Beside the services curve: the classic path's curve, end to end.
+    let panel = &panels[3];
+    match scale {
+        Some(s) if !s.points.is_empty() => {
+            use crate::service_scale::nodes::Mode;
+            let spreads: Vec<(Mode, Vec<(f64, Spread)>)> = Mode::ALL
+                .iter()
+                .map(|&m| {
+                    (
+                        m,
+                        s.points
+                            .iter()
+                            .filter_map(|p| Some((p.services as f64, p.spread(m, "connect_p50")?)))
+                            .collect(),
+                    )
+                })
+                .collect();
+            let all: Vec<f64> = spreads
+                .iter()
+                .flat_map(|(_, v)| v.iter().flat_map(|(_, sp)| [sp.min, sp.max]))
+                .filter(|v| *v > 0.0)
+                .collect();
+            let ymin = all.iter().copied().fold(f64::INFINITY, f64::min) / 1.5;
+            let ymax = all.iter().copied().fold(0.0, f64::max) * 1.5;
+            let (ymin, ymax) = if all.is_empty() {
+                (1.0, 10.0)
+            } else {
+                (ymin, ymax)
+            };
+            let xmax = s
+                .points
+                .iter()
+                .map(|p| p.services)
+                .max()
+                .unwrap_or(1)
+                .max(10) as f64
+                * 1.5;
+            let mut chart = ChartBuilder::on(panel)
+                .caption(
+                    "beside it, end to end: first-packet latency p50 (service scale)",
+                    (FONT, 20),
+                )
+                .margin(16)
+                .x_label_area_size(44)
+                .y_label_area_size(70)
+                .build_cartesian_2d((0.7f64..xmax).log_scale(), (ymin..ymax).log_scale())?;
+            let colors = |m: Mode| match m {
+                Mode::Iptables => RGBColor(214, 39, 40),
+                Mode::Nftables => RGBColor(255, 127, 14),
+                Mode::Netpath => VS_CLASSIC,
+            };
+            scale_series(&mut chart, &spreads, colors, "µs")?;
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::UpperLeft)
+                .label_font((FONT, 15))
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .draw()?;
+        }
+        _ => {
+            panel.draw(&Text::new(
+                "no service-scale run to draw beside the curves",
+                (40, 40),
+                (FONT, 18),
+            ))?;
+        }
+    }
+    root.present()?;
+    Ok(())
+}
