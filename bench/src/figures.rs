@@ -54,6 +54,9 @@ const TCP: &[Metric] = &[
     m("receiver_out_of_order", "segments", Lower, false),
     m("receiver_socket_drops", "segments", Lower, false),
     m("sender_dsacks", "segments", Lower, false),
+    m("sender_host_queue_rtx", "segments", Lower, false),
+    m("sender_loss_probes", "segments", Lower, false),
+    m("device_drops", "packets", Lower, false),
     m("cpu_busy", "cores", Lower, false),
 ];
 const RR: &[Metric] = &[
@@ -232,6 +235,9 @@ impl Figure {
                     put("receiver_out_of_order", e.receiver_out_of_order);
                     put("receiver_socket_drops", e.receiver_socket_drops);
                     put("sender_dsacks", e.sender_dsacks);
+                    put("sender_host_queue_rtx", e.sender_host_queue_rtx);
+                    put("sender_loss_probes", e.sender_loss_probes);
+                    put("device_drops", e.device_drops);
                 }
                 put("cpu_busy", r.cpu_cores);
             }

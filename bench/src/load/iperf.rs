@@ -51,6 +51,32 @@ pub struct TcpEvidence {
     /// Duplicate SACKs the sender got: spurious retransmits
     /// (`TcpExt:TCPDSACKRecv`).
     pub sender_dsacks: f64,
+    /// Retransmits the sender's stack gave up on because the original was
+    /// still in a queue of the host (`TCPSpuriousRtxHostQueues`).
+    pub sender_host_queue_rtx: f64,
+    /// Tail-loss probes the sender sent (`TCPLossProbes`): a retransmit of
+    /// the last segment when no ACK came within about two round trips.
+    pub sender_loss_probes: f64,
+    /// Packets the client's and the server's namespaces' devices dropped
+    /// (`/proc/net/dev`, receive and transmit drop columns).
+    pub device_drops: f64,
+}
+
+/// The drop columns of the calling thread's namespace's devices summed
+/// (`/proc/net/dev`: receive drop is the 4th number, transmit drop the
+/// 12th).
+fn device_drops() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/thread-self/net/dev").ok()?;
+    let mut sum = 0f64;
+    for line in text.lines().skip(2) {
+        let (_, nums) = line.split_once(':')?;
+        let v: Vec<f64> = nums
+            .split_whitespace()
+            .filter_map(|n| n.parse().ok())
+            .collect();
+        sum += v.get(3)? + v.get(11)?;
+    }
+    Some(sum)
 }
 
 /// The sum of column 2 (dropped) of `/proc/net/softnet_stat` (hex).
@@ -91,6 +117,7 @@ fn tcp_ext() -> std::collections::BTreeMap<String, f64> {
 /// The counters [`TcpEvidence`] is the delta of, at one moment.
 struct Counters {
     softnet: Option<f64>,
+    devices: Option<f64>,
     receiver: std::collections::BTreeMap<String, f64>,
     sender: std::collections::BTreeMap<String, f64>,
 }
@@ -99,6 +126,9 @@ impl Counters {
     fn read(ep: &Endpoints) -> Result<Self> {
         Ok(Self {
             softnet: softnet_drops(),
+            devices: ns::in_ns(&ep.server_ns, device_drops)?
+                .zip(ns::in_ns(&ep.client_ns, device_drops)?)
+                .map(|(a, b)| a + b),
             receiver: ns::in_ns(&ep.server_ns, tcp_ext)?,
             sender: ns::in_ns(&ep.client_ns, tcp_ext)?,
         })
@@ -128,6 +158,9 @@ impl Counters {
                 ],
             )?,
             sender_dsacks: d(&self.sender, &before.sender, &["TCPDSACKRecv"])?,
+            sender_host_queue_rtx: d(&self.sender, &before.sender, &["TCPSpuriousRtxHostQueues"])?,
+            sender_loss_probes: d(&self.sender, &before.sender, &["TCPLossProbes"])?,
+            device_drops: self.devices? - before.devices?,
         })
     }
 }

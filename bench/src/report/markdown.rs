@@ -447,6 +447,8 @@ fn figures_sections(o: &mut String, r: &Results, files: &Files, link: &dyn Fn(&P
         );
     }
 
+    super::analysis::section(o, r);
+
     // Setups.
     let _ = writeln!(o, "## The setups\n");
     for (kind, s) in &r.setups {

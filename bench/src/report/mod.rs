@@ -3,6 +3,7 @@
 //! netpath/classic and netpath/limit from per-round pairs), the markdown
 //! page ([`markdown`]) and the chart ([`png`]).
 
+pub mod analysis;
 pub mod curves;
 pub mod json;
 pub mod markdown;
