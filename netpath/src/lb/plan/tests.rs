@@ -310,7 +310,9 @@ fn past_the_16_bit_indices_a_removed_backends_index_is_reused_and_not_deleted() 
             flags: 0,
             affinity_timeout_secs: 0,
             backends: old,
-            maglev: Maglev::Absent,
+            // A table naming every index (as a real one of this many
+            // backends would).
+            maglev: Maglev::Slots((0..=crate::lb::frontends::MAX_BACKEND_INDEX).collect()),
         },
     )]
     .into();
