@@ -25,12 +25,7 @@ pub static POD_STATS: PerCpuHashMap<PodStatsKey, PodCounters, { MAX as usize }> 
 /// Whether the node counts per pod (`node_flags::POD_COUNTERS`).
 #[inline(always)]
 fn enabled() -> bool {
-    SETTINGS
-        .get(0)
-        .unwrap_or(&NodeSettings::DEFAULT)
-        .flags
-        & node_flags::POD_COUNTERS
-        != 0
+    SETTINGS.get(0).unwrap_or(&NodeSettings::DEFAULT).flags & node_flags::POD_COUNTERS != 0
 }
 
 /// This CPU's counters of the pod behind `ifindex`, when counting is on

@@ -68,16 +68,24 @@ fn parse_strict(text: &str) -> BTreeMap<Series, f64> {
                 "TYPE of {name} twice"
             );
             if kind == "counter" {
-                assert!(name.ends_with("_total"), "counter {name} must end in _total");
+                assert!(
+                    name.ends_with("_total"),
+                    "counter {name} must end in _total"
+                );
             }
             continue;
         }
-        assert!(!line.starts_with('#') && !line.is_empty(), "stray line {line:?}");
+        assert!(
+            !line.starts_with('#') && !line.is_empty(),
+            "stray line {line:?}"
+        );
         let (series, value) = line.rsplit_once(' ').expect("a sample and its value");
         let value: f64 = match value {
             "+Inf" => f64::INFINITY,
             "-Inf" => f64::NEG_INFINITY,
-            v => v.parse().unwrap_or_else(|_| panic!("value {v:?} in {line:?}")),
+            v => v
+                .parse()
+                .unwrap_or_else(|_| panic!("value {v:?} in {line:?}")),
         };
         let (name, labels) = match series.split_once('{') {
             Some((n, l)) => (n, parse_labels(l.strip_suffix('}').expect("closing brace"))),
@@ -95,7 +103,11 @@ fn parse_strict(text: &str) -> BTreeMap<Series, f64> {
                 .iter()
                 .find_map(|s| name.strip_suffix(s))
                 .unwrap_or_else(|| panic!("sample {name} of no declared family"));
-            assert_eq!(types.get(base).map(String::as_str), Some("histogram"), "{name}");
+            assert_eq!(
+                types.get(base).map(String::as_str),
+                Some("histogram"),
+                "{name}"
+            );
             if name.ends_with("_bucket") {
                 assert!(labels.contains_key("le"), "{line}");
             }
@@ -128,7 +140,10 @@ fn parse_labels(s: &str) -> BTreeMap<String, String> {
                 c => value.push(c),
             }
         }
-        assert!(out.insert(key.clone(), value).is_none(), "label {key} twice");
+        assert!(
+            out.insert(key.clone(), value).is_none(),
+            "label {key} twice"
+        );
         match chars.next() {
             None | Some(',') => {}
             Some(c) => panic!("unexpected {c:?} after a label"),
@@ -183,7 +198,10 @@ fn metrics_are_prometheus_text_and_pod_counters_equal_what_was_sent() {
     let daemon = DaemonProc::start(&node);
     let i = node.instance().to_owned();
     let a_ns = node.pod_ns("a");
-    let (a_addr, b_addr) = (node.pod_addr("a").to_string(), node.pod_addr("b").to_string());
+    let (a_addr, b_addr) = (
+        node.pod_addr("a").to_string(),
+        node.pod_addr("b").to_string(),
+    );
     let a = [("pod", "a"), ("address", a_addr.as_str())];
     let b = [("pod", "b"), ("address", b_addr.as_str())];
 
@@ -195,14 +213,27 @@ fn metrics_are_prometheus_text_and_pod_counters_equal_what_was_sent() {
     assert_eq!(get(&before, "netpath_pod_counters_enabled", &[]), 1.0);
     assert!(get(&before, "netpath_reconcile_duration_seconds_count", &[]) >= 1.0);
     // Every table has a capacity.
-    for map in ["conntrack", "nat", "endpoints", "pod_stats", "frontends", "backends"] {
+    for map in [
+        "conntrack",
+        "nat",
+        "endpoints",
+        "pod_stats",
+        "frontends",
+        "backends",
+    ] {
         assert!(
             get(&before, "netpath_map_max_entries", &[("map", map)]) > 0.0,
             "{map}"
         );
     }
-    assert_eq!(get(&before, "netpath_map_entries", &[("map", "endpoints")]), 2.0);
-    assert_eq!(get(&before, "netpath_map_entries", &[("map", "pod_stats")]), 2.0);
+    assert_eq!(
+        get(&before, "netpath_map_entries", &[("map", "endpoints")]),
+        2.0
+    );
+    assert_eq!(
+        get(&before, "netpath_map_entries", &[("map", "pod_stats")]),
+        2.0
+    );
     let a_eth0_before = eth0_tx(&a_ns);
 
     // a → b: 5 echoes and 5 replies, each delivered by the datapath.
@@ -226,7 +257,9 @@ fn metrics_are_prometheus_text_and_pod_counters_equal_what_was_sent() {
                 == e.0 - a_eth0_before.0
         })
         .expect("a's tx counter equals what its eth0 sent (three reads)");
-    let d = |name: &str, labels: &[(&str, &str)]| get(&after, name, labels) - get(&before, name, labels);
+    let d = |name: &str, labels: &[(&str, &str)]| {
+        get(&after, name, labels) - get(&before, name, labels)
+    };
 
     // Exactly the echoes: b received a's 5 requests, a the 5 + 4 replies.
     assert_eq!(d("netpath_pod_rx_packets_total", &b), 5.0);
@@ -259,10 +292,28 @@ fn metrics_are_prometheus_text_and_pod_counters_equal_what_was_sent() {
     assert!(d("netpath_pod_rx_bytes_total", &b) >= 5.0 * 42.0);
 
     // Node-wide counters moved with the same traffic.
-    assert!(d("netpath_verdict_packets_total", &[("verdict", "fwd_local_pod")]) >= 10.0);
-    assert!(d("netpath_verdict_packets_total", &[("verdict", "fwd_routed")]) >= 4.0);
-    assert!(d("netpath_verdict_packets_total", &[("verdict", "fwd_revnat")]) >= 4.0);
-    assert_eq!(d("netpath_drop_packets_total", &[("reason", "drop_martian")]), 3.0);
+    assert!(
+        d(
+            "netpath_verdict_packets_total",
+            &[("verdict", "fwd_local_pod")]
+        ) >= 10.0
+    );
+    assert!(
+        d(
+            "netpath_verdict_packets_total",
+            &[("verdict", "fwd_routed")]
+        ) >= 4.0
+    );
+    assert!(
+        d(
+            "netpath_verdict_packets_total",
+            &[("verdict", "fwd_revnat")]
+        ) >= 4.0
+    );
+    assert_eq!(
+        d("netpath_drop_packets_total", &[("reason", "drop_martian")]),
+        3.0
+    );
     assert!(d("netpath_datapath_events_total", &[("event", "snat_new")]) >= 1.0);
 
     // The masqueraded echo holds a connection and an ICMP id on the uplink.
@@ -297,7 +348,10 @@ fn metrics_are_prometheus_text_and_pod_counters_equal_what_was_sent() {
         Some(get(&after, "netpath_pod_tx_dropped_total", &a))
     );
     let table = netpath_ok(&["pod", "list", "-i", &i]);
-    assert!(table.contains("RX-PKTS") && table.contains("DROPPED"), "{table}");
+    assert!(
+        table.contains("RX-PKTS") && table.contains("DROPPED"),
+        "{table}"
+    );
 
     // `netpath top --once`: both pods and the drop reason, from the pins.
     let top = netpath_ok(&["top", "-i", &i, "--once", "--interval", "0.2"]);
@@ -318,8 +372,14 @@ fn metrics_are_prometheus_text_and_pod_counters_equal_what_was_sent() {
     let out = tests::daemon::netpath(&["pod", "add", "c", "-i", &i]);
     assert!(!out.status.success());
     let m = scrape(addr);
-    assert_eq!(get(&m, "netpath_apply_requests_total", &[("result", "applied")]), 1.0);
-    assert_eq!(get(&m, "netpath_apply_requests_total", &[("result", "refused")]), 1.0);
+    assert_eq!(
+        get(&m, "netpath_apply_requests_total", &[("result", "applied")]),
+        1.0
+    );
+    assert_eq!(
+        get(&m, "netpath_apply_requests_total", &[("result", "refused")]),
+        1.0
+    );
     assert_eq!(
         get(&m, "netpath_reconcile_duration_seconds_count", &[]),
         get(&before, "netpath_reconcile_duration_seconds_count", &[]) + 1.0
@@ -333,7 +393,10 @@ fn metrics_are_prometheus_text_and_pod_counters_equal_what_was_sent() {
     netpath_ok(&["pod", "del", "c", "-i", &i]);
     let m = scrape(addr);
     assert_eq!(get(&m, "netpath_map_entries", &[("map", "pod_stats")]), 2.0);
-    assert!(!m.keys().any(|(_, l)| l.get("pod").is_some_and(|p| p == "c")));
+    assert!(
+        !m.keys()
+            .any(|(_, l)| l.get("pod").is_some_and(|p| p == "c"))
+    );
     drop(daemon);
 }
 
@@ -350,12 +413,21 @@ fn pod_counters_off_count_nothing_and_say_so() {
     let b_addr = node.pod_addr("b").to_string();
     let b = [("pod", "b"), ("address", b_addr.as_str())];
     // The entries exist (so turning counting on needs no pod change) ...
-    assert_eq!(get(&after, "netpath_map_entries", &[("map", "pod_stats")]), 2.0);
+    assert_eq!(
+        get(&after, "netpath_map_entries", &[("map", "pod_stats")]),
+        2.0
+    );
     // ... but the datapath does not add to them; node-wide counters move.
     assert_eq!(get(&after, "netpath_pod_rx_packets_total", &b), 0.0);
     assert!(
-        get(&after, "netpath_verdict_packets_total", &[("verdict", "fwd_local_pod")])
-            - get(&before, "netpath_verdict_packets_total", &[("verdict", "fwd_local_pod")])
-            >= 6.0
+        get(
+            &after,
+            "netpath_verdict_packets_total",
+            &[("verdict", "fwd_local_pod")]
+        ) - get(
+            &before,
+            "netpath_verdict_packets_total",
+            &[("verdict", "fwd_local_pod")]
+        ) >= 6.0
     );
 }

@@ -104,10 +104,7 @@ mod tests {
         );
         let err = parse("localhost").unwrap_err();
         assert!(err.contains("node.metrics.listen"), "{err}");
-        assert_eq!(
-            listen_address(None),
-            Some(DEFAULT_LISTEN.parse().unwrap())
-        );
+        assert_eq!(listen_address(None), Some(DEFAULT_LISTEN.parse().unwrap()));
         let off = MetricsConfig {
             listen: MetricsListen::Off,
         };

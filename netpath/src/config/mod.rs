@@ -77,8 +77,8 @@ mod dns;
 mod error;
 mod lb;
 mod lb_validate;
-pub mod metrics;
 mod limits;
+pub mod metrics;
 mod schema;
 mod validate;
 

@@ -29,7 +29,10 @@ fn op(op: &'static str) -> impl FnOnce(MapError) -> MapsError {
 /// keeps its counts (the same veth, re-written endpoint).
 pub(super) fn create(map: &mut PodStatsMap, ifindex: u32) -> Result<(), MapsError> {
     let syscall = |call: &'static str, io_error| {
-        op("insert")(MapError::SyscallError(aya::sys::SyscallError { call, io_error }))
+        op("insert")(MapError::SyscallError(aya::sys::SyscallError {
+            call,
+            io_error,
+        }))
     };
     let cpus = aya::util::nr_cpus().map_err(|(_, e)| syscall("nr_cpus", e))?;
     let zero = PerCpuValues::try_from(vec![PodCounters::default(); cpus])
@@ -51,7 +54,7 @@ impl NodeMaps {
     /// CPUs.
     pub fn pod_counters(&self) -> Result<BTreeMap<u32, PodCounters>, MapsError> {
         let mut out = BTreeMap::new();
-        for entry in self.pod_stats.iter() {
+        for entry in &self.pod_stats {
             let (key, per_cpu) = entry.map_err(op("iterate"))?;
             let sum = per_cpu
                 .iter()

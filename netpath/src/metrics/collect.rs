@@ -110,7 +110,10 @@ pub fn snapshot(instance: &str) -> Result<Snapshot, MapsError> {
             continue;
         }
         let addr = Ipv4Addr::from(key.daddr);
-        ports.entry((addr, key.proto)).or_default().insert(key.dport);
+        ports
+            .entry((addr, key.proto))
+            .or_default()
+            .insert(key.dport);
         *per_dest
             .entry((addr, key.proto, key.saddr, key.sport))
             .or_default() += 1;
@@ -175,7 +178,10 @@ pub fn stat_kind(stat: Stat) -> StatKind {
     }
 }
 
-#[expect(clippy::cast_precision_loss, reason = "counters are exported as floats")]
+#[expect(
+    clippy::cast_precision_loss,
+    reason = "counters are exported as floats"
+)]
 fn f(v: u64) -> f64 {
     v as f64
 }
@@ -212,6 +218,9 @@ pub fn render(instance: &str, daemon: Option<&DaemonMetrics>) -> String {
     e.finish()
 }
 
+/// A field of a pod's traffic.
+type Field = fn(&super::pods::Traffic) -> u64;
+
 fn write_datapath(e: &mut Exposition, s: &Snapshot) {
     for (kind, packets, bytes, label, what) in [
         (
@@ -236,13 +245,21 @@ fn write_datapath(e: &mut Exposition, s: &Snapshot) {
             "notable events (new translations, repairs, route sources)",
         ),
     ] {
-        let rows: Vec<_> = s.stats.iter().filter(|(st, _)| stat_kind(*st) == kind).collect();
+        let rows: Vec<_> = s
+            .stats
+            .iter()
+            .filter(|(st, _)| stat_kind(*st) == kind)
+            .collect();
         e.family(packets, Kind::Counter, &format!("Packets {what}."));
         for (st, c) in &rows {
             e.sample(packets, &[(label, st.name())], f(c.packets));
         }
         if let Some(bytes) = bytes {
-            e.family(bytes, Kind::Counter, &format!("Bytes of the packets {what}."));
+            e.family(
+                bytes,
+                Kind::Counter,
+                &format!("Bytes of the packets {what}."),
+            );
             for (st, c) in &rows {
                 e.sample(bytes, &[(label, st.name())], f(c.bytes));
             }
@@ -255,7 +272,6 @@ fn write_datapath(e: &mut Exposition, s: &Snapshot) {
         "1 when the datapath counts per pod ([node] pod_counters).",
         if s.pod_counters_on { 1.0 } else { 0.0 },
     );
-    type Field = fn(&super::pods::Traffic) -> u64;
     let fields: [(&str, &str, Field); 5] = [
         (
             "netpath_pod_rx_packets_total",
@@ -308,7 +324,11 @@ fn write_datapath(e: &mut Exposition, s: &Snapshot) {
         "Capacity of a datapath table.",
     );
     for t in &s.tables {
-        e.sample("netpath_map_max_entries", &[("map", t.table)], f(t.max_entries));
+        e.sample(
+            "netpath_map_max_entries",
+            &[("map", t.table)],
+            f(t.max_entries),
+        );
     }
     e.family(
         "netpath_map_fill_ratio",

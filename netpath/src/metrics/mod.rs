@@ -105,7 +105,10 @@ impl DaemonMetrics {
                 acc
             })
             .collect();
-        #[expect(clippy::cast_precision_loss, reason = "microseconds of reconciles fit f64")]
+        #[expect(
+            clippy::cast_precision_loss,
+            reason = "microseconds of reconciles fit f64"
+        )]
         let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
         (cumulative, sum, self.count.load(Ordering::Relaxed))
     }

@@ -102,7 +102,15 @@ pub fn pod_rows(pods: Vec<PodInfo>, traffic: &[PodTraffic]) -> Vec<PodRow> {
 pub fn render_pod_list(rows: &[PodRow]) -> String {
     let mut s = format!(
         "{:<24} {:<15} {:<8} {:<15} {:>10} {:>12} {:>10} {:>12} {:>8}  NETNS\n",
-        "POD", "ADDRESS", "STATE", "HOST-IF", "RX-PKTS", "RX-BYTES", "TX-PKTS", "TX-BYTES", "DROPPED"
+        "POD",
+        "ADDRESS",
+        "STATE",
+        "HOST-IF",
+        "RX-PKTS",
+        "RX-BYTES",
+        "TX-PKTS",
+        "TX-BYTES",
+        "DROPPED"
     );
     for r in rows {
         let p = &r.pod;
@@ -111,7 +119,8 @@ pub fn render_pod_list(rows: &[PodRow]) -> String {
         if let Some(id) = &p.container_id {
             let _ = write!(netns, " (container {id})");
         }
-        let n = |f: fn(&Traffic) -> u64| r.traffic.as_ref().map_or("-".into(), |t| f(t).to_string());
+        let n =
+            |f: fn(&Traffic) -> u64| r.traffic.as_ref().map_or("-".into(), |t| f(t).to_string());
         let _ = writeln!(
             s,
             "{:<24} {:<15} {:<8} {:<15} {:>10} {:>12} {:>10} {:>12} {:>8}  {netns}",

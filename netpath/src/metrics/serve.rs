@@ -72,7 +72,10 @@ fn request_line(head: &[u8]) -> Option<(&str, &str)> {
     let mut parts = line.split(' ');
     let method = parts.next()?;
     let target = parts.next()?;
-    parts.next()?.starts_with("HTTP/1.").then_some((method, target))
+    parts
+        .next()?
+        .starts_with("HTTP/1.")
+        .then_some((method, target))
 }
 
 /// What to answer: status line, body (for `GET` a scrape when `scrape`).
@@ -80,7 +83,10 @@ fn route(method: &str, target: &str) -> (&'static str, Option<&'static str>) {
     let path = target.split('?').next().unwrap_or(target);
     match (method, path) {
         ("GET" | "HEAD", "/metrics") => ("200 OK", None),
-        ("GET" | "HEAD", _) => ("404 Not Found", Some("not found; the metrics are at /metrics\n")),
+        ("GET" | "HEAD", _) => (
+            "404 Not Found",
+            Some("not found; the metrics are at /metrics\n"),
+        ),
         _ => ("405 Method Not Allowed", Some("only GET /metrics\n")),
     }
 }

@@ -78,7 +78,11 @@ pub fn frame(instance: &str, before: &Sample, now: &Sample, elapsed: Duration) -
     );
     for (rx, tx, rxb, txb, p) in rows.iter().take(ROWS) {
         let t = p.traffic.unwrap_or_default();
-        let counted = if p.traffic.is_some() { "" } else { "  (not counted)" };
+        let counted = if p.traffic.is_some() {
+            ""
+        } else {
+            "  (not counted)"
+        };
         let _ = writeln!(
             s,
             "{:<24} {:<15} {rx:>9.1} {tx:>9.1} {rxb:>11.0} {txb:>11.0} {:>10} {:>10} {:>8}{counted}",
@@ -106,7 +110,11 @@ pub fn frame(instance: &str, before: &Sample, now: &Sample, elapsed: Duration) -
         })
         .collect();
     drops.sort_by(|a, b| b.0.total_cmp(&a.0).then(b.2.cmp(&a.2)));
-    let _ = write!(s, "\n{:<32} {:>9} {:>12}\n", "DROP REASON", "PER-SEC", "TOTAL");
+    let _ = write!(
+        s,
+        "\n{:<32} {:>9} {:>12}\n",
+        "DROP REASON", "PER-SEC", "TOTAL"
+    );
     for (r, st, total) in drops.iter().take(ROWS) {
         let _ = writeln!(s, "{:<32} {r:>9.1} {total:>12}", st.name());
     }
