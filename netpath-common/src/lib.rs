@@ -13,6 +13,7 @@
 
 pub mod lb;
 pub mod mac;
+pub mod pod_stats;
 pub mod proto;
 
 /// Names of the maps and programs in the eBPF object, and of their pins.
@@ -42,7 +43,8 @@ pub mod maps {
     /// v3: the former padding holds the pods' gateway address; netfilter's
     /// SYN_RECV, CLOSE_WAIT, LAST_ACK and unacknowledged timeouts.
     /// v4: the node namespace's cookie (the socket hooks act only there).
-    pub const SETTINGS: &str = "settings_v4";
+    /// v5: flags ([`crate::node_flags`]: per-pod counters on or off).
+    pub const SETTINGS: &str = "settings_v5";
     /// Connection table (LRU): original tuple [`crate::CtKey`] → [`crate::CtEntry`].
     /// v2: per-direction TCP sequence tracking, netfilter's states.
     pub const CONNTRACK: &str = "conntrack_v2";
@@ -240,6 +242,17 @@ pub struct NodeSettings {
     /// attached to a cgroup shared by every namespace, and act only on
     /// sockets of this one. 0: they act nowhere.
     pub netns_cookie: u64,
+    /// [`node_flags`] bits: switches the programs read (settings_v5).
+    pub flags: u32,
+    /// Always zero.
+    pub _reserved: u32,
+}
+
+/// [`NodeSettings::flags`] bits.
+pub mod node_flags {
+    /// Count every pod's packets and bytes in `pod_stats_v1` (see
+    /// [`crate::pod_stats`]); `[node] pod_counters`, on by default.
+    pub const POD_COUNTERS: u32 = 1;
 }
 
 impl NodeSettings {
@@ -262,6 +275,8 @@ impl NodeSettings {
         tcp_unack_timeout: 300,
         gateway: [0; 4],
         netns_cookie: 0,
+        flags: node_flags::POD_COUNTERS,
+        _reserved: 0,
     };
 }
 
@@ -1016,8 +1031,12 @@ mod tests {
         assert_eq!(core::mem::size_of::<CtKey>(), 16);
         assert_eq!(core::mem::size_of::<CtEntry>(), 8 + 4 * 8 + 16);
         assert_eq!(core::mem::size_of::<RevNat>(), 16);
-        // fib_ifindex, the port range, 11 timeouts, the gateway, the cookie.
-        assert_eq!(core::mem::size_of::<NodeSettings>(), 4 + 4 + 11 * 4 + 4 + 8);
+        // fib_ifindex, the port range, 11 timeouts, the gateway, the cookie,
+        // the flags.
+        assert_eq!(
+            core::mem::size_of::<NodeSettings>(),
+            4 + 4 + 11 * 4 + 4 + 8 + 4 + 4
+        );
         assert_eq!(core::mem::size_of::<FrontendKey>(), 8);
         assert_eq!(core::mem::size_of::<Frontend>(), 12);
         assert_eq!(core::mem::size_of::<BackendKey>(), 8);

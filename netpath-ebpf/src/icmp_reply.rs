@@ -285,6 +285,7 @@ fn send_to_pod(ctx: &TcContext, f: &Flow, src: &Endpoint, answer: &Answer) -> Re
     if ret != i64::from(TC_ACT_REDIRECT) {
         return Err(Stat::DropRewriteFailed);
     }
+    crate::pod_stats::rx(src.ifindex, ctx.len());
     Ok(TC_ACT_REDIRECT as i32)
 }
 

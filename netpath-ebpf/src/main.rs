@@ -40,6 +40,7 @@ mod lb;
 mod maps;
 mod nat;
 mod parse;
+mod pod_stats;
 mod reject;
 mod router;
 mod sock;
@@ -53,9 +54,14 @@ use aya_ebpf::{macros::classifier, programs::TcContext};
 /// TC ingress on a pod's host-side veth: every packet the pod sends.
 #[classifier]
 pub fn np_from_pod(ctx: TcContext) -> i32 {
+    let ifindex = parse::ingress_ifindex(&ctx);
+    pod_stats::tx(ifindex, ctx.len());
     match from_pod::try_from_pod(&ctx) {
         Ok(action) => action,
-        Err(reason) => stats::drop(&ctx, reason),
+        Err(reason) => {
+            pod_stats::tx_dropped(ifindex);
+            stats::drop(&ctx, reason)
+        }
     }
 }
 

@@ -32,8 +32,8 @@ pub static ROUTES: LpmTrie<RouteKey, RouteNextHop, { maps::ROUTES_MAX as usize }
 #[btf_map(name = "masq_v1")]
 pub static MASQ: LpmTrie<MasqKey, MasqRule, { maps::MASQ_MAX as usize }> = LpmTrie::new();
 
-/// Node settings in slot 0.
-#[btf_map(name = "settings_v4")]
+/// Node settings in slot 0 (v5: the flags, `netpath_common::node_flags`).
+#[btf_map(name = "settings_v5")]
 pub static SETTINGS: Array<NodeSettings, 1> = Array::new();
 
 /// Translated connections by original tuple (LRU: a full table evicts the

@@ -411,6 +411,7 @@ fn fast_path(ctx: &XdpContext) -> Verdict {
     // SAFETY: in-place update of a map value, as TC's paths do (see
     // `conntrack.rs` on lock-free updates).
     unsafe { conntrack::update(&mut *t.ct, f, &pkt.seg, t.reply, now) };
+    crate::pod_stats::rx(ep.ifindex, (ctx.data_end() - ctx.data()) as u32);
     Verdict::Redirect(t.stat)
 }
 

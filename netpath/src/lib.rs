@@ -32,6 +32,7 @@ pub mod demo;
 pub mod ebpf;
 pub mod ipam;
 pub mod lb;
+pub mod metrics;
 pub mod reconcile;
 pub mod render;
 pub mod resolve;

@@ -267,6 +267,11 @@ impl DesiredNode {
             udp_stream_timeout: ct.udp_stream_timeout,
             icmp_timeout: ct.icmp_timeout,
             gateway: config.gateway().octets(),
+            flags: if config.node.pod_counters.unwrap_or(true) {
+                netpath_common::node_flags::POD_COUNTERS
+            } else {
+                0
+            },
             // SYN_RECV, CLOSE_WAIT, LAST_ACK and the mid-stream pickup
             // ceiling keep netfilter's defaults (no config keys yet).
             ..NodeSettings::DEFAULT

@@ -61,6 +61,8 @@ impl TestNode {
                 xdp: None,
                 deny_sources: Vec::new(),
                 dns: None,
+                pod_counters: None,
+                metrics: None,
             },
             pods: pods.iter().map(|p| pod(p)).collect(),
             routes: Vec::new(),

@@ -136,6 +136,25 @@ pub enum Command {
     },
     /// Print the built-in demo configuration as TOML.
     DemoConfig,
+    /// The busiest pods (packets per second) and drop reasons by rate,
+    /// refreshed (read from the pins: works without a daemon).
+    Top(TopArgs),
+}
+
+/// `netpath top`.
+#[derive(Args)]
+pub struct TopArgs {
+    #[command(flatten)]
+    pub instance: Instance,
+    /// Seconds between frames (and the window of the rates).
+    #[arg(long, default_value_t = 1.0)]
+    pub interval: f64,
+    /// Print one frame (rates over one interval) and exit.
+    #[arg(long, conflicts_with = "iterations")]
+    pub once: bool,
+    /// Print this many frames and exit (default: until Ctrl-C).
+    #[arg(long)]
+    pub iterations: Option<u64>,
 }
 
 /// `--instance`, defaulting to the only instance there is.
@@ -440,7 +459,9 @@ fn pod_verb(command: PodCommand) -> Result<String> {
         PodCommand::Del { name, instance } => change(&instance, &Request::PodDel { name })?,
         PodCommand::List(t) => {
             let pods: Vec<PodInfo> = t.instance.client()?.call(&Request::PodList)?;
-            t.output.show(&pods, |p| render::pod_list(p))
+            let rows = crate::metrics::top::pod_rows_of(&t.instance.resolve()?, pods);
+            t.output
+                .show(&rows, |r| crate::metrics::pods::render_pod_list(r))
         }
     })
 }

@@ -70,6 +70,11 @@ pub async fn run(command: Command) -> Result<()> {
             String::new()
         }
         Command::DemoConfig => crate::config::Config::demo().to_toml_string(),
+        Command::Top(t) => {
+            crate::metrics::top::run(&t.instance.resolve()?, t.interval, t.once, t.iterations)
+                .await?;
+            String::new()
+        }
     };
     say(out.trim_end_matches('\n'));
     Ok(())

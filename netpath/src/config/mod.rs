@@ -78,6 +78,7 @@ mod error;
 mod lb;
 mod lb_validate;
 mod limits;
+pub mod metrics;
 mod schema;
 mod validate;
 
@@ -157,6 +158,8 @@ impl Config {
                 xdp: None,
                 deny_sources: Vec::new(),
                 dns: None,
+                pod_counters: None,
+                metrics: None,
             },
             pods: vec![pod("red"), pod("blue")],
             routes: Vec::new(),

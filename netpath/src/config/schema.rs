@@ -87,6 +87,15 @@ pub struct NodeConfig {
     /// `hosts` beside it. `None`: netpath writes neither.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns: Option<DnsConfig>,
+    /// Per-pod packet and byte counters in the datapath (`netpath pod
+    /// list`, the metrics): one per-CPU lookup and two adds per packet and
+    /// direction. `None`: on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_counters: Option<bool>,
+    /// The daemon's Prometheus endpoint (`[node.metrics]`); `None`: on, at
+    /// [`super::metrics::DEFAULT_LISTEN`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<super::metrics::MetricsConfig>,
 }
 
 /// The `[node.uplink]` section.

@@ -32,6 +32,7 @@ use std::{
 use log::{debug, error, info, warn};
 use tokio::sync::{Mutex, mpsc};
 
+use crate::metrics::RequestResult::{Applied, Failed, Refused, Unchanged};
 use crate::{
     api::{ApiError, ErrorKind, Request, socket_path},
     config::{Config, ConfigError},
@@ -196,6 +197,8 @@ pub struct Daemon {
     changes: Mutex<()>,
     started: Instant,
     programs_loaded_at_start: bool,
+    /// Reconciles and requests, for the metrics endpoint.
+    metrics: Arc<crate::metrics::DaemonMetrics>,
 }
 
 impl Daemon {
@@ -209,11 +212,17 @@ impl Daemon {
     async fn change(&self, request: &Request) -> Result<(ApplyReport, Config), ApiError> {
         let _turn = self.changes.lock().await;
         let current = self.desired();
-        let Some(next) = edit::edit(&current, request)? else {
+        let m = &self.metrics;
+        let edited = edit::edit(&current, request).inspect_err(|_| m.request(Refused));
+        let Some(next) = edited? else {
+            m.request(Unchanged);
             return Ok((ApplyReport::default(), current));
         };
-        let report = reconcile::apply(&next)
-            .await
+        let began = Instant::now();
+        let applied = reconcile::apply(&next).await;
+        m.reconciled(began.elapsed(), applied.is_ok());
+        m.request(if applied.is_ok() { Applied } else { Failed });
+        let report = applied
             .map_err(|e| ApiError::new(ErrorKind::Failed, format!("{e}; nothing was changed")))?;
         if let Err(e) = persist(&next) {
             // The node has the new state but the file the old: put the node
@@ -323,9 +332,14 @@ pub async fn serve_node(
         }
         None => file,
     };
-    let report = reconcile::apply(&desired).await?;
+    let metrics = Arc::new(crate::metrics::DaemonMetrics::default());
+    let began = Instant::now();
+    let applied = reconcile::apply(&desired).await;
+    metrics.reconciled(began.elapsed(), applied.is_ok());
+    let report = applied?;
     log_report(&instance, &report);
     persist(&desired)?;
+    serve_metrics(&desired, &metrics).await;
     let listener = serve::bind(&socket_path(&instance))?;
     let gc_every = gc_interval(&desired);
     let daemon = Arc::new(Daemon {
@@ -335,6 +349,7 @@ pub async fn serve_node(
         changes: Mutex::new(()),
         started: Instant::now(),
         programs_loaded_at_start: report.programs_loaded,
+        metrics,
     });
     info!(
         "daemon: instance {instance} up (programs {}); API on {}; conntrack gc every {}s; \
@@ -380,6 +395,22 @@ pub async fn serve_node(
     let _ = fs::remove_file(socket_path(&instance));
     info!("daemon: stopping; the datapath of instance {instance} stays in place (pinned)");
     Ok(())
+}
+
+/// Starts the metrics endpoint of `config`'s `[node.metrics]` (see
+/// [`crate::metrics`]); a failure to bind is logged and the daemon carries
+/// on without it (the datapath and the API do not depend on it). The
+/// address is read at start: a changed `listen` needs a restart.
+async fn serve_metrics(config: &Config, metrics: &Arc<crate::metrics::DaemonMetrics>) {
+    let Some(addr) = crate::config::metrics::listen_address(config.node.metrics.as_ref()) else {
+        info!("daemon: metrics endpoint off ([node.metrics] listen = \"\")");
+        return;
+    };
+    let instance = config.node.name.clone();
+    match crate::metrics::serve::spawn(addr, instance, Arc::clone(metrics)).await {
+        Ok(at) => info!("daemon: metrics on http://{at}/metrics"),
+        Err(e) => error!("daemon: {e}"),
+    }
 }
 
 /// SIGHUP: the file replaces the desired state, as `netpath apply -f`.

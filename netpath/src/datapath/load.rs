@@ -82,7 +82,7 @@ pub(super) fn pin_program(
 }
 
 /// Every map, pinned by name.
-const ALL_MAPS: [&str; 13] = [
+const ALL_MAPS: [&str; 14] = [
     maps::ENDPOINTS,
     maps::STATS,
     maps::ROUTES,
@@ -96,6 +96,7 @@ const ALL_MAPS: [&str; 13] = [
     maps::AFFINITY,
     maps::PREFILTER,
     sock::REVNAT_MAP,
+    netpath_common::pod_stats::MAP,
 ];
 
 /// The layout a pinned map must have to be reused: what the kernel
@@ -132,7 +133,7 @@ impl MapLayout {
 /// The layout the object expects of each map of [`ALL_MAPS`] (the types of
 /// `netpath-ebpf/src/maps.rs`); the connection table and the reverse NAT
 /// map are sized by `conntrack_max`.
-pub fn expected_layouts(conntrack_max: u32) -> [(&'static str, MapLayout); 13] {
+pub fn expected_layouts(conntrack_max: u32) -> [(&'static str, MapLayout); 14] {
     [
         (
             maps::ENDPOINTS,
@@ -185,6 +186,13 @@ pub fn expected_layouts(conntrack_max: u32) -> [(&'static str, MapLayout); 13] {
         (
             sock::REVNAT_MAP,
             MapLayout::new::<SockRevKey, SockRevNat>(MapType::LruHash, sock::REVNAT_MAX),
+        ),
+        (
+            netpath_common::pod_stats::MAP,
+            MapLayout::new::<
+                netpath_common::pod_stats::PodStatsKey,
+                netpath_common::pod_stats::PodCounters,
+            >(MapType::PerCpuHash, netpath_common::pod_stats::MAX),
         ),
     ]
 }

@@ -59,6 +59,8 @@ pub struct NodeMaps {
     conntrack: HashMap<MapData, CtKey, CtEntry>,
     revnat: HashMap<MapData, CtKey, RevNat>,
     lb: LbMaps,
+    /// Per-pod counters (`pod_stats_v1`; see [`super::pod_stats`]).
+    pub(super) pod_stats: super::pod_stats::PodStatsMap,
 }
 
 /// The raw maps, before they get their types.
@@ -71,6 +73,7 @@ struct RawMaps {
     conntrack: Map,
     revnat: Map,
     lb: RawLbMaps,
+    pod_stats: Map,
 }
 
 impl NodeMaps {
@@ -93,6 +96,7 @@ impl NodeMaps {
                 affinity: take(maps::AFFINITY)?,
                 prefilter: take(maps::PREFILTER)?,
             },
+            pod_stats: take(netpath_common::pod_stats::MAP)?,
         })
     }
 
@@ -117,6 +121,7 @@ impl NodeMaps {
                 affinity: Map::LruHashMap(open(maps::AFFINITY)?),
                 prefilter: Map::LpmTrie(open(maps::PREFILTER)?),
             },
+            pod_stats: Map::PerCpuHashMap(open(netpath_common::pod_stats::MAP)?),
         })
     }
 
@@ -136,6 +141,7 @@ impl NodeMaps {
             conntrack: typed(maps::CONNTRACK, raw.conntrack)?,
             revnat: typed(maps::REVNAT, raw.revnat)?,
             lb: LbMaps::from_raw(raw.lb)?,
+            pod_stats: typed(netpath_common::pod_stats::MAP, raw.pod_stats)?,
         })
     }
 
@@ -151,6 +157,8 @@ impl NodeMaps {
     }
 
     /// Adds or replaces the endpoint of a local pod.
+    /// Its per-pod counters are created with it (zero, or kept when the
+    /// veth already has them).
     pub fn upsert_endpoint(&mut self, addr: Ipv4Addr, ep: Endpoint) -> Result<(), MapsError> {
         self.endpoints
             .insert(key(addr), ep, 0)
@@ -158,11 +166,16 @@ impl NodeMaps {
                 op: "insert",
                 name: maps::ENDPOINTS,
                 source,
-            })
+            })?;
+        super::pod_stats::create(&mut self.pod_stats, ep.ifindex)
     }
 
-    /// Removes a local pod's endpoint; absent is fine.
+    /// Removes a local pod's endpoint and its per-pod counters; absent is
+    /// fine.
     pub fn remove_endpoint(&mut self, addr: Ipv4Addr) -> Result<(), MapsError> {
+        if let Ok(ep) = self.endpoints.get(&key(addr), 0) {
+            super::pod_stats::remove(&mut self.pod_stats, ep.ifindex)?;
+        }
         ignore_absent(self.endpoints.remove(&key(addr)), "remove", maps::ENDPOINTS)
     }
 

@@ -35,6 +35,7 @@ pub mod lb_maps;
 pub mod load;
 pub mod maps;
 pub mod pins;
+pub mod pod_stats;
 pub mod sock;
 pub mod xdp;
 

@@ -161,6 +161,8 @@ impl Apply<'_> {
             let pod = &state.pods[name];
             dp.attach_from_pod(&node.netns, &pod.host_ifname)?;
         }
+        // Every endpoint has its per-pod counters, and only endpoints do.
+        dp.maps().sync_pod_counters()?;
         let xdp = configure_fast_paths(node, &mut dp, desired, &state.pods)?;
         // Last, as a rollback could not re-attach it: interfaces no masquerade
         // rule and no declared route uses any more lose np_from_uplink.

@@ -113,6 +113,17 @@ pub fn demo(lab: &Lab, config: &Config, report: &ApplyReport) -> String {
         let _ = writeln!(s, "  {exe} endpoints --instance {}", config.node.name);
         let _ = writeln!(
             s,
+            "  {exe} top --instance {}   # busiest pods and drop reasons, refreshed",
+            config.node.name
+        );
+        if let Some(addr) = crate::config::metrics::listen_address(config.node.metrics.as_ref()) {
+            let _ = writeln!(
+                s,
+                "  curl -s http://{addr}/metrics   # Prometheus metrics of the demo's daemon"
+            );
+        }
+        let _ = writeln!(
+            s,
             "  {exe} pod add web --instance {0}; {exe} pod list --instance {0}   # through the \
              daemon that runs the demo",
             config.node.name
