@@ -176,8 +176,32 @@ pub struct CurveResults {
     #[serde(default)]
     pub floor_ns: Option<Spread>,
     pub curves: Vec<Curve>,
+    /// What the observability features cost the established SNAT packet.
+    #[serde(default)]
+    pub overheads: Vec<Overhead>,
     #[serde(default)]
     pub notes: Vec<String>,
+}
+
+/// A feature's cost: the same packet with it off and on, measured in
+/// alternating blocks so that drift hits both alike.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Overhead {
+    /// What is switched, e.g. "per-pod counters".
+    pub what: String,
+    pub off_ns: Spread,
+    pub on_ns: Spread,
+}
+
+impl Overhead {
+    /// on / off, medians.
+    pub fn ratio(&self) -> f64 {
+        if self.off_ns.median > 0.0 {
+            self.on_ns.median / self.off_ns.median
+        } else {
+            f64::NAN
+        }
+    }
 }
 
 impl CurveResults {
@@ -229,8 +253,59 @@ pub fn run(opts: &CurveOptions) -> Result<CurveResults> {
         runs: opts.runs,
         floor_ns,
         curves,
+        overheads: overheads(opts.runs)?,
         notes: Vec::new(),
     })
+}
+
+/// The observability features' cost on the established SNAT packet (pod A
+/// → an address beyond the uplink): `[node] pod_counters` off and on.
+fn overheads(runs: usize) -> Result<Vec<Overhead>> {
+    let mut dp = node(netpath_common::maps::CONNTRACK_DEFAULT_MAX)?;
+    dp.maps().sync_routes(&routes(0))?;
+    let f = packet(Dimension::Conntrack, 1, 7, 0);
+    let mut out = vec![0u8; 2048];
+    let settings = |on: bool| NodeSettings {
+        nat_port_min: 1024,
+        nat_port_max: 65535,
+        gateway: GATEWAY.octets(),
+        flags: if on {
+            netpath_common::node_flags::POD_COUNTERS
+        } else {
+            0
+        },
+        ..NodeSettings::DEFAULT
+    };
+    // The first run makes the connection.
+    run_once(dp.from_pod_program(), &f, &mut out)?;
+    let (mut off, mut on) = (Vec::new(), Vec::new());
+    let block = (runs / 10).max(1);
+    for i in 0..20 {
+        let counters = i % 2 == 1;
+        dp.maps().set_settings(settings(counters))?;
+        let v = if counters { &mut on } else { &mut off };
+        for _ in 0..block {
+            let (verdict, ns) = run_once(dp.from_pod_program(), &f, &mut out)?;
+            ensure!(
+                verdict == TC_ACT_REDIRECT,
+                "the established packet got verdict {verdict}, not a redirect"
+            );
+            v.push(ns);
+        }
+    }
+    let o = Overhead {
+        what: "per-pod counters (`[node] pod_counters`)".into(),
+        off_ns: Spread::of(&off).context("no samples")?,
+        on_ns: Spread::of(&on).context("no samples")?,
+    };
+    println!(
+        "  curves overhead: {}: {:.0} ns off, {:.0} ns on ({:.3} ×)",
+        o.what,
+        o.off_ns.median,
+        o.on_ns.median,
+        o.ratio()
+    );
+    Ok(vec![o])
 }
 
 /// The floor: `np_to_uplink` on a packet with an ingress device returns at

@@ -78,6 +78,7 @@ pub fn section(
     o: &mut String,
     c: &CurveResults,
     scale: Option<&ScaleResults>,
+    datapath_ns: Option<f64>,
     files: &Files,
     link: &dyn Fn(&Path) -> String,
 ) {
@@ -134,6 +135,40 @@ pub fn section(
                 cell(p.established_ns),
                 cell(p.new_ns),
                 num(p.fill_secs)
+            );
+        }
+        let _ = writeln!(o);
+    }
+    if !c.overheads.is_empty() {
+        let _ = writeln!(o, "### What observability costs\n");
+        let _ = writeln!(
+            o,
+            "The established SNAT packet with each feature off and on, in alternating \
+             blocks of runs (so that drift hits both alike); ns per packet, median \
+             [p25–p75]. The budget is 2 % of the datapath. The program's time is only part \
+             of what a packet costs the node: the last column sets the difference against \
+             the whole CPU time of a pod → LAN 64-byte datagram on netpath ({}).\n",
+            datapath_ns.map_or("not measured in the run shown".to_owned(), |n| format!(
+                "{} ns in the figures above",
+                num(n)
+            ))
+        );
+        let _ = writeln!(
+            o,
+            "| feature | off (ns) | on (ns) | on / off, program time | difference / the datapath's CPU per packet |"
+        );
+        let _ = writeln!(o, "|---|---|---|---|---|");
+        for ov in &c.overheads {
+            let share = datapath_ns.map_or("—".to_owned(), |n| {
+                format!("{:.2} %", (ov.on_ns.median - ov.off_ns.median) / n * 100.0)
+            });
+            let _ = writeln!(
+                o,
+                "| {} | {} | {} | **{:.3}** | **{share}** |",
+                ov.what,
+                cell(ov.off_ns),
+                cell(ov.on_ns),
+                ov.ratio()
             );
         }
         let _ = writeln!(o);

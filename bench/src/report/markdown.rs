@@ -143,7 +143,23 @@ pub fn render(r: &Results, page: &Path, files: &Files) -> String {
         super::scale::section(&mut o, scale, files, &link);
     }
     if let Some(curves) = &r.curves {
-        super::curves::section(&mut o, curves, r.service_scale.as_ref(), files, &link);
+        let datapath_ns = r
+            .row(
+                "baseline",
+                crate::topology::Scenario::PodToLan,
+                crate::figures::Figure::Udp64,
+                "cpu_per_packet",
+            )
+            .and_then(|row| row.setups.get(&crate::topology::SetupKind::Netpath))
+            .map(|s| s.median);
+        super::curves::section(
+            &mut o,
+            curves,
+            r.service_scale.as_ref(),
+            datapath_ns,
+            files,
+            &link,
+        );
     }
     o
 }
