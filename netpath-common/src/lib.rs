@@ -33,8 +33,12 @@ pub mod maps {
     pub const ENDPOINTS_MAX: u32 = 4096;
     /// Declared routes: LPM trie of [`crate::RouteKey`] → [`crate::RouteNextHop`].
     pub const ROUTES: &str = "routes_v1";
-    /// Maximum number of declared routes.
-    pub const ROUTES_MAX: u32 = 16384;
+    /// Maximum number of declared routes. An LPM trie allocates per
+    /// prefix (`BPF_F_NO_PREALLOC` is mandatory for the type), so the
+    /// capacity costs nothing until it is used; a node whose pinned trie
+    /// has another capacity gets it recreated and refilled by the next
+    /// apply (`drop_mismatched_pin`).
+    pub const ROUTES_MAX: u32 = 131_072;
     /// Masquerade rules: LPM trie of (egress interface, source prefix)
     /// ([`crate::MasqKey`]) → [`crate::MasqRule`].
     pub const MASQ: &str = "masq_v1";

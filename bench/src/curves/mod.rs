@@ -1,7 +1,6 @@
 //! The cost-growth curves (`--only curves`): the time netpath's program
 //! spends on one packet against the size of the state it looks things up
-//! in — routes (1 → 16,383 plus the default route: the route map's
-//! capacity, `ROUTES_MAX`), services (1 → 30,000) and connection-table
+//! in — routes (1 → 100,000), services (1 → 30,000) and connection-table
 //! entries (1 → 1,000,000).
 //!
 //! Each point loads a private copy of the datapath (unpinned, attached
@@ -84,16 +83,7 @@ pub struct CurveOptions {
 impl CurveOptions {
     pub fn full() -> Self {
         Self {
-            // The route map's capacity (and the configuration's limit) is
-            // 16,384 routes: the curve stops there.
-            routes: vec![
-                1,
-                10,
-                100,
-                1000,
-                10_000,
-                u64::from(netpath_common::maps::ROUTES_MAX) - 1,
-            ],
+            routes: vec![1, 10, 100, 1000, 10_000, 100_000],
             services: vec![1, 10, 100, 1000, 10_000, 30_000],
             conntrack: vec![1, 1000, 10_000, 100_000, 1_000_000],
             runs: 4000,

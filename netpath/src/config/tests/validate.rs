@@ -414,7 +414,7 @@ fn too_many_routes() {
         })
         .collect();
     // With the uplink's default route, one too many.
-    let err = fails(&c, &["16385 routes", "16384"]);
+    let err = fails(&c, &["131073 routes", "131072"]);
     assert!(matches!(err, ConfigError::TooMany { .. }));
     c.node.uplink.as_mut().unwrap().gateway = None;
     c.validate().unwrap();
