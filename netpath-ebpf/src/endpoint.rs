@@ -48,5 +48,6 @@ pub fn deliver(ctx: &TcContext, pkt: &Ipv4Packet, ep: &Endpoint) -> Result<i32, 
         return Err(Stat::DropRewriteFailed);
     }
     count(Stat::FwdLocalPod, len);
+    crate::events::trace_redirect(ctx, Stat::FwdLocalPod, ep.ifindex);
     Ok(TC_ACT_REDIRECT as i32)
 }

@@ -181,5 +181,6 @@ pub fn deliver_to_pod(ctx: &TcContext, ep: &Endpoint, daddr: Option<[u8; 4]>) ->
     if ret != i64::from(TC_ACT_REDIRECT) {
         return Err(Stat::DropRewriteFailed);
     }
+    crate::events::trace_redirect(ctx, Stat::FwdLocalPod, ep.ifindex);
     Ok(TC_ACT_REDIRECT as i32)
 }

@@ -32,6 +32,7 @@ use crate::{
     state::{STATE_ROOT, StateDir},
 };
 
+mod monitor;
 mod run;
 
 pub use run::run;
@@ -136,6 +137,10 @@ pub enum Command {
     },
     /// Print the built-in demo configuration as TOML.
     DemoConfig,
+    /// Watch the datapath live: every drop with its reason, interface, pod
+    /// and tuple (`--type trace` adds new connections, backend choices and
+    /// redirects). Ctrl-C stops.
+    Monitor(monitor::MonitorArgs),
 }
 
 /// `--instance`, defaulting to the only instance there is.
@@ -642,11 +647,15 @@ fn status(t: &Target1) -> Result<String> {
 }
 
 fn stats(t: &Target1) -> Result<String> {
-    let maps = NodeMaps::open_pinned(&PinDir::for_instance(&t.instance.resolve()?))?;
+    let pins = PinDir::for_instance(&t.instance.resolve()?);
+    let maps = NodeMaps::open_pinned(&pins)?;
     let stats = maps.stats()?;
+    let lost = crate::datapath::events::pinned_lost(&pins)?;
     Ok(match t.output {
-        Output::Table => render::stats(&stats),
-        Output::Json => render::stats_json(&stats),
+        Output::Table => render::stats(&stats) + &crate::monitor::show::lost_rows(lost.as_ref()),
+        Output::Json => {
+            crate::monitor::show::with_lost_json(&render::stats_json(&stats), lost.as_ref())
+        }
     })
 }
 

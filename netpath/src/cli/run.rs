@@ -70,6 +70,10 @@ pub async fn run(command: Command) -> Result<()> {
             String::new()
         }
         Command::DemoConfig => crate::config::Config::demo().to_toml_string(),
+        Command::Monitor(args) => {
+            super::monitor::run(args).await?;
+            String::new()
+        }
     };
     say(out.trim_end_matches('\n'));
     Ok(())
