@@ -317,7 +317,11 @@ fn past_the_16_bit_indices_a_removed_backends_index_is_reused_and_not_deleted() 
     let want = assign(&[svc(v, &[200])], &current);
     let fe = &want[&v];
     assert_eq!(fe.backends.len(), 1);
-    assert_eq!(fe.backends.keys().next(), Some(&0), "the lowest index, reused");
+    assert_eq!(
+        fe.backends.keys().next(),
+        Some(&0),
+        "the lowest index, reused"
+    );
     let steps = diff(&current, &want);
     assert!(
         !steps
