@@ -162,7 +162,11 @@ mod tests {
         assert_eq!(size_of::<MonitorGate>(), 8 + 4 * 4);
         assert_eq!(size_of::<TokenBucket>(), 16);
         assert_eq!(size_of::<Event>(), 56);
-        assert_eq!(align_of::<Event>(), 8, "the ring buffer wants 8-byte alignment");
+        assert_eq!(
+            align_of::<Event>(),
+            8,
+            "the ring buffer wants 8-byte alignment"
+        );
     }
 
     #[test]

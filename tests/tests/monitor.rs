@@ -108,7 +108,10 @@ impl MonitorProc {
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
         let status = self.child.wait().unwrap();
         let stderr = self.stderr();
-        assert!(status.success(), "netpath monitor exited with {status}: {stderr}");
+        assert!(
+            status.success(),
+            "netpath monitor exited with {status}: {stderr}"
+        );
         self.lines
             .iter()
             .map(|l| serde_json::from_str(&l).unwrap())
@@ -134,10 +137,7 @@ fn gate(instance: &str) -> MonitorGate {
 
 /// The host-side interface of `pod`, from the instance's state file.
 fn host_ifname(node: &TestNode, pod: &str) -> String {
-    StateDir::for_instance(node.instance())
-        .load()
-        .unwrap()
-        .pods[pod]
+    StateDir::for_instance(node.instance()).load().unwrap().pods[pod]
         .host_ifname
         .clone()
 }
@@ -159,12 +159,25 @@ fn a_spoofed_ping_shows_in_monitor_json_with_its_reason_pod_and_tuple() {
     let node = TestNode::masqueraded("mon-spoof", &["red"]);
     node.apply().expect("apply");
     let ns = node.pod_ns("red");
-    harness::run_in_ns(&ns, "ip", &["addr", "add", &format!("{SPOOFED}/32"), "dev", "eth0"]);
+    harness::run_in_ns(
+        &ns,
+        "ip",
+        &["addr", "add", &format!("{SPOOFED}/32"), "dev", "eth0"],
+    );
     let monitor = MonitorProc::start(node.instance(), &[]);
 
     let out = ping(
         &ns,
-        &["-n", "-c", "1", "-W", "1", "-I", &SPOOFED.to_string(), &LAN.to_string()],
+        &[
+            "-n",
+            "-c",
+            "1",
+            "-W",
+            "1",
+            "-I",
+            &SPOOFED.to_string(),
+            &LAN.to_string(),
+        ],
     );
     assert!(out.contains("0 received"), "spoofed ping answered: {out}");
     let lines = monitor.collect_until(Duration::from_secs(10), |v| is_drop_from(v, SPOOFED));
@@ -211,7 +224,11 @@ fn flood_spoofed(node: &TestNode, pod: &str, src: Ipv4Addr, n: usize) {
                 libc::SOCK_RAW,
                 i32::from((libc::ETH_P_ALL as u16).to_be()),
             );
-            assert!(fd >= 0, "packet socket: {}", std::io::Error::last_os_error());
+            assert!(
+                fd >= 0,
+                "packet socket: {}",
+                std::io::Error::last_os_error()
+            );
             let mut addr: libc::sockaddr_ll = std::mem::zeroed();
             addr.sll_family = libc::AF_PACKET as u16;
             addr.sll_ifindex = index as i32;
@@ -254,10 +271,9 @@ fn a_flood_of_drops_is_rate_limited_in_the_kernel_and_the_loss_is_counted() {
     assert_eq!(dropped, FLOOD as u64, "every spoofed frame is dropped");
     // The losses are printed within a second or two (the monitor checks
     // them every second).
-    let mut lines =
-        monitor.collect_until(Duration::from_secs(10), |v| {
-            v["type"] == "lost" && v["rate_limited"].as_u64().unwrap() > 0
-        });
+    let mut lines = monitor.collect_until(Duration::from_secs(10), |v| {
+        v["type"] == "lost" && v["rate_limited"].as_u64().unwrap() > 0
+    });
     lines.extend(monitor.stop());
 
     let events = lines.iter().filter(|v| is_drop_from(v, SPOOFED)).count();
@@ -270,7 +286,10 @@ fn a_flood_of_drops_is_rate_limited_in_the_kernel_and_the_loss_is_counted() {
     // Two CPUs, a burst of 20 each, 20 more per second: far fewer than the
     // flood. Every event the bucket refused is counted.
     assert!(events >= 1, "some events get through: {lines:?}");
-    assert!(events <= 200, "{events} events of a {FLOOD}-frame flood at 20/s per CPU");
+    assert!(
+        events <= 200,
+        "{events} events of a {FLOOD}-frame flood at 20/s per CPU"
+    );
     assert!(
         lost >= (FLOOD - events) as u64,
         "{lost} counted lost, {events} shown, {FLOOD} dropped"
@@ -285,16 +304,42 @@ fn a_flood_of_drops_is_rate_limited_in_the_kernel_and_the_loss_is_counted() {
     assert!(shown >= before.rate_limited + lost, "{row}");
 }
 
+/// The kernel ids of the monitor's pinned maps.
+fn event_map_ids(instance: &str) -> Vec<u32> {
+    let pins = PinDir::for_instance(instance);
+    netpath::datapath::events::MAPS
+        .iter()
+        .map(|m| {
+            aya::maps::MapData::from_pin(pins.map(m))
+                .and_then(|d| d.info())
+                .unwrap_or_else(|e| panic!("pinned map {m}: {e}"))
+                .id()
+        })
+        .collect()
+}
+
 #[test]
 fn only_one_monitor_reads_an_instance_and_a_missing_one_is_explained() {
     let node = TestNode::new("mon-busy", &["red"]);
     node.apply().expect("apply");
+    // The monitor's maps are pinned with the others and kept by an apply
+    // (a recreated ring would cut off a running monitor).
+    let ids = event_map_ids(node.instance());
+    node.apply().expect("second apply");
+    assert_eq!(event_map_ids(node.instance()), ids);
     let first = MonitorProc::start(node.instance(), &[]);
     let err = netpath_err(&["monitor", "--instance", node.instance()]);
     assert!(err.contains("already watches"), "{err}");
     first.stop();
-    let err = netpath_err(&["monitor", "--instance", &format!("{}-none", node.instance())]);
-    assert!(err.contains("no datapath pinned") && err.contains("apply"), "{err}");
+    let err = netpath_err(&[
+        "monitor",
+        "--instance",
+        &format!("{}-none", node.instance()),
+    ]);
+    assert!(
+        err.contains("no datapath pinned") && err.contains("apply"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -303,7 +348,10 @@ fn trace_events_show_the_masquerade_and_the_redirect_back_to_the_pod() {
     node.apply().expect("apply");
     let pod = node.pod_addr("red");
     let monitor = MonitorProc::start(node.instance(), &["--type", "trace", "--pod", "red"]);
-    let out = ping(&node.pod_ns("red"), &["-n", "-c", "1", "-W", "2", &LAN.to_string()]);
+    let out = ping(
+        &node.pod_ns("red"),
+        &["-n", "-c", "1", "-W", "2", &LAN.to_string()],
+    );
     assert!(out.contains("1 received"), "masqueraded ping: {out}");
     let lines = monitor.collect_until(Duration::from_secs(10), |v| v["type"] == "redirect");
     let snat = lines
@@ -312,13 +360,20 @@ fn trace_events_show_the_masquerade_and_the_redirect_back_to_the_pod() {
         .unwrap_or_else(|| panic!("no snat event: {lines:?}"));
     assert_eq!(snat["saddr"], pod.to_string(), "{snat}");
     assert_eq!(snat["daddr"], LAN.to_string(), "{snat}");
-    assert_eq!(snat["nat_saddr"], "192.168.50.2", "the uplink's address: {snat}");
+    assert_eq!(
+        snat["nat_saddr"], "192.168.50.2",
+        "the uplink's address: {snat}"
+    );
     assert_eq!(snat["reason"], "snat_new", "{snat}");
     let redirect = lines
         .iter()
         .find(|v| v["type"] == "redirect")
         .unwrap_or_else(|| panic!("no redirect event: {lines:?}"));
-    assert_eq!(redirect["daddr"], pod.to_string(), "the reply, translated: {redirect}");
+    assert_eq!(
+        redirect["daddr"],
+        pod.to_string(),
+        "the reply, translated: {redirect}"
+    );
     assert_eq!(redirect["iface"], host_ifname(&node, "red"), "{redirect}");
     assert!(
         lines.iter().all(|v| v["type"] != "drop"),
@@ -367,7 +422,7 @@ fn run_spoofed(dp: &Datapath, n: usize) {
             &spoofed_frame(),
             SkbCtx::ingress(POD_A_IFINDEX),
         );
-        assert_eq!(verdict, TC_ACT_SHOT as u32);
+        assert_eq!(verdict, TC_ACT_SHOT);
     }
 }
 
@@ -405,7 +460,10 @@ fn prog_a_drop_is_an_event_only_while_a_lease_runs_and_the_rate_is_enforced_per_
     let shown = drain(&mut maps).len();
     let lost = maps.control.lost().unwrap();
     let cpus = aya::util::nr_cpus().unwrap();
-    assert!(shown >= 1 && shown <= cpus, "{shown} events at 1/s on {cpus} CPUs");
+    assert!(
+        shown >= 1 && shown <= cpus,
+        "{shown} events at 1/s on {cpus} CPUs"
+    );
     assert_eq!(lost.rate_limited + shown as u64, 50, "{lost:?}");
     assert_eq!(lost.ring_full, 0);
 

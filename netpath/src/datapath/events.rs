@@ -7,11 +7,7 @@ use netpath_common::events::{
     BUCKET_MAP, EVENTS_BYTES, EVENTS_MAP, LOST_MAP, MONITOR_MAP, MonitorGate, TokenBucket, lost,
 };
 
-use super::{
-    load::MapLayout,
-    maps::MapsError,
-    pins::PinDir,
-};
+use super::{load::MapLayout, maps::MapsError, pins::PinDir};
 
 /// The monitor's maps, pinned beside the others.
 pub const MAPS: [&str; 4] = [EVENTS_MAP, MONITOR_MAP, BUCKET_MAP, LOST_MAP];
@@ -183,7 +179,7 @@ mod tests {
     #[test]
     fn every_monitor_map_has_a_layout() {
         assert_eq!(expected_layouts().map(|(n, _)| n), MAPS);
-        assert!(EVENTS_BYTES.is_power_of_two() && EVENTS_BYTES % 4096 == 0);
+        assert!(EVENTS_BYTES.is_power_of_two() && EVENTS_BYTES.is_multiple_of(4096));
     }
 
     #[test]

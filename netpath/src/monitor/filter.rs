@@ -192,9 +192,6 @@ mod tests {
     fn kinds_ask_for_drops_by_default_and_trace_only_when_asked() {
         assert_eq!(Kinds::default().mask(), kind::DROP_MASK);
         assert_eq!(Kinds::Trace.mask() & kind::DROP_MASK, 0);
-        assert_eq!(
-            Kinds::All.mask(),
-            kind::DROP_MASK | kind::TRACE_MASK
-        );
+        assert_eq!(Kinds::All.mask(), kind::DROP_MASK | kind::TRACE_MASK);
     }
 }

@@ -167,21 +167,19 @@ fn lock(instance: &str) -> Result<nix::fcntl::Flock<fs::File>, MonitorError> {
             path: path.clone(),
             source,
         })?;
-    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(
-        |(_, e)| {
-            if e == nix::errno::Errno::EWOULDBLOCK {
-                MonitorError::Busy {
-                    instance: instance.to_owned(),
-                    path: path.clone(),
-                }
-            } else {
-                MonitorError::Lock {
-                    path: path.clone(),
-                    source: e.into(),
-                }
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
+        if e == nix::errno::Errno::EWOULDBLOCK {
+            MonitorError::Busy {
+                instance: instance.to_owned(),
+                path: path.clone(),
             }
-        },
-    )
+        } else {
+            MonitorError::Lock {
+                path: path.clone(),
+                source: e.into(),
+            }
+        }
+    })
 }
 
 /// Opens the instance's event maps, after the checks whose failure has a

@@ -104,7 +104,11 @@ fn tuple(ev: &Event) -> String {
         ),
         1 if ev.icmp_type == 0 || ev.icmp_type == 8 => format!(
             "{s} -> {d} icmp {} id {}",
-            if ev.icmp_type == 8 { "echo" } else { "echo-reply" },
+            if ev.icmp_type == 8 {
+                "echo"
+            } else {
+                "echo-reply"
+            },
             ev.sport
         ),
         1 => format!(
@@ -330,7 +334,10 @@ mod tests {
             ..spoofed_ping()
         };
         let line = text(&arp, &Names::default(), &clock());
-        assert!(line.contains("drop_spoofed_arp") && line.contains("if42: arp"), "{line}");
+        assert!(
+            line.contains("drop_spoofed_arp") && line.contains("if42: arp"),
+            "{line}"
+        );
         assert_eq!(reason_name(u32::MAX), "unknown");
     }
 
