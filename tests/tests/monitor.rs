@@ -479,3 +479,37 @@ fn prog_a_drop_is_an_event_only_while_a_lease_runs_and_the_rate_is_enforced_per_
     assert!(drain(&mut maps).is_empty());
     assert_eq!(maps.control.lost().unwrap(), lost);
 }
+
+#[test]
+fn prog_an_xdp_prefilter_drop_is_an_event_with_its_tuple() {
+    use aya::programs::{TestRun as _, TestRunOptions};
+    let mut dp = node::datapath(UPLINK_IFINDEX);
+    dp.maps()
+        .lb_mut()
+        .sync_prefilter(&[(
+            "192.168.50.0/28".parse().unwrap(),
+            netpath_common::DenyRule { id: 1 },
+        )])
+        .unwrap();
+    let mut maps = dp.event_maps().expect("the monitor's maps");
+    watch(&mut maps, 0, 0);
+    let frame = Ipv4Builder::tcp((LAN, 40000), (node::NODE, 22), packet::TCP_SYN).build();
+    let mut out = vec![0u8; frame.len() + 256];
+    let res = dp
+        .xdp_uplink_program()
+        .test_run(TestRunOptions {
+            data_in: Some(&frame),
+            data_out: Some(&mut out),
+            ..Default::default()
+        })
+        .expect("BPF_PROG_TEST_RUN");
+    assert_eq!(res.return_value, 1, "XDP_DROP");
+    let events = drain(&mut maps);
+    assert_eq!(events.len(), 1, "{events:?}");
+    let ev = events[0];
+    assert_eq!(ev.kind, kind::DROP);
+    assert_eq!(ev.reason, Stat::DropXdpPrefilter as u32);
+    assert_eq!((ev.saddr, ev.daddr), (LAN.octets(), node::NODE.octets()));
+    assert_eq!((ev.proto, ev.sport, ev.dport), (6, 40000, 22));
+    assert_eq!(ev.len as usize, frame.len());
+}
