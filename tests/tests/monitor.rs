@@ -42,8 +42,18 @@ impl MonitorProc {
     /// Starts `netpath monitor --instance INSTANCE -o json ARGS` and waits
     /// until its watch lease is in the instance's map.
     fn start(instance: &str, args: &[&str]) -> Self {
+        let mut all = vec!["-o", "json"];
+        all.extend_from_slice(args);
+        Self::start_raw(instance, &all)
+    }
+
+    /// Starts `netpath monitor --instance INSTANCE ARGS` (text unless ARGS
+    /// say otherwise) and waits for its lease (a new one).
+    fn start_raw(instance: &str, args: &[&str]) -> Self {
+        // A lease of its own: not one a killed monitor left.
+        let before = gate(instance);
         let mut child = Command::new(bin("netpath"))
-            .args(["monitor", "--instance", instance, "-o", "json"])
+            .args(["monitor", "--instance", instance])
             .args(args)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
@@ -63,7 +73,7 @@ impl MonitorProc {
         });
         let mut m = Self { child, lines };
         let deadline = Instant::now() + Duration::from_secs(20);
-        while gate(instance).kinds == 0 {
+        while gate(instance).kinds == 0 || gate(instance) == before {
             if let Some(status) = m.child.try_wait().unwrap() {
                 panic!("netpath monitor exited ({status}): {}", m.stderr());
             }
@@ -94,6 +104,23 @@ impl MonitorProc {
                 .unwrap_or_else(|e| panic!("not one JSON object per line ({e}): {line}"));
             let done = stop(&v);
             out.push(v);
+            if done {
+                break;
+            }
+        }
+        out
+    }
+
+    /// The text lines printed within `wait`, until one contains `until`.
+    fn text_until(&self, wait: Duration, until: &str) -> Vec<String> {
+        let deadline = Instant::now() + wait;
+        let mut out = Vec::new();
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            let Ok(line) = self.lines.recv_timeout(left) else {
+                break;
+            };
+            let done = line.contains(until);
+            out.push(line);
             if done {
                 break;
             }
@@ -379,6 +406,125 @@ fn trace_events_show_the_masquerade_and_the_redirect_back_to_the_pod() {
         lines.iter().all(|v| v["type"] != "drop"),
         "--type trace shows no drops: {lines:?}"
     );
+    monitor.stop();
+}
+
+#[test]
+fn the_text_output_is_one_line_per_drop_with_reason_interface_pod_and_tuple() {
+    let node = TestNode::masqueraded("mon-text", &["red"]);
+    node.apply().expect("apply");
+    let ns = node.pod_ns("red");
+    harness::run_in_ns(
+        &ns,
+        "ip",
+        &["addr", "add", &format!("{SPOOFED}/32"), "dev", "eth0"],
+    );
+    let monitor = MonitorProc::start_raw(node.instance(), &["--proto", "icmp"]);
+    ping(
+        &ns,
+        &[
+            "-n",
+            "-c",
+            "1",
+            "-W",
+            "1",
+            "-I",
+            &SPOOFED.to_string(),
+            &LAN.to_string(),
+        ],
+    );
+    let lines = monitor.text_until(Duration::from_secs(10), "drop_spoofed_ip");
+    let line = lines
+        .iter()
+        .find(|l| l.contains("drop_spoofed_ip"))
+        .unwrap_or_else(|| panic!("no drop line: {lines:?}"));
+    let iface = host_ifname(&node, "red");
+    assert!(
+        line.contains(&format!("{iface} pod red: {SPOOFED} -> {LAN} icmp echo id")),
+        "{line}"
+    );
+    assert!(line.split_whitespace().nth(1) == Some("drop"), "{line}");
+    drop(monitor);
+}
+
+#[test]
+fn a_monitor_whose_reader_goes_away_stops_and_clears_its_lease() {
+    let node = TestNode::new("mon-pipe", &["red"]);
+    node.apply().expect("apply");
+    let mut monitor = MonitorProc::start(node.instance(), &[]);
+    // `netpath monitor | head -1` after head exited: the reader closes.
+    let (tx, rx) = mpsc::channel();
+    drop(std::mem::replace(&mut monitor.lines, rx));
+    drop(tx);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = monitor.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the monitor outlived its reader");
+        thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "{status}: {}", monitor.stderr());
+    assert_eq!(gate(node.instance()), MonitorGate::default());
+}
+
+#[test]
+fn a_killed_monitor_leaves_a_lease_that_runs_out_and_the_next_one_starts() {
+    let node = TestNode::new("mon-kill", &["red"]);
+    node.apply().expect("apply");
+    let mut monitor = MonitorProc::start(node.instance(), &[]);
+    monitor.child.kill().unwrap();
+    monitor.child.wait().unwrap();
+    let left = gate(node.instance());
+    assert_ne!(left.kinds, 0, "SIGKILL leaves the lease in place");
+    let now = monotonic_ns();
+    assert!(
+        left.lease_until_ns <= now + 5_000_000_000,
+        "it runs out within 5 s: {} ns left",
+        left.lease_until_ns.saturating_sub(now)
+    );
+    // The lock died with it: a new monitor starts at once.
+    MonitorProc::start(node.instance(), &[]).stop();
+}
+
+#[test]
+fn a_service_backend_choice_is_a_trace_event_with_the_backend() {
+    use netpath::config::{L4Proto, ServiceConfig, SessionAffinity};
+    use tests::responder::{Responder, tcp_name};
+    const WEB: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
+    let mut node = TestNode::new("mon-svc", &["red", "blue"]);
+    node.config.node.service_cidr = Some("10.96.0.0/16".parse().unwrap());
+    node.config.services = vec![ServiceConfig {
+        name: "web".into(),
+        vip: WEB,
+        port: 80,
+        proto: L4Proto::Tcp,
+        backends: vec!["blue".parse().unwrap()],
+        target_port: Some(8080),
+        affinity: SessionAffinity::None,
+        affinity_timeout: None,
+    }];
+    node.apply().expect("apply");
+    let _blue = Responder::start(&node.pod_ns("blue"), "blue", 8080);
+    let monitor = MonitorProc::start(
+        node.instance(),
+        &["--type", "trace", "--addr", &WEB.to_string()],
+    );
+    assert_eq!(tcp_name(&node.pod_ns("red"), WEB, 80).unwrap(), "blue");
+    let lines = monitor.collect_until(Duration::from_secs(10), |v| v["type"] == "backend");
+    let ev = lines
+        .iter()
+        .find(|v| v["type"] == "backend")
+        .unwrap_or_else(|| panic!("no backend event: {lines:?}"));
+    assert_eq!(ev["saddr"], node.pod_addr("red").to_string(), "{ev}");
+    assert_eq!(
+        (&ev["daddr"], &ev["dport"]),
+        (&Value::from(WEB.to_string()), &Value::from(80))
+    );
+    assert_eq!(ev["nat_daddr"], node.pod_addr("blue").to_string(), "{ev}");
+    assert_eq!(ev["nat_dport"], 8080, "{ev}");
+    assert_eq!(ev["reason"], "dnat_new", "{ev}");
+    assert_eq!(ev["pod"], "red", "{ev}");
     monitor.stop();
 }
 
