@@ -6,9 +6,9 @@
 //!   a node a daemon serves) and `status` talk to the instance's daemon
 //!   ([`crate::api`]); without one, they say so and how to start it.
 //! * Verbs that read the datapath (`stats`, `conntrack list`, `routes`,
-//!   `endpoints`, `service list`, `port-forward list`, `logs`) read the
-//!   pins directly, like `bpftool`: they work while no daemon runs, which
-//!   is when one debugs a node.
+//!   `endpoints`, `service list`, `port-forward list`, `logs`, `monitor`)
+//!   read the pins directly, like `bpftool`: they work while no daemon
+//!   runs, which is when one debugs a node.
 //!
 //! Every verb that talks to a node takes `--instance NAME` (by default
 //! the only instance of the machine); every list takes `-o json`.
