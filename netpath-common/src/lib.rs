@@ -11,6 +11,7 @@
 //! value sizes, so an old pin must never be opened with a new layout.
 #![no_std]
 
+pub mod events;
 pub mod lb;
 pub mod mac;
 pub mod pod_stats;

@@ -575,6 +575,7 @@ fn create(
     if CONNTRACK.insert(key, e, u64::from(BPF_NOEXIST)).is_ok() {
         let len = ctx.len();
         count(Stat::DnatNew, len);
+        crate::events::trace_backend(ctx, key, be.addr, be.port);
         if affine {
             count(Stat::LbAffinityHit, len);
         }

@@ -49,5 +49,6 @@ pub fn deliver(ctx: &TcContext, pkt: &Ipv4Packet, ep: &Endpoint) -> Result<i32, 
     }
     count(Stat::FwdLocalPod, len);
     crate::pod_stats::rx(ep.ifindex, len);
+    crate::events::trace_redirect(ctx, Stat::FwdLocalPod, ep.ifindex);
     Ok(TC_ACT_REDIRECT as i32)
 }

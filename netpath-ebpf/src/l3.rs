@@ -182,5 +182,6 @@ pub fn deliver_to_pod(ctx: &TcContext, ep: &Endpoint, daddr: Option<[u8; 4]>) ->
         return Err(Stat::DropRewriteFailed);
     }
     crate::pod_stats::rx(ep.ifindex, ctx.len());
+    crate::events::trace_redirect(ctx, Stat::FwdLocalPod, ep.ifindex);
     Ok(TC_ACT_REDIRECT as i32)
 }

@@ -21,7 +21,8 @@
 //!
 //! Every verdict and drop reason is counted in [`stats`]; a walk that drops
 //! returns its reason, and [`stats::drop`] counts (and, when the loader
-//! enabled it, logs) it in one place.
+//! enabled it, logs) it in one place; there [`events`] hands it to a
+//! running `netpath monitor`, if any.
 #![no_std]
 #![no_main]
 
@@ -29,6 +30,7 @@ mod conntrack;
 mod csum;
 mod dnat;
 mod endpoint;
+mod events;
 mod fib;
 mod frag;
 mod from_pod;

@@ -336,6 +336,7 @@ fn create(
     note(conntrack::update(e, f, seg, false, now), ctx);
     if CONNTRACK.insert(key, e, u64::from(BPF_NOEXIST)).is_ok() {
         count(new_stat(owner), ctx.len());
+        crate::events::trace_snat(ctx, new_stat(owner), key, nat_addr, port);
         return Ok((nat_addr, port));
     }
     // Another CPU created the connection first (or the insert failed).

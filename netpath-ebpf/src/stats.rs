@@ -14,6 +14,7 @@ use crate::maps::STATS;
 #[inline(always)]
 pub fn drop(ctx: &TcContext, reason: Stat) -> i32 {
     count(reason, ctx.len());
+    crate::events::tc_drop(ctx, reason);
     // SAFETY: reading a field of the context the kernel handed us.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     debug!(

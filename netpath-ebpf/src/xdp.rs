@@ -151,6 +151,7 @@ pub fn try_xdp_uplink(ctx: &XdpContext) -> u32 {
         .is_some()
     {
         count(Stat::DropXdpPrefilter, len);
+        crate::events::xdp_drop(ctx, Stat::DropXdpPrefilter);
         return XDP_DROP;
     }
     match fast_path(ctx) {

@@ -17,7 +17,8 @@
 //! atomic files), [`datapath`] (load, pins, attach, typed maps) and
 //! [`ebpf`] (the embedded object). Beside them: [`conntrack`] (list and
 //! collect the connection table), [`daemon`] (keep a node applied and its
-//! table clean) and [`demo`] (the self-contained node + LAN host demo).
+//! table clean), [`demo`] (the self-contained node + LAN host demo) and
+//! [`monitor`] (the datapath's drops and trace events, live).
 //! [`testing`] (feature `testing`) holds what only tests and benchmarks
 //! use.
 
@@ -33,6 +34,7 @@ pub mod ebpf;
 pub mod ipam;
 pub mod lb;
 pub mod metrics;
+pub mod monitor;
 pub mod reconcile;
 pub mod render;
 pub mod resolve;

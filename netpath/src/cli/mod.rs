@@ -6,9 +6,9 @@
 //!   a node a daemon serves) and `status` talk to the instance's daemon
 //!   ([`crate::api`]); without one, they say so and how to start it.
 //! * Verbs that read the datapath (`stats`, `conntrack list`, `routes`,
-//!   `endpoints`, `service list`, `port-forward list`, `logs`) read the
-//!   pins directly, like `bpftool`: they work while no daemon runs, which
-//!   is when one debugs a node.
+//!   `endpoints`, `service list`, `port-forward list`, `logs`, `monitor`)
+//!   read the pins directly, like `bpftool`: they work while no daemon
+//!   runs, which is when one debugs a node.
 //!
 //! Every verb that talks to a node takes `--instance NAME` (by default
 //! the only instance of the machine); every list takes `-o json`.
@@ -32,6 +32,7 @@ use crate::{
     state::{STATE_ROOT, StateDir},
 };
 
+mod monitor;
 mod run;
 
 pub use run::run;
@@ -139,6 +140,10 @@ pub enum Command {
     /// The busiest pods (packets per second) and drop reasons by rate,
     /// refreshed (read from the pins: works without a daemon).
     Top(TopArgs),
+    /// Watch the datapath live: every drop with its reason, interface, pod
+    /// and tuple (`--type trace` adds new connections, backend choices and
+    /// redirects). Ctrl-C stops.
+    Monitor(monitor::MonitorArgs),
 }
 
 /// `netpath top`.
@@ -663,11 +668,15 @@ fn status(t: &Target1) -> Result<String> {
 }
 
 fn stats(t: &Target1) -> Result<String> {
-    let maps = NodeMaps::open_pinned(&PinDir::for_instance(&t.instance.resolve()?))?;
+    let pins = PinDir::for_instance(&t.instance.resolve()?);
+    let maps = NodeMaps::open_pinned(&pins)?;
     let stats = maps.stats()?;
+    let lost = crate::datapath::events::pinned_lost(&pins)?;
     Ok(match t.output {
-        Output::Table => render::stats(&stats),
-        Output::Json => render::stats_json(&stats),
+        Output::Table => render::stats(&stats) + &crate::monitor::show::lost_rows(lost.as_ref()),
+        Output::Json => {
+            crate::monitor::show::with_lost_json(&render::stats_json(&stats), lost.as_ref())
+        }
     })
 }
 

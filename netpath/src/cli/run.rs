@@ -75,6 +75,10 @@ pub async fn run(command: Command) -> Result<()> {
                 .await?;
             String::new()
         }
+        Command::Monitor(args) => {
+            super::monitor::run(args).await?;
+            String::new()
+        }
     };
     say(out.trim_end_matches('\n'));
     Ok(())

@@ -254,7 +254,11 @@ impl Datapath {
         let map_pins: Vec<(&'static str, PathBuf)> = match &opts.pins {
             Some(pins) => {
                 pins.create()?;
-                ALL_MAPS.into_iter().map(|m| (m, pins.map(m))).collect()
+                ALL_MAPS
+                    .into_iter()
+                    .chain(super::events::MAPS)
+                    .map(|m| (m, pins.map(m)))
+                    .collect()
             }
             None => Vec::new(),
         };
@@ -262,8 +266,13 @@ impl Datapath {
             remove_stale_map_pins(pins)?;
         }
         let layouts = expected_layouts(opts.conntrack_max);
+        let event_layouts = super::events::expected_layouts();
         for (name, path) in &map_pins {
-            if let Some((_, want)) = layouts.iter().find(|(n, _)| n == name) {
+            if let Some((_, want)) = layouts
+                .iter()
+                .chain(&event_layouts)
+                .find(|(n, _)| n == name)
+            {
                 drop_mismatched_pin(name, path, want)?;
             }
             loader.map_pin_path(name, path.as_path());
@@ -375,7 +384,7 @@ fn remove_stale_map_pins(pins: &PinDir) -> Result<(), DatapathError> {
     for entry in entries.flatten() {
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if !ALL_MAPS.contains(&name.as_ref()) {
+        if !ALL_MAPS.contains(&name.as_ref()) && !super::events::MAPS.contains(&name.as_ref()) {
             log::warn!(
                 "map pin {}: not a map of this version (an older layout); removed",
                 entry.path().display()

@@ -16,6 +16,8 @@
 //! maps/settings_v4    node settings (NAT port range, timeouts, ...)
 //! maps/conntrack_v2   translated connections (LRU)
 //! maps/revnat_v2      reverse NAT (hash)
+//! maps/events_v1      the monitor's ring buffer (`netpath monitor`), and
+//!   monitor_v1, event_bucket_v1, events_lost_v1: its lease, rate, losses
 //! progs/np_from_pod   TC program on each pod's host-side veth
 //! progs/np_from_uplink  TC program on each uplink
 //! links/<ifname>_ingress  tcx link of a program on <ifname>
@@ -31,6 +33,7 @@
 pub mod attach;
 mod batch;
 mod error;
+pub mod events;
 pub mod lb_maps;
 pub mod load;
 pub mod maps;
