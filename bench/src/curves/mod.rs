@@ -43,6 +43,7 @@ use netpath::{
 };
 use netpath_common::{
     Backend, BackendKey, Endpoint, Frontend, MasqRule, NodeSettings, RouteNextHop,
+    events::MonitorGate,
 };
 use serde::{Deserialize, Serialize};
 
@@ -249,7 +250,9 @@ pub fn run(opts: &CurveOptions) -> Result<CurveResults> {
 }
 
 /// The observability features' cost on the established SNAT packet (pod A
-/// → an address beyond the uplink): `[node] pod_counters` off and on.
+/// → an address beyond the uplink): `[node] pod_counters` off and on, and
+/// `netpath monitor` attached but idle (its watch lease held for drops,
+/// none happening) against no monitor.
 fn overheads(runs: usize) -> Result<Vec<Overhead>> {
     let mut dp = node(netpath_common::maps::CONNTRACK_DEFAULT_MAX)?;
     dp.maps().sync_routes(&routes(0))?;
@@ -268,34 +271,73 @@ fn overheads(runs: usize) -> Result<Vec<Overhead>> {
     };
     // The first run makes the connection.
     run_once(dp.from_pod_program(), &f, &mut out)?;
-    let (mut off, mut on) = (Vec::new(), Vec::new());
     let block = (runs / 10).max(1);
-    for i in 0..20 {
-        let counters = i % 2 == 1;
-        dp.maps().set_settings(settings(counters))?;
-        let v = if counters { &mut on } else { &mut off };
-        for _ in 0..block {
-            let (verdict, ns) = run_once(dp.from_pod_program(), &f, &mut out)?;
-            ensure!(
-                verdict == TC_ACT_REDIRECT,
-                "the established packet got verdict {verdict}, not a redirect"
-            );
-            v.push(ns);
+    // Alternating blocks of runs with `switch(false)` and `switch(true)`.
+    let mut ab = |dp: &mut Datapath,
+                  switch: &mut dyn FnMut(&mut Datapath, bool) -> Result<()>|
+     -> Result<(Spread, Spread)> {
+        let (mut off, mut on) = (Vec::new(), Vec::new());
+        for i in 0..20 {
+            let enabled = i % 2 == 1;
+            switch(dp, enabled)?;
+            let v = if enabled { &mut on } else { &mut off };
+            for _ in 0..block {
+                let (verdict, ns) = run_once(dp.from_pod_program(), &f, &mut out)?;
+                ensure!(
+                    verdict == TC_ACT_REDIRECT,
+                    "the established packet got verdict {verdict}, not a redirect"
+                );
+                v.push(ns);
+            }
         }
-    }
-    let o = Overhead {
-        what: "per-pod counters (`[node] pod_counters`)".into(),
-        off_ns: Spread::of(&off).context("no samples")?,
-        on_ns: Spread::of(&on).context("no samples")?,
+        Ok((
+            Spread::of(&off).context("no samples")?,
+            Spread::of(&on).context("no samples")?,
+        ))
     };
-    println!(
-        "  curves overhead: {}: {:.0} ns off, {:.0} ns on ({:.3} ×)",
-        o.what,
-        o.off_ns.median,
-        o.on_ns.median,
-        o.ratio()
-    );
-    Ok(vec![o])
+    let mut found = Vec::new();
+    let (off_ns, on_ns) = ab(&mut dp, &mut |dp, on| {
+        dp.maps().set_settings(settings(on))?;
+        Ok(())
+    })?;
+    found.push(Overhead {
+        what: "per-pod counters (`[node] pod_counters`)".into(),
+        off_ns,
+        on_ns,
+    });
+    // The monitor: counters as by default, the lease held or not.
+    dp.maps().set_settings(settings(true))?;
+    let mut events = dp.event_maps()?;
+    let (off_ns, on_ns) = ab(&mut dp, &mut |_, on| {
+        let gate = if on {
+            MonitorGate {
+                lease_until_ns: netpath::monitor::monotonic_ns() + 3_600_000_000_000,
+                kinds: netpath_common::events::kind::DROP_MASK,
+                rate_per_sec: 5000,
+                burst: 5000,
+                _pad: 0,
+            }
+        } else {
+            MonitorGate::default()
+        };
+        events.control.set_gate(&gate)?;
+        Ok(())
+    })?;
+    found.push(Overhead {
+        what: "`netpath monitor` attached, idle (watching drops; none happen)".into(),
+        off_ns,
+        on_ns,
+    });
+    for o in &found {
+        println!(
+            "  curves overhead: {}: {:.0} ns off, {:.0} ns on ({:.3} ×)",
+            o.what,
+            o.off_ns.median,
+            o.on_ns.median,
+            o.ratio()
+        );
+    }
+    Ok(found)
 }
 
 /// The floor: `np_to_uplink` on a packet with an ingress device returns at
