@@ -315,6 +315,18 @@ fn metrics_are_prometheus_text_and_pod_counters_equal_what_was_sent() {
         3.0
     );
     assert!(d("netpath_datapath_events_total", &[("event", "snat_new")]) >= 1.0);
+    // The monitor's losses are exported (nobody watched: none).
+    for reason in ["rate_limit", "ring_full"] {
+        assert_eq!(
+            get(
+                &after,
+                "netpath_monitor_lost_events_total",
+                &[("reason", reason)]
+            ),
+            0.0,
+            "{reason}"
+        );
+    }
 
     // The masqueraded echo holds a connection and an ICMP id on the uplink.
     assert!(get(&after, "netpath_map_entries", &[("map", "conntrack")]) >= 1.0);

@@ -403,11 +403,24 @@ fn write_datapath(e: &mut Exposition, s: &Snapshot) {
     }
 }
 
-/// Hook for the event monitor's ring-buffer losses (`netpath monitor`,
-/// developed on another branch): once its per-CPU lost-event counters are
-/// pinned, export them here as `netpath_monitor_lost_events_total` (a
-/// counter, summed over CPUs). Until then it writes nothing.
-fn monitor_losses(_e: &mut Exposition, _instance: &str) {}
+/// `netpath monitor`'s lost events (`events_lost_v1`, summed over CPUs),
+/// by why: over the kernel's rate limit, or no room in the ring buffer.
+/// Nothing when the instance's pins have no monitor maps (a datapath
+/// loaded by an older version).
+fn monitor_losses(e: &mut Exposition, instance: &str) {
+    let pins = PinDir::for_instance(instance);
+    let Ok(Some(lost)) = crate::datapath::events::pinned_lost(&pins) else {
+        return;
+    };
+    let name = "netpath_monitor_lost_events_total";
+    e.family(
+        name,
+        Kind::Counter,
+        "Events of `netpath monitor` lost in the kernel: over the rate limit, or the ring buffer full.",
+    );
+    e.sample(name, &[("reason", "rate_limit")], f(lost.rate_limited));
+    e.sample(name, &[("reason", "ring_full")], f(lost.ring_full));
+}
 
 fn write_daemon(e: &mut Exposition, d: &DaemonMetrics) {
     let name = "netpath_reconcile_duration_seconds";
