@@ -18,7 +18,8 @@
 //! [`ebpf`] (the embedded object). Beside them: [`conntrack`] (list and
 //! collect the connection table), [`daemon`] (keep a node applied and its
 //! table clean), [`demo`] (the self-contained node + LAN host demo) and
-//! [`monitor`] (the datapath's drops and trace events, live).
+//! [`monitor`] (the datapath's drops and trace events, live), [`etcd`]
+//! (cluster membership: pod CIDR leases and peers through etcd).
 //! [`testing`] (feature `testing`) holds what only tests and benchmarks
 //! use.
 
@@ -31,6 +32,7 @@ pub mod daemon;
 pub mod datapath;
 pub mod demo;
 pub mod ebpf;
+pub mod etcd;
 pub mod ipam;
 pub mod lb;
 pub mod metrics;

@@ -2,6 +2,7 @@
 //! `BPF_PROG_TEST_RUN` tests and a harness for real-namespace tests.
 
 pub mod daemon;
+pub mod etcd;
 pub mod fuzz;
 pub mod harness;
 pub mod node;

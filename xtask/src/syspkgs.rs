@@ -101,6 +101,25 @@ const TOOLS: &[Tool] = &[
         command: "/usr/lib/cni/loopback",
         version_args: &[],
     },
+    // Building the etcd v3 client (etcd-client's build compiles etcd's
+    // .proto files: protoc and the well-known types it imports).
+    Tool {
+        package: "protobuf-compiler",
+        command: "protoc",
+        version_args: &["--version"],
+    },
+    Tool {
+        package: "libprotobuf-dev",
+        command: "/usr/include/google/protobuf/descriptor.proto",
+        version_args: &[],
+    },
+    // The cluster's etcd (the several-node tests and demo start one inside
+    // their own namespaces).
+    Tool {
+        package: "etcd-server",
+        command: "etcd",
+        version_args: &["--version"],
+    },
     // The font of the benchmark chart (bench/src/report/png.rs).
     Tool {
         package: "fonts-dejavu-core",
@@ -175,7 +194,7 @@ pub fn ensure(on_missing: Missing) -> Result<()> {
             Missing::Fail => bail!(msg),
             Missing::Warn => {
                 println!(
-                    "toolchain: warning: {msg}\n  (not needed to build; the tests and the demo need them)"
+                    "toolchain: warning: {msg}\n  (the build needs protoc and libprotobuf-dev; the tests and the demo need the rest)"
                 );
                 return Ok(());
             }
