@@ -34,6 +34,7 @@ mod error;
 pub mod lb_maps;
 pub mod load;
 pub mod maps;
+pub mod peers;
 pub mod pins;
 pub mod pod_stats;
 pub mod sock;

@@ -53,6 +53,7 @@ use crate::{
     },
 };
 
+pub mod cluster;
 pub mod dns;
 mod error;
 pub mod execute;
