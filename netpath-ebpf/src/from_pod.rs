@@ -228,23 +228,27 @@ fn head(ctx: &TcContext) -> Result<Option<i32>, Stat> {
 
     let f = parse::flow(ctx, &pkt)?;
     let settings = settings();
-    // Several nodes: a peer's pod goes to its node (crate::peer).
-    let (hop, peer, vni) = match peer::lookup(f.daddr) {
+    // Several nodes: a peer's pod goes to its node (crate::peer). Plain
+    // scalars and one next hop: the head's stack frame is tight.
+    let (peer, to, vni, tunnel) = match peer::lookup(f.daddr) {
         peer::Where::Local => {
             count(Stat::PassToHost, len);
             return Ok(Some(TC_ACT_OK as i32));
         }
-        peer::Where::Node(p) if p.flags & peer_flags::VXLAN != 0 => (
-            NextHop::Neigh {
-                ifindex: p.tunnel_ifindex,
-                via: p.node_addr,
-            },
-            PEER_VXLAN,
-            p.vni,
-        ),
-        peer::Where::Node(p) => (fib::lookup_to(ctx, &f, p.node_addr, settings), PEER_DIRECT, 0),
-        peer::Where::Cluster => (fib::lookup(ctx, &f, settings), PEER_CLUSTER, 0),
-        peer::Where::Outside => (fib::lookup(ctx, &f, settings), PEER_OUTSIDE, 0),
+        peer::Where::Node(p) if p.flags & peer_flags::VXLAN != 0 => {
+            (PEER_VXLAN, p.node_addr, p.vni, p.tunnel_ifindex)
+        }
+        peer::Where::Node(p) => (PEER_DIRECT, p.node_addr, 0, 0),
+        peer::Where::Cluster => (PEER_CLUSTER, f.daddr, 0, 0),
+        peer::Where::Outside => (PEER_OUTSIDE, f.daddr, 0, 0),
+    };
+    let hop = if peer == PEER_VXLAN {
+        NextHop::Neigh {
+            ifindex: tunnel,
+            via: to,
+        }
+    } else {
+        fib::lookup_to(ctx, &f, to, settings)
     };
     let (egress, neigh, macs) = match hop {
         NextHop::Local => {
@@ -277,17 +281,16 @@ fn head(ctx: &TcContext) -> Result<Option<i32>, Stat> {
     // SAFETY: the slot is this CPU's; the walk runs to completion on it
     // (softirq), so nothing else uses it until the tail has read it.
     unsafe {
-        *slot = Routed {
-            f,
-            egress,
-            neigh: neigh.unwrap_or(f.daddr),
-            smac,
-            dmac,
-            has_macs: u8::from(macs.is_some()),
-            dnat: routed_dnat(),
-            peer,
-            vni,
-        };
+        // Field by field: no temporary `Routed` on the head's tight stack.
+        (*slot).f = f;
+        (*slot).egress = egress;
+        (*slot).neigh = neigh.unwrap_or(f.daddr);
+        (*slot).smac = smac;
+        (*slot).dmac = dmac;
+        (*slot).has_macs = u8::from(macs.is_some());
+        (*slot).dnat = routed_dnat();
+        (*slot).peer = peer;
+        (*slot).vni = vni;
     }
     Ok(None)
 }

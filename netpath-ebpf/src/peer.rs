@@ -40,14 +40,15 @@ pub enum Where {
     Cluster,
     /// In the node's own pod CIDR, no local pod: the node's stack.
     Local,
-    /// A peer node's pod.
-    Node(Peer),
+    /// A peer node's pod (the map's value: a reference, not a copy, to
+    /// keep the walk's stack frame small).
+    Node(&'static Peer),
 }
 
 /// The entry for `addr` (longest prefix).
 #[inline(always)]
 pub fn lookup(addr: [u8; 4]) -> Where {
-    match PEERS.get(&Key::new(32, PeerKey { addr })).copied() {
+    match PEERS.get(&Key::new(32, PeerKey { addr })) {
         None => Where::Outside,
         Some(p) if p.flags & peer_flags::LOCAL != 0 => Where::Local,
         Some(p) if p.is_node() => Where::Node(p),
