@@ -13,8 +13,8 @@
 
 pub mod lb;
 pub mod mac;
-pub mod pod_stats;
 pub mod peer;
+pub mod pod_stats;
 pub mod proto;
 
 /// Names of the maps and programs in the eBPF object, and of their pins.

@@ -57,17 +57,12 @@ pub enum NextHop {
     Unreachable,
 }
 
-/// Looks up the next hop of `f`.
-#[inline(always)]
-pub fn lookup(ctx: &TcContext, f: &Flow, settings: &NodeSettings) -> NextHop {
-    lookup_to(ctx, f, f.daddr, settings)
-}
-
-/// Looks up the next hop of `f` as if it went to `daddr` (a peer node's
-/// address for a packet to one of its pods: direct routing). A BPF
-/// subprogram of its own (`inline(never)`): its `bpf_fib_lookup`
-/// parameters then live in its own stack frame, not in the walk's (see
-/// `from_pod`: the walk's frames must fit the 512-byte BPF stack).
+/// Looks up the next hop of `f` as if it went to `daddr`: its own
+/// destination, or a peer node's address for a packet to one of its pods
+/// (direct routing). A BPF subprogram of its own (`inline(never)`): its
+/// `bpf_fib_lookup` parameters then live in its own stack frame, not in
+/// the walk's (see `from_pod`: the walk's frames must fit the 512-byte BPF
+/// stack).
 #[inline(never)]
 pub fn lookup_to(ctx: &TcContext, f: &Flow, daddr: [u8; 4], settings: &NodeSettings) -> NextHop {
     let key = Key::new(32, RouteKey { addr: daddr });

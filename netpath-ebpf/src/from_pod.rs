@@ -62,11 +62,11 @@ use crate::{
     maps::{MASQ, SETTINGS},
     nat,
     parse::{self, Flow, Parsed},
-    peer,
-    reject,
+    peer, reject,
     router::{self, Destination},
     source,
-    stats::count, tunnel,
+    stats::count,
+    tunnel,
 };
 
 const AF_INET: u32 = 2;

@@ -39,7 +39,12 @@ const TUNNEL_TTL: u8 = 64;
 /// Sets the tunnel key of the packet (remote end `remote`, VNI `vni`) and
 /// redirects it into the VXLAN device `ifindex`.
 #[inline(always)]
-pub fn encap_redirect(ctx: &TcContext, remote: [u8; 4], vni: u32, ifindex: u32) -> Result<i32, Stat> {
+pub fn encap_redirect(
+    ctx: &TcContext,
+    remote: [u8; 4],
+    vni: u32,
+    ifindex: u32,
+) -> Result<i32, Stat> {
     // SAFETY: an all-zero bpf_tunnel_key is a valid value of the C struct.
     let mut key: bpf_tunnel_key = unsafe { mem::zeroed() };
     key.tunnel_id = vni;

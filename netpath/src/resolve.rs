@@ -352,7 +352,9 @@ impl DesiredNode {
             _ => DEFAULT_POD_MTU,
         };
         match &self.cluster {
-            Some(c) if c.vxlan.is_some() => mtu.saturating_sub(netpath_common::peer::VXLAN_OVERHEAD),
+            Some(c) if c.vxlan.is_some() => {
+                mtu.saturating_sub(netpath_common::peer::VXLAN_OVERHEAD)
+            }
             _ => mtu,
         }
     }

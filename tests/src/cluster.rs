@@ -107,7 +107,11 @@ impl Cluster {
             nodes: Vec::new(),
         };
         run_in_ns(&lan_netns, "ip", &["link", "add", "br0", "type", "bridge"]);
-        run_in_ns(&lan_netns, "ip", &["addr", "add", "192.168.50.1/24", "dev", "br0"]);
+        run_in_ns(
+            &lan_netns,
+            "ip",
+            &["addr", "add", "192.168.50.1/24", "dev", "br0"],
+        );
         run_in_ns(&lan_netns, "ip", &["link", "set", "br0", "up"]);
         for i in 1..=n {
             let name = format!("{base}-n{i}");
@@ -117,9 +121,15 @@ impl Cluster {
             run_in_ns(
                 &lan_netns,
                 "ip",
-                &["link", "add", &port, "type", "veth", "peer", "name", UPLINK, "netns", &netns],
+                &[
+                    "link", "add", &port, "type", "veth", "peer", "name", UPLINK, "netns", &netns,
+                ],
             );
-            run_in_ns(&lan_netns, "ip", &["link", "set", &port, "master", "br0", "up"]);
+            run_in_ns(
+                &lan_netns,
+                "ip",
+                &["link", "set", &port, "master", "br0", "up"],
+            );
             let address: Ipv4Net = format!("192.168.50.{}/24", 10 + i).parse().unwrap();
             let config = Config {
                 node: NodeConfig {

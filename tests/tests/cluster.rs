@@ -14,7 +14,10 @@ use netpath_common::{
 };
 use tests::{
     cluster::{Cluster, ClusterNode},
-    harness::{self, in_ns, ping, run_in_ns, tcp_echo_server, tcp_roundtrip, udp_echo_server, udp_roundtrip},
+    harness::{
+        self, in_ns, ping, run_in_ns, tcp_echo_server, tcp_roundtrip, udp_echo_server,
+        udp_roundtrip,
+    },
 };
 
 fn stat(node: &ClusterNode, stat: Stat) -> u64 {
@@ -26,8 +29,8 @@ fn stat(node: &ClusterNode, stat: Stat) -> u64 {
 fn output(ns: &str, program: &str, args: &[&str]) -> String {
     let program = program.to_owned();
     let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-    let out = in_ns(ns, move || Command::new(&program).args(&args).output())
-        .expect("run the program");
+    let out =
+        in_ns(ns, move || Command::new(&program).args(&args).output()).expect("run the program");
     format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -71,15 +74,27 @@ fn pods_talk_across_nodes(c: &Cluster) {
             .expect("TCP across nodes");
         assert_eq!(reply, b"hello over tcp");
         let peers = server.join().unwrap();
-        assert_eq!(peers[0].ip(), a, "the TCP server on node {i} sees the pod's own address");
+        assert_eq!(
+            peers[0].ip(),
+            a,
+            "the TCP server on node {i} sees the pod's own address"
+        );
         let server = udp_echo_server(&far.pod_ns("a"), dst, port, 1);
         let reply = udp_roundtrip(&n1.pod_ns("a"), dst, port, b"hello over udp".to_vec())
             .expect("UDP across nodes");
         assert_eq!(reply, b"hello over udp");
         let peers = server.join().unwrap();
-        assert_eq!(peers[0].ip(), a, "the UDP server on node {i} sees the pod's own address");
+        assert_eq!(
+            peers[0].ip(),
+            a,
+            "the UDP server on node {i} sees the pod's own address"
+        );
     }
-    assert_eq!(ping(&n3.pod_ns("a"), n2.pod_addr("a"), 2), 2, "ping node 3 -> node 2");
+    assert_eq!(
+        ping(&n3.pod_ns("a"), n2.pod_addr("a"), 2),
+        2,
+        "ping node 3 -> node 2"
+    );
     for node in &c.nodes {
         assert_no_netfilter_no_forwarding(node);
     }
@@ -91,7 +106,8 @@ fn direct_routing_three_nodes_pods_reach_each_other_with_their_own_addresses() {
     c.apply_all();
     pods_talk_across_nodes(&c);
     let (n1, n2) = (&c.nodes[0], &c.nodes[1]);
-    assert!(stat(n1, Stat::FwdToPeer) >= 3 + 1 + 1 + 3 + 1 + 1);
+    // 3 pings, a TCP connection and a datagram to each of two nodes.
+    assert!(stat(n1, Stat::FwdToPeer) >= 10);
     assert!(stat(n2, Stat::FwdFromPeer) >= 3);
     assert_eq!(stat(n1, Stat::TunnelEncap), 0);
     // The peer map: the cluster, the node's own pod CIDR, two peers.
@@ -114,7 +130,10 @@ fn direct_routing_three_nodes_pods_reach_each_other_with_their_own_addresses() {
     assert!(!routes.contains("10.244."), "LAN routes: {routes}");
     // Applying again changes nothing.
     let report = n1.apply().expect("apply again");
-    assert!(!report.programs_loaded, "a second apply must be a no-op: {report:?}");
+    assert!(
+        !report.programs_loaded,
+        "a second apply must be a no-op: {report:?}"
+    );
 }
 
 #[test]
@@ -123,7 +142,8 @@ fn vxlan_overlay_three_nodes_pods_reach_each_other_and_path_mtu_works() {
     c.apply_all();
     pods_talk_across_nodes(&c);
     let (n1, n2) = (&c.nodes[0], &c.nodes[1]);
-    assert!(stat(n1, Stat::TunnelEncap) >= 3 + 1 + 1 + 3 + 1 + 1);
+    // 3 pings, a TCP connection and a datagram to each of two nodes.
+    assert!(stat(n1, Stat::TunnelEncap) >= 10);
     assert!(stat(n2, Stat::TunnelDecap) >= 3);
     assert_eq!(stat(n1, Stat::FwdToPeer), 0);
     assert_eq!(stat(n2, Stat::DropTunnelDecap), 0);
@@ -145,7 +165,11 @@ fn vxlan_overlay_three_nodes_pods_reach_each_other_and_path_mtu_works() {
     // A DF ping of the pods' MTU (1450 = 20 + 8 + 1422) passes.
     let dst = n2.pod_addr("a").to_string();
     let pod = n1.pod_ns("a");
-    let out = output(&pod, "ping", &["-n", "-c", "1", "-W", "2", "-M", "do", "-s", "1422", &dst]);
+    let out = output(
+        &pod,
+        "ping",
+        &["-n", "-c", "1", "-W", "2", "-M", "do", "-s", "1422", &dst],
+    );
     assert!(out.contains(" 0% packet loss"), "ping -M do -s 1422: {out}");
     // One byte more, from a pod whose own MTU would allow it: the gateway
     // answers fragmentation needed with the tunnel's MTU.
@@ -156,7 +180,11 @@ fn vxlan_overlay_three_nodes_pods_reach_each_other_and_path_mtu_works() {
     run_in_ns(&n1.netns, "ip", &["link", "set", &host_side, "mtu", "1500"]);
     run_in_ns(&pod, "ip", &["link", "set", "eth0", "mtu", "1500"]);
     let before = stat(n1, Stat::ReplyFragNeeded);
-    let out = output(&pod, "ping", &["-n", "-c", "1", "-W", "2", "-M", "do", "-s", "1423", &dst]);
+    let out = output(
+        &pod,
+        "ping",
+        &["-n", "-c", "1", "-W", "2", "-M", "do", "-s", "1423", &dst],
+    );
     let gw = n1.config.gateway().to_string();
     assert!(
         out.contains(&format!("From {gw}")) && out.contains("mtu = 1450"),

@@ -164,9 +164,7 @@ pub enum ClusterError {
          node"
     )]
     PeerIsSelf { peer: String, address: Ipv4Addr },
-    #[error(
-        "peer {peer}: node_address {address} is not a unicast address a node can have ({why})"
-    )]
+    #[error("peer {peer}: node_address {address} is not a unicast address a node can have ({why})")]
     PeerAddress {
         peer: String,
         address: Ipv4Addr,

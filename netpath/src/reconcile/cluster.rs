@@ -144,7 +144,10 @@ pub async fn check_peers(desired: &DesiredNode, nl: &Netlink) -> Result<(), Plan
 
 /// The MTU the VXLAN device should have: the uplink's minus the
 /// encapsulation.
-async fn tunnel_mtu(nl: &Netlink, desired: &DesiredNode) -> Result<u32, crate::sys::netlink::NetlinkError> {
+async fn tunnel_mtu(
+    nl: &Netlink,
+    desired: &DesiredNode,
+) -> Result<u32, crate::sys::netlink::NetlinkError> {
     let uplink = match &desired.uplink {
         Some(u) => nl.link_by_name(&u.name).await?,
         None => None,
@@ -222,12 +225,11 @@ pub async fn configure_cluster(
                 undo.push(Undo::DeleteLink {
                     ifname: v.device.clone(),
                 });
-                node.nl
-                    .link_by_name(&v.device)
-                    .await?
-                    .ok_or_else(|| crate::sys::netlink::NetlinkError::NotFound {
+                node.nl.link_by_name(&v.device).await?.ok_or_else(|| {
+                    crate::sys::netlink::NetlinkError::NotFound {
                         what: format!("vxlan device {} after creating it", v.device),
-                    })?
+                    }
+                })?
             }
         };
         if link.mtu != mtu {
@@ -268,6 +270,37 @@ pub async fn remove_stale_device(
         info!("cluster: removing vxlan device {name}");
         remove_pin(&node.pins.ingress_link(name))?;
         node.nl.delete_link(link.index).await?;
+    }
+    Ok(())
+}
+
+/// Removes the VXLAN devices the instance's peer map points to, and one
+/// of the default name (`netpath destroy`).
+pub async fn delete_devices(nl: &Netlink, pins: &crate::datapath::PinDir) -> Result<(), StepError> {
+    let mut indexes: Vec<u32> = match PeerMap::open_pinned(pins) {
+        Ok(map) => map
+            .entries()?
+            .into_iter()
+            .map(|(_, p)| p.tunnel_ifindex)
+            .filter(|i| *i != 0)
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    if let Some(link) = nl
+        .link_by_name(crate::config::cluster::DEFAULT_VXLAN_DEVICE)
+        .await?
+    {
+        indexes.push(link.index);
+    }
+    indexes.sort_unstable();
+    indexes.dedup();
+    for index in indexes {
+        if let Some(link) = nl.link_by_index(index).await?
+            && link.kind.as_deref() == Some("vxlan")
+        {
+            info!("cluster: removing vxlan device {}", link.name);
+            nl.delete_link(index).await?;
+        }
     }
     Ok(())
 }

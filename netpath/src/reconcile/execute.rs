@@ -165,10 +165,12 @@ impl Apply<'_> {
         dp.maps().sync_pod_counters()?;
         let xdp = configure_fast_paths(node, &mut dp, desired, &state.pods)?;
         // A VXLAN device the cluster no longer uses (cannot be undone).
-        let device = desired.cluster.as_ref().map_or(
-            crate::config::cluster::DEFAULT_VXLAN_DEVICE,
-            |c| c.device_name.as_str(),
-        );
+        let device = desired
+            .cluster
+            .as_ref()
+            .map_or(crate::config::cluster::DEFAULT_VXLAN_DEVICE, |c| {
+                c.device_name.as_str()
+            });
         super::cluster::remove_stale_device(node, desired, device).await?;
         // Last, as a rollback could not re-attach it: interfaces no masquerade
         // rule and no declared route uses any more lose np_from_uplink.

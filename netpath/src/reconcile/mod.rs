@@ -137,6 +137,9 @@ pub async fn destroy(instance: &str) -> Result<Vec<String>, ReconcileError> {
     {
         gateway::delete_gateway(nl).await?;
     }
+    if let Some(nl) = &nl {
+        cluster::delete_devices(nl, &pins).await?;
+    }
     drop(maps);
     pins.remove()?;
     state_dir.remove()?;
