@@ -14,6 +14,7 @@
 pub mod events;
 pub mod lb;
 pub mod mac;
+pub mod peer;
 pub mod pod_stats;
 pub mod proto;
 
@@ -970,6 +971,24 @@ stats! {
     /// Verdict: XDP passed a packet it would have redirected because the
     /// redirect failed; TC handles it.
     XdpRedirectFailed = "xdp_redirect_failed",
+    // --- several nodes (peers_v1; peer.rs, tunnel.rs) ---
+    /// Verdict: a packet to a peer node's pod routed unchanged to that
+    /// node's address (direct routing).
+    FwdToPeer = "fwd_to_peer",
+    /// Verdict: a packet from a peer node's pod delivered to a local pod
+    /// (direct routing, from the uplink).
+    FwdFromPeer = "fwd_from_peer",
+    /// Verdict: a packet to a peer node's pod encapsulated in VXLAN.
+    TunnelEncap = "tunnel_encap",
+    /// Verdict: a decapsulated packet from a peer node's pod delivered to
+    /// a local pod.
+    TunnelDecap = "tunnel_decap",
+    /// Drop: the tunnel key could not be set or the redirect into the
+    /// VXLAN device failed.
+    DropTunnelEncap = "drop_tunnel_encap",
+    /// Drop: a decapsulated packet that is not IPv4 from a peer's pod to a
+    /// local pod.
+    DropTunnelDecap = "drop_tunnel_decap",
 }
 
 /// Number of counters in the stats map.

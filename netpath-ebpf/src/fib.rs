@@ -57,19 +57,22 @@ pub enum NextHop {
     Unreachable,
 }
 
-/// Looks up the next hop of `f`. A BPF subprogram of its own
-/// (`inline(never)`): its `bpf_fib_lookup` parameters then live in its own
-/// stack frame, not in the walk's (see `from_pod`: the walk's frames must fit the 512-byte BPF stack).
+/// Looks up the next hop of `f` as if it went to `daddr`: its own
+/// destination, or a peer node's address for a packet to one of its pods
+/// (direct routing). A BPF subprogram of its own (`inline(never)`): its
+/// `bpf_fib_lookup` parameters then live in its own stack frame, not in
+/// the walk's (see `from_pod`: the walk's frames must fit the 512-byte BPF
+/// stack).
 #[inline(never)]
-pub fn lookup(ctx: &TcContext, f: &Flow, settings: &NodeSettings) -> NextHop {
-    let key = Key::new(32, RouteKey { addr: f.daddr });
+pub fn lookup_to(ctx: &TcContext, f: &Flow, daddr: [u8; 4], settings: &NodeSettings) -> NextHop {
+    let key = Key::new(32, RouteKey { addr: daddr });
     if let Some(route) = ROUTES.get(&key) {
         count(Stat::RouteMapHit, ctx.len());
         if route.ifindex == 0 {
             return NextHop::Local;
         }
         let via = if route.via == [0; 4] {
-            f.daddr
+            daddr
         } else {
             route.via
         };
@@ -90,7 +93,7 @@ pub fn lookup(ctx: &TcContext, f: &Flow, settings: &NodeSettings) -> NextHop {
     params.dport = f.dport.to_be();
     params.ifindex = settings.fib_ifindex;
     params.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(f.saddr);
-    params.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(f.daddr);
+    params.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(daddr);
     // SAFETY: `params` is a valid, initialised struct on the stack and the
     // size passed is its size.
     let fib_ret = unsafe {

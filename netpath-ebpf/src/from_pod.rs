@@ -52,7 +52,7 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use aya_ebpf::{btf_maps::PerCpuArray, macros::btf_map};
-use netpath_common::{MasqKey, NodeSettings, Stat, frag_dir};
+use netpath_common::{MasqKey, NodeSettings, Stat, frag_dir, peer::peer_flags};
 
 use crate::{
     dnat, endpoint,
@@ -62,10 +62,11 @@ use crate::{
     maps::{MASQ, SETTINGS},
     nat,
     parse::{self, Flow, Parsed},
-    reject,
+    peer, reject,
     router::{self, Destination},
     source,
     stats::count,
+    tunnel,
 };
 
 const AF_INET: u32 = 2;
@@ -78,6 +79,14 @@ const HEAD_ROUTED: i32 = -101;
 const ROUTED_PLAIN: u8 = 0;
 const ROUTED_DNAT: u8 = 1;
 const ROUTED_REVDNAT: u8 = 2;
+/// [`Routed::peer`]: what the peer map said of the destination
+/// ([`crate::peer`]): outside the cluster (masquerade rules apply), inside
+/// it (never masqueraded), a peer's pod routed to its node (direct
+/// routing), a peer's pod through the VXLAN device.
+const PEER_OUTSIDE: u8 = 0;
+const PEER_CLUSTER: u8 = 1;
+const PEER_DIRECT: u8 = 2;
+const PEER_VXLAN: u8 = 3;
 
 /// What the first half of the walk decided for a routed packet, handed to
 /// the second half through the per-CPU [`WALK`] slot. Plain fields (no
@@ -96,6 +105,11 @@ pub struct Routed {
     /// How DNAT translated the packet ([`ROUTED_PLAIN`], [`ROUTED_DNAT`],
     /// [`ROUTED_REVDNAT`]): the verdict the tail counts.
     pub dnat: u8,
+    /// [`PEER_OUTSIDE`], [`PEER_CLUSTER`], [`PEER_DIRECT`] or
+    /// [`PEER_VXLAN`] (then `neigh` is the tunnel's remote end).
+    pub peer: u8,
+    /// The VNI, with [`PEER_VXLAN`].
+    pub vni: u32,
 }
 
 /// The walk, in two BPF subprograms run one after the other: [`head`]
@@ -214,7 +228,28 @@ fn head(ctx: &TcContext) -> Result<Option<i32>, Stat> {
 
     let f = parse::flow(ctx, &pkt)?;
     let settings = settings();
-    let hop = fib::lookup(ctx, &f, settings);
+    // Several nodes: a peer's pod goes to its node (crate::peer). Plain
+    // scalars and one next hop: the head's stack frame is tight.
+    let (peer, to, vni, tunnel) = match peer::lookup(f.daddr) {
+        peer::Where::Local => {
+            count(Stat::PassToHost, len);
+            return Ok(Some(TC_ACT_OK as i32));
+        }
+        peer::Where::Node(p) if p.flags & peer_flags::VXLAN != 0 => {
+            (PEER_VXLAN, p.node_addr, p.vni, p.tunnel_ifindex)
+        }
+        peer::Where::Node(p) => (PEER_DIRECT, p.node_addr, 0, 0),
+        peer::Where::Cluster => (PEER_CLUSTER, f.daddr, 0, 0),
+        peer::Where::Outside => (PEER_OUTSIDE, f.daddr, 0, 0),
+    };
+    let hop = if peer == PEER_VXLAN {
+        NextHop::Neigh {
+            ifindex: tunnel,
+            via: to,
+        }
+    } else {
+        fib::lookup_to(ctx, &f, to, settings)
+    };
     let (egress, neigh, macs) = match hop {
         NextHop::Local => {
             count(Stat::PassFibLocal, len);
@@ -246,15 +281,16 @@ fn head(ctx: &TcContext) -> Result<Option<i32>, Stat> {
     // SAFETY: the slot is this CPU's; the walk runs to completion on it
     // (softirq), so nothing else uses it until the tail has read it.
     unsafe {
-        *slot = Routed {
-            f,
-            egress,
-            neigh: neigh.unwrap_or(f.daddr),
-            smac,
-            dmac,
-            has_macs: u8::from(macs.is_some()),
-            dnat: routed_dnat(),
-        };
+        // Field by field: no temporary `Routed` on the head's tight stack.
+        (*slot).f = f;
+        (*slot).egress = egress;
+        (*slot).neigh = neigh.unwrap_or(f.daddr);
+        (*slot).smac = smac;
+        (*slot).dmac = dmac;
+        (*slot).has_macs = u8::from(macs.is_some());
+        (*slot).dnat = routed_dnat();
+        (*slot).peer = peer;
+        (*slot).vni = vni;
     }
     Ok(None)
 }
@@ -276,7 +312,13 @@ fn tail(ctx: &TcContext) -> Result<i32, Stat> {
         macs: macs.map(|(smac, dmac)| (dmac, smac)),
         ..Headers::default()
     };
-    if let Some(rule) = MASQ.get(&key).copied() {
+    // Pod → pod traffic inside the cluster is never masqueraded.
+    let rule = if r.peer == PEER_OUTSIDE {
+        MASQ.get(&key).copied()
+    } else {
+        None
+    };
+    if let Some(rule) = rule {
         let nat_addr = if f.later_fragment {
             let addr = frag::follow(&f, frag_dir::FROM_POD).ok_or(Stat::DropFragNoFirst)?;
             count(Stat::FragFollowed, len);
@@ -292,6 +334,13 @@ fn tail(ctx: &TcContext) -> Result<i32, Stat> {
     }
     l3::rewrite_headers(ctx, &headers)?;
 
+    if r.peer == PEER_VXLAN {
+        let ret = tunnel::encap_redirect(ctx, r.neigh, r.vni, egress)?;
+        if r.dnat != ROUTED_PLAIN {
+            count(dnat_verdict(r.dnat), len);
+        }
+        return Ok(ret);
+    }
     let ret = if macs.is_some() {
         // SAFETY: helper call with plain integer arguments.
         unsafe { bpf_redirect(egress, 0) }
@@ -317,7 +366,11 @@ fn tail(ctx: &TcContext) -> Result<i32, Stat> {
     if ret != i64::from(TC_ACT_REDIRECT) {
         return Err(Stat::DropRewriteFailed);
     }
-    count(dnat_verdict(r.dnat), len);
+    if r.peer == PEER_DIRECT && r.dnat == ROUTED_PLAIN {
+        count(Stat::FwdToPeer, len);
+    } else {
+        count(dnat_verdict(r.dnat), len);
+    }
     Ok(TC_ACT_REDIRECT as i32)
 }
 

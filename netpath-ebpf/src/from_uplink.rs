@@ -37,7 +37,7 @@ use crate::{
     maps::{MASQ, ROUTES},
     nat,
     parse::{self, ICMP_ECHO_REPLY, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Parsed},
-    reject, router,
+    peer, reject, router,
     stats::count,
 };
 
@@ -109,6 +109,11 @@ pub fn try_from_uplink(ctx: &TcContext) -> Result<i32, Stat> {
         .map_err(|_| Stat::DropTruncated)?;
     let saddr = [addrs[0], addrs[1], addrs[2], addrs[3]];
     let daddr = [addrs[4], addrs[5], addrs[6], addrs[7]];
+    // Several nodes, direct routing: a peer's pod to a local pod
+    // (crate::peer; the flow is stashed for DNAT already).
+    if let Some(res) = peer::deliver_from_peer(ctx, saddr, daddr, None) {
+        return res;
+    }
     if routed_back(ctx, saddr, daddr)
         && let Some(ep) = endpoint::lookup(daddr)
     {

@@ -42,6 +42,7 @@ mod lb;
 mod maps;
 mod nat;
 mod parse;
+mod peer;
 mod pod_stats;
 mod reject;
 mod router;
@@ -49,6 +50,7 @@ mod sock;
 mod source;
 mod stats;
 mod to_uplink;
+mod tunnel;
 mod xdp;
 
 use aya_ebpf::{macros::classifier, programs::TcContext};
@@ -138,4 +140,16 @@ pub fn np_sock_recvmsg4(ctx: aya_ebpf::programs::SockAddrContext) -> i32 {
 #[aya_ebpf::macros::cgroup_sock_addr(getpeername4)]
 pub fn np_sock_getpeername4(ctx: aya_ebpf::programs::SockAddrContext) -> i32 {
     sock::try_sock_peer(&ctx)
+}
+
+// --- several nodes (peer.rs, tunnel.rs) ---
+
+/// TC ingress on the node's VXLAN device: decapsulated packets from peer
+/// nodes' pods, delivered to local pods.
+#[classifier]
+pub fn np_from_tunnel(ctx: TcContext) -> i32 {
+    match tunnel::try_from_tunnel(&ctx) {
+        Ok(action) => action,
+        Err(reason) => stats::drop(&ctx, reason),
+    }
 }

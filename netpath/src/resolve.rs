@@ -75,6 +75,8 @@ pub struct DesiredNode {
     /// What the resolver files of the pods netpath owns say (`[node.dns]`);
     /// `None`: netpath writes none (see [`crate::reconcile::dns`]).
     pub dns: Option<DnsConfig>,
+    /// Several nodes (`[cluster]` and `[[peers]]`); `None`: a lone node.
+    pub cluster: Option<crate::reconcile::cluster::DesiredCluster>,
 }
 
 /// Where a frontend's connections go: a pod (its address is the lease
@@ -325,6 +327,7 @@ impl DesiredNode {
             xdp: config.node.xdp.unwrap_or_default(),
             deny_sources: config.node.deny_sources.clone(),
             dns: config.node.dns.clone(),
+            cluster: crate::reconcile::cluster::DesiredCluster::resolve(config),
         }
     }
 
@@ -339,10 +342,20 @@ impl DesiredNode {
     /// as read on the node (the pods' traffic leaves through it, so a
     /// larger pod MTU would only make the datapath answer "fragmentation
     /// needed"), or [`DEFAULT_POD_MTU`] when the node has no uplink.
+    ///
+    /// In a VXLAN cluster the encapsulation's 50 bytes are left out
+    /// (`netpath_common::peer::VXLAN_OVERHEAD`): a pod's full-size packet
+    /// then fits the tunnel.
     pub fn pod_mtu(&self, uplink_mtu: Option<u32>) -> u32 {
-        match (&self.uplink, uplink_mtu) {
+        let mtu = match (&self.uplink, uplink_mtu) {
             (Some(_), Some(mtu)) if mtu > 0 => mtu,
             _ => DEFAULT_POD_MTU,
+        };
+        match &self.cluster {
+            Some(c) if c.vxlan.is_some() => {
+                mtu.saturating_sub(netpath_common::peer::VXLAN_OVERHEAD)
+            }
+            _ => mtu,
         }
     }
 

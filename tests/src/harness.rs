@@ -71,6 +71,8 @@ impl TestNode {
             conntrack: ConntrackConfig::default(),
             port_forwards: Vec::new(),
             services: Vec::new(),
+            cluster: None,
+            peers: Vec::new(),
         };
         Self {
             lab,

@@ -98,6 +98,12 @@ pub enum Request {
     },
     /// CNI `GC`: removes every CNI attachment not in `valid`.
     CniGc { valid: Vec<AttachmentId> },
+    /// Adds a peer node (`netpath node add`).
+    NodeAdd {
+        peer: crate::config::cluster::PeerConfig,
+    },
+    /// Deletes a peer node by name (`netpath node del`).
+    NodeDel { name: String },
 }
 
 impl Request {

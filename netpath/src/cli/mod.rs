@@ -33,7 +33,9 @@ use crate::{
 };
 
 mod monitor;
+mod node;
 mod run;
+pub use node::NodeCommand;
 
 pub use run::run;
 
@@ -76,6 +78,11 @@ pub enum Command {
     Pod {
         #[command(subcommand)]
         command: PodCommand,
+    },
+    /// Add, delete or list the cluster's other nodes (through the daemon).
+    Node {
+        #[command(subcommand)]
+        command: NodeCommand,
     },
     /// Add, delete or list routes for pod traffic (through the daemon).
     Route {
@@ -438,13 +445,13 @@ fn print_changed(instance: &str, changed: &Changed) -> String {
     s
 }
 
-fn change(instance: &Instance, request: &Request) -> Result<String> {
+pub(super) fn change(instance: &Instance, request: &Request) -> Result<String> {
     let client = instance.client()?;
     let changed: Changed = client.call(request)?;
     Ok(print_changed(client.instance(), &changed))
 }
 
-fn desired(instance: &Instance) -> Result<Config> {
+pub(super) fn desired(instance: &Instance) -> Result<Config> {
     Ok(instance.client()?.call(&Request::Desired)?)
 }
 

@@ -23,6 +23,7 @@ pub async fn run(command: Command) -> Result<()> {
         }
         Command::Status(t) => status(&t)?,
         Command::Pod { command } => pod_verb(command)?,
+        Command::Node { command } => super::node::node_verb(command)?,
         Command::Route { command } => route_verb(command)?,
         Command::Masquerade { command } => masquerade_verb(command)?,
         Command::PortForward { command } => port_forward_verb(command)?,

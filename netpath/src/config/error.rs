@@ -522,6 +522,9 @@ pub enum ConfigError {
     /// A problem with `node.service_cidr`, a port-forward or a service.
     #[error(transparent)]
     Lb(#[from] super::lb_validate::LbError),
+    /// A problem with `[cluster]` or `[[peers]]`.
+    #[error(transparent)]
+    Cluster(#[from] super::cluster::ClusterError),
     /// `[node.dns]` without a nameserver.
     #[error(
         "[node.dns] lists no nameservers; a pod's resolver would ask 127.0.0.1, which inside \

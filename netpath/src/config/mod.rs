@@ -73,6 +73,7 @@
 
 use std::{fs, net::Ipv4Addr, path::Path};
 
+pub mod cluster;
 mod dns;
 mod error;
 mod lb;
@@ -190,6 +191,8 @@ impl Config {
                 affinity: SessionAffinity::None,
                 affinity_timeout: None,
             }],
+            cluster: None,
+            peers: Vec::new(),
         }
     }
 

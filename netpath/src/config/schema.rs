@@ -41,6 +41,12 @@ pub struct Config {
     /// Services: VIPs load-balanced over backends (`[[services]]`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub services: Vec<ServiceConfig>,
+    /// Several nodes: the cluster CIDR and mode (`[cluster]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<super::cluster::ClusterConfig>,
+    /// The other nodes of the cluster (`[[peers]]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<super::cluster::PeerConfig>,
 }
 
 /// The `[node]` section.

@@ -157,7 +157,8 @@ impl Config {
         self.check_routes(&ifnames)?;
         self.check_masquerade(&ifnames)?;
         self.check_nat_and_conntrack()?;
-        self.check_lb()
+        self.check_lb()?;
+        self.check_cluster()
     }
 
     fn check_gateway(&self, uplink: &UplinkConfig, gateway: Ipv4Addr) -> Result<(), ConfigError> {

@@ -49,6 +49,22 @@ pub fn edit(current: &Config, request: &Request) -> Result<Option<Config>, ApiEr
             }
             next.pods.remove(at);
         }
+        Request::NodeAdd { peer } => {
+            if next.cluster.is_none() {
+                return Err(invalid(
+                    "this node has no [cluster] section: add one (cidr, mode) with `netpath                      apply -f` before adding peers",
+                ));
+            }
+            if next.peers.iter().any(|p| p.name == peer.name) {
+                return Err(exists(&format!("peer node '{}'", peer.name)));
+            }
+            next.peers.push(peer.clone());
+        }
+        Request::NodeDel { name } => {
+            let at = position(&next.peers, |p| &p.name == name)
+                .ok_or_else(|| not_found("peer node", name, "netpath node list"))?;
+            next.peers.remove(at);
+        }
         Request::RouteAdd { route } => {
             if next.routes.iter().any(|r| r.dst == route.dst) {
                 return Err(exists(&format!("a route to {}", route.dst)));

@@ -82,7 +82,7 @@ pub(super) fn pin_program(
 }
 
 /// Every map, pinned by name.
-const ALL_MAPS: [&str; 14] = [
+const ALL_MAPS: [&str; 15] = [
     maps::ENDPOINTS,
     maps::STATS,
     maps::ROUTES,
@@ -97,6 +97,7 @@ const ALL_MAPS: [&str; 14] = [
     maps::PREFILTER,
     sock::REVNAT_MAP,
     netpath_common::pod_stats::MAP,
+    netpath_common::peer::MAP,
 ];
 
 /// The layout a pinned map must have to be reused: what the kernel
@@ -133,7 +134,7 @@ impl MapLayout {
 /// The layout the object expects of each map of [`ALL_MAPS`] (the types of
 /// `netpath-ebpf/src/maps.rs`); the connection table and the reverse NAT
 /// map are sized by `conntrack_max`.
-pub fn expected_layouts(conntrack_max: u32) -> [(&'static str, MapLayout); 14] {
+pub fn expected_layouts(conntrack_max: u32) -> [(&'static str, MapLayout); 15] {
     [
         (
             maps::ENDPOINTS,
@@ -194,6 +195,13 @@ pub fn expected_layouts(conntrack_max: u32) -> [(&'static str, MapLayout); 14] {
                 netpath_common::pod_stats::PodCounters,
             >(MapType::PerCpuHash, netpath_common::pod_stats::MAX),
         ),
+        (
+            netpath_common::peer::MAP,
+            MapLayout::new::<LpmKey<netpath_common::peer::PeerKey>, netpath_common::peer::Peer>(
+                MapType::LpmTrie,
+                netpath_common::peer::MAX,
+            ),
+        ),
     ]
 }
 
@@ -230,7 +238,12 @@ fn loss(name: &str) -> &'static str {
 }
 
 /// Every TC program.
-const ALL_PROGS: [&str; 3] = [progs::FROM_POD, progs::FROM_UPLINK, progs::TO_UPLINK];
+const ALL_PROGS: [&str; 4] = [
+    progs::FROM_POD,
+    progs::FROM_UPLINK,
+    progs::TO_UPLINK,
+    netpath_common::peer::PROG_FROM_TUNNEL,
+];
 
 /// The loaded datapath of one node.
 pub struct Datapath {
@@ -319,6 +332,12 @@ impl Datapath {
     /// The uplink-ingress program, for `BPF_PROG_TEST_RUN`.
     pub fn from_uplink_program(&self) -> &SchedClassifier {
         self.program(progs::FROM_UPLINK)
+    }
+
+    /// The VXLAN device's ingress program (`np_from_tunnel`), for
+    /// `BPF_PROG_TEST_RUN`.
+    pub fn from_tunnel_program(&self) -> &SchedClassifier {
+        self.program(netpath_common::peer::PROG_FROM_TUNNEL)
     }
 
     /// The uplink-egress program (the node's own connections), for

@@ -364,7 +364,7 @@ impl NodeMaps {
     }
 }
 
-pub(super) fn ignore_absent(
+pub(crate) fn ignore_absent(
     res: Result<(), MapError>,
     op: &'static str,
     name: &'static str,
@@ -437,7 +437,7 @@ pub(super) fn lookup<V>(
     }
 }
 
-pub(super) fn collect<K, V>(
+pub(crate) fn collect<K, V>(
     iter: impl Iterator<Item = Result<(K, V), MapError>>,
     name: &'static str,
 ) -> Result<Vec<(K, V)>, MapsError> {

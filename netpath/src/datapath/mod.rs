@@ -37,6 +37,7 @@ pub mod events;
 pub mod lb_maps;
 pub mod load;
 pub mod maps;
+pub mod peers;
 pub mod pins;
 pub mod pod_stats;
 pub mod sock;

@@ -148,6 +148,8 @@ pub enum PlanError {
 #[derive(Debug, thiserror::Error)]
 pub enum StepError {
     #[error(transparent)]
+    Cluster(#[from] super::cluster::ClusterStepError),
+    #[error(transparent)]
     Netns(#[from] NetnsError),
     #[error(transparent)]
     Netlink(#[from] NetlinkError),

@@ -164,6 +164,14 @@ impl Apply<'_> {
         // Every endpoint has its per-pod counters, and only endpoints do.
         dp.maps().sync_pod_counters()?;
         let xdp = configure_fast_paths(node, &mut dp, desired, &state.pods)?;
+        // A VXLAN device the cluster no longer uses (cannot be undone).
+        let device = desired
+            .cluster
+            .as_ref()
+            .map_or(crate::config::cluster::DEFAULT_VXLAN_DEVICE, |c| {
+                c.device_name.as_str()
+            });
+        super::cluster::remove_stale_device(node, desired, device).await?;
         // Last, as a rollback could not re-attach it: interfaces no masquerade
         // rule and no declared route uses any more lose np_from_uplink.
         for name in state.uplinks.keys() {
@@ -209,6 +217,7 @@ impl Apply<'_> {
         })?;
         maps.sync_routes(&plan.routes)?;
         maps.sync_masq(&plan.masq)?;
+        super::cluster::configure_cluster(node, desired, dp, undo).await?;
 
         for (name, index) in &plan.uplinks {
             if state.uplinks.get(name) != Some(index) {

@@ -53,6 +53,7 @@ use crate::{
     },
 };
 
+pub mod cluster;
 pub mod dns;
 mod error;
 pub mod execute;
@@ -135,6 +136,9 @@ pub async fn destroy(instance: &str) -> Result<Vec<String>, ReconcileError> {
         && state.gateway.is_some()
     {
         gateway::delete_gateway(nl).await?;
+    }
+    if let Some(nl) = &nl {
+        cluster::delete_devices(nl, &pins).await?;
     }
     drop(maps);
     pins.remove()?;

@@ -79,6 +79,7 @@ pub async fn plan_datapath(desired: &DesiredNode, nl: &Netlink) -> Result<Datapa
         Ok((link.index, nets))
     };
 
+    super::cluster::check_peers(desired, nl).await?;
     let mut routes: BTreeMap<Ipv4Net, RouteNextHop> = BTreeMap::new();
     let mut uplinks = BTreeMap::new();
     for route in &desired.routes {
@@ -136,7 +137,8 @@ pub async fn plan_datapath(desired: &DesiredNode, nl: &Netlink) -> Result<Datapa
     if let Some(u) = uplink {
         let (ifindex, _) = lookup(&u.name, "node.uplink".into(), "node.uplink.name").await?;
         // Clients of port-forwards and services on the LAN arrive here.
-        if desired.has_frontends() {
+        // Several nodes: the pods of peers arrive here (direct routing).
+        if desired.has_frontends() || desired.cluster.is_some() {
             uplinks.insert(u.name.clone(), ifindex);
         }
     }
@@ -254,6 +256,7 @@ pub async fn datapath_ok(
         && settings_ok
         && super::node::fast_paths_ok(pins, &maps, desired, &state.pods)
         && table_size == Some(desired.conntrack_max)
+        && super::cluster::cluster_ok(node, desired).await?
         && uplinks_ok
         && forwarding.as_deref() == Some("1"))
 }

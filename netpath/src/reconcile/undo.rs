@@ -39,6 +39,8 @@ pub enum Undo {
     RestoreEtcNetns { netns: String, snapshot: Snapshot },
     /// Put back one entry of the load balancer's maps.
     Lb(LbUndo),
+    /// Put back what the peer map held.
+    RestorePeers(Vec<(Ipv4Net, netpath_common::peer::Peer)>),
 }
 
 /// One entry of the load balancer's maps as it was before a step: `None`
@@ -150,6 +152,9 @@ async fn undo_step(
                 maps.sync_masq(&masq)?;
                 maps.set_settings(settings)?;
             }
+        }
+        Undo::RestorePeers(entries) => {
+            crate::datapath::peers::PeerMap::open_pinned(pins)?.sync(&entries)?;
         }
         Undo::RestoreEtcNetns { netns, snapshot } => {
             EtcNetns::new(&netns)?.restore(&snapshot)?;

@@ -298,6 +298,34 @@ impl Netlink {
             })
     }
 
+    /// `ip link add NAME mtu MTU type vxlan external dstport PORT nolearning`:
+    /// a VXLAN device in collect-metadata mode (the datapath sets every
+    /// packet's remote end and VNI with the tunnel key), down.
+    pub async fn add_vxlan_external(
+        &self,
+        name: &str,
+        port: u16,
+        mtu: u32,
+    ) -> Result<(), NetlinkError> {
+        let msg = LinkMessageBuilder::<rtnetlink::LinkVxlan>::new(name)
+            .port(port)
+            .collect_metadata(true)
+            .learning(false)
+            .mtu(mtu)
+            .build();
+        self.handle
+            .link()
+            .add(msg)
+            .execute()
+            .await
+            .map_err(|source| {
+                self.err(
+                    &format!("add vxlan device {name} (external, dstport {port}, mtu {mtu})"),
+                    source,
+                )
+            })
+    }
+
     /// `ip link set dev IFINDEX netns NS`: moves the interface into `ns`
     /// (where it gets a new ifindex if its own is taken, and is down).
     pub async fn move_to_netns(&self, index: u32, ns: &Netns) -> Result<(), NetlinkError> {
@@ -309,6 +337,14 @@ impl Netlink {
             format!("move {dev} to network namespace {ns}")
         })
         .await
+    }
+
+    /// `ip link set dev X mtu MTU`
+    pub async fn set_mtu(&self, index: u32, mtu: u32) -> Result<(), NetlinkError> {
+        let msg = LinkUnspec::new_with_index(index).mtu(mtu).build();
+        let res = self.handle.link().change(msg).execute().await;
+        self.on_dev(res, index, |dev| format!("set the mtu of {dev} to {mtu}"))
+            .await
     }
 
     /// `ip link set dev X up`

@@ -48,6 +48,11 @@ pub fn class(stat: Stat) -> Class {
         // or the packet left to TC.
         Stat::XdpFwdRevSnat | Stat::XdpFwdDnat => Redirect,
         Stat::XdpPass | Stat::XdpRedirectFailed => Pass,
+        // Several nodes: routed to a peer, delivered from one, encapsulated;
+        // `tunnel_decap` counts every decapsulated packet before its verdict.
+        Stat::FwdToPeer | Stat::FwdFromPeer | Stat::TunnelEncap => Redirect,
+        Stat::TunnelDecap => Info,
+        Stat::DropTunnelEncap | Stat::DropTunnelDecap => Drop,
         Stat::PassToHost
         | Stat::PassNotIpv4
         | Stat::PassFibLocal

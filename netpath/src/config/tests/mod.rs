@@ -5,6 +5,7 @@ use crate::resolve::DesiredNode;
 use ipnet::Ipv4Net;
 use netpath_common::NodeSettings;
 
+mod cluster;
 mod dns;
 mod lb;
 mod validate;

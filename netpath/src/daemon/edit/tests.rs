@@ -179,3 +179,32 @@ fn apply_replaces_all_but_the_runtimes_pods() {
     .unwrap_err();
     assert!(err.message.contains("--instance other"), "{}", err.message);
 }
+
+#[test]
+fn node_add_and_del_edit_the_peers() {
+    use crate::config::cluster::{ClusterConfig, ClusterMode, PeerConfig};
+    let peer = PeerConfig {
+        name: "node2".into(),
+        node_address: "192.168.50.3".parse().unwrap(),
+        pod_cidr: "10.200.1.0/24".parse().unwrap(),
+    };
+    let add = Request::NodeAdd { peer: peer.clone() };
+    // Without [cluster], refused.
+    assert_eq!(kind(edit(&demo(), &add)), ErrorKind::Invalid);
+    let mut base = demo();
+    base.cluster = Some(ClusterConfig {
+        cidr: "10.200.0.0/16".parse().unwrap(),
+        mode: ClusterMode::Direct,
+        vxlan_vni: None,
+        vxlan_port: None,
+        vxlan_device: None,
+    });
+    let next = edit(&base, &add).unwrap().unwrap();
+    assert_eq!(next.peers, vec![peer]);
+    assert_eq!(kind(edit(&next, &add)), ErrorKind::Exists);
+    let del = Request::NodeDel {
+        name: "node2".into(),
+    };
+    assert_eq!(edit(&next, &del).unwrap().unwrap().peers, Vec::new());
+    assert_eq!(kind(edit(&base, &del)), ErrorKind::NotFound);
+}
