@@ -11,7 +11,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aya::maps::{HashOfMaps, Map, MapData};
 use netpath::{
     config::{L4Proto, PortForwardConfig, ServiceConfig, SessionAffinity, Target},
     conntrack,
@@ -228,20 +227,22 @@ fn frontends_keep_their_ids_and_a_change_touches_only_its_service() {
     assert_no_netfilter_rules(&node.lab.node_netns);
 }
 
-/// The id of each frontend's Maglev inner array (a new array gets a new
-/// id: an unchanged id is a table left untouched).
-fn table_ids(node: &TestNode) -> BTreeMap<u32, u32> {
-    let pin =
-        netpath::datapath::PinDir::for_instance(node.instance()).map(netpath_common::maps::MAGLEV);
-    let outer: HashOfMaps<MapData, u32, MapData> =
-        HashOfMaps::try_from(Map::HashOfMaps(MapData::from_pin(pin).unwrap())).unwrap();
-    outer
-        .keys()
-        .map(|id| {
-            let id = id.unwrap();
-            (id, outer.get(&id, 0).unwrap().info().unwrap().id())
-        })
-        .collect()
+/// The generation of each frontend's Maglev table, from the chunk keys (a
+/// rewritten table gets the next generation: an unchanged one is a table
+/// left untouched). Each frontend has chunks of one generation only: an
+/// apply deletes the generation its frontends no longer name.
+fn table_ids(node: &TestNode) -> BTreeMap<u32, u16> {
+    let mut out = BTreeMap::new();
+    for k in node.maps().lb().maglev_keys().unwrap() {
+        let had = out.insert(k.frontend, k.generation);
+        assert!(
+            had.is_none_or(|g| g == k.generation),
+            "frontend {} has chunks of generations {had:?} and {}",
+            k.frontend,
+            k.generation
+        );
+    }
+    out
 }
 
 #[test]

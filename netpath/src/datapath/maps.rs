@@ -37,7 +37,7 @@ pub enum MapsError {
         source: MapError,
     },
     #[error(
-        "a Maglev table of maglev_v2 is malformed: {what} (an apply that changes the \
+        "a Maglev table for maglev_v3 is refused: {what} (an apply that changes the \
          service's backends writes a new one)"
     )]
     MaglevTable { what: String },
@@ -113,7 +113,7 @@ impl NodeMaps {
             lb: RawLbMaps {
                 frontends: Map::HashMap(open(maps::FRONTENDS)?),
                 backends: Map::HashMap(open(maps::BACKENDS)?),
-                maglev: Map::HashOfMaps(open(maps::MAGLEV)?),
+                maglev: Map::HashMap(open(maps::MAGLEV)?),
                 affinity: Map::LruHashMap(open(maps::AFFINITY)?),
                 prefilter: Map::LpmTrie(open(maps::PREFILTER)?),
             },

@@ -29,7 +29,6 @@
 //! replaces the program behind each link atomically.
 
 pub mod attach;
-mod batch;
 mod error;
 pub mod lb_maps;
 pub mod load;
