@@ -203,7 +203,8 @@ where
         return Some(index);
     }
     let fresh = reread()?;
-    if fresh.id != fe.id || (fresh.maglev_gen == fe.maglev_gen && fresh.maglev_size == fe.maglev_size)
+    if fresh.id != fe.id
+        || (fresh.maglev_gen == fe.maglev_gen && fresh.maglev_size == fe.maglev_size)
     {
         return None;
     }
@@ -241,6 +242,19 @@ mod tests {
         assert_eq!(maglev_chunk_pos(131_070), (511, 254));
         assert_eq!(core::mem::size_of::<MaglevKey>(), 8);
         assert_eq!(core::mem::size_of::<MaglevChunk>(), 512);
+    }
+
+    #[test]
+    fn the_chunk_map_holds_a_full_node_and_a_generation_more_of_most_changes() {
+        // A table of b backends is at most 1 + b * 200 / 256 chunks.
+        for b in 1..=65_535_u32 {
+            let chunks = maglev_chunks(maglev_size_for(b));
+            assert!(chunks <= 1 + b * 200 / 256, "{b} backends: {chunks} chunks");
+        }
+        let full = crate::maps::FRONTENDS_MAX + crate::maps::BACKENDS_MAX * 200 / 256;
+        assert_eq!(full, 270_336);
+        assert!(crate::maps::MAGLEV_CHUNKS_MAX >= full + full * 9 / 10);
+        assert!(crate::maps::MAGLEV_CHUNKS_MAX.is_power_of_two());
     }
 
     extern crate std;
@@ -285,7 +299,11 @@ mod tests {
             assert_eq!(maglev_index(&fe(1, 251), hash, lookup, || None), Some(1));
             assert_eq!(maglev_index(&fe(2, 509), hash, lookup, || None), Some(2));
         }
-        assert_eq!(maglev_index(&fe(1, 0), 3, lookup, || None), None, "no table");
+        assert_eq!(
+            maglev_index(&fe(1, 0), 3, lookup, || None),
+            None,
+            "no table"
+        );
     }
 
     #[test]
@@ -311,7 +329,10 @@ mod tests {
         assert_eq!(maglev_index(&fe(1, 251), 600, lookup, reread), None);
         assert_eq!(*rereads.borrow(), 1, "bounded: one retry");
         // The frontend names the same table again, or is gone: no retry pick.
-        assert_eq!(maglev_index(&fe(1, 251), 6, lookup, || Some(fe(1, 251))), None);
+        assert_eq!(
+            maglev_index(&fe(1, 251), 6, lookup, || Some(fe(1, 251))),
+            None
+        );
         assert_eq!(maglev_index(&fe(1, 251), 6, lookup, || None), None);
     }
 }

@@ -90,18 +90,20 @@ pub mod maps {
     /// table change is plain hash updates (no RCU grace period per
     /// syscall, as every update of a map of maps has).
     pub const MAGLEV: &str = "maglev_v3";
-    /// Maximum chunks in `maglev_v3`: one per frontend (tables of up to 2
-    /// backends), plus a table's share of the backends (at most about 200
-    /// slots per backend: a size is the prime above 100 per backend,
-    /// sizes double), twice over, as an apply that changes every table
-    /// holds both generations until the frontends name the new ones:
-    /// 2 × (65,536 + 262,144 × 200 / 256) = 540,672. Not preallocated: a
-    /// chunk costs about 1 KiB of kernel memory while it exists (30,000
-    /// two-backend services: 30,000 chunks, about 30 MiB), nothing before.
-    pub const MAGLEV_CHUNKS_MAX: u32 = 2
-        * (FRONTENDS_MAX
-            + BACKENDS_MAX / crate::lb::MAGLEV_CHUNK_SLOTS
-                * (2 * crate::lb::MAGLEV_SLOTS_PER_BACKEND));
+    /// Maximum chunks in `maglev_v3`: 2^19. A table of `b` backends is at
+    /// most 1 + `b` × 200 / 256 chunks (a size is the prime above 100
+    /// slots per backend and sizes double), so a full node (65,536
+    /// frontends, 262,144 backends) holds at most 270,336, and an apply
+    /// holds two generations of the tables it changes until their
+    /// frontends name the new ones: 524,288 covers every change short of
+    /// rewriting every table of a full node at once (that apply fails on
+    /// the full map and is rolled back). The map is not preallocated: a
+    /// chunk costs a 568-byte element (a 1 KiB slab object) while it exists
+    /// (30,000 two-backend services: 30,000 chunks, about 30 MiB of slab);
+    /// its 524,288 hash buckets cost 8 MiB on every node, used or not (the
+    /// kernel makes as many buckets as `max_entries`, rounded up to a power
+    /// of two, so this stays a power of two).
+    pub const MAGLEV_CHUNKS_MAX: u32 = 1 << 19;
     /// `BPF_F_NO_PREALLOC`: a hash map that allocates an entry when it is
     /// added, so its memory follows what it holds rather than its maximum.
     /// The frontends, backends and Maglev chunks have it (only the

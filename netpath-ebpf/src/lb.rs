@@ -80,6 +80,7 @@ pub fn frontend_at(fk: &FrontendKey) -> Option<Frontend> {
     // frontend whole.
     unsafe { FRONTENDS.get(fk) }.copied()
 }
+
 /// The backend for a new connection with original tuple `key` to `fe`
 /// (which has backends), and whether ClientIP affinity chose it.
 #[inline(always)]

@@ -116,16 +116,33 @@ fn lb_maps_round_trip_and_a_maglev_table_is_swapped_whole() {
         .expect("second table, the largest");
     let fe2 = m.lb().frontend(&key).unwrap().unwrap();
     assert_eq!((fe2.maglev_size, fe2.maglev_gen), (131_071, 2));
-    assert_eq!(m.lb().maglev_of(&fe2).unwrap().as_deref(), Some(&second[..]));
-    assert_eq!(m.lb().maglev_of(&fe1).unwrap(), None, "the old generation is gone");
+    assert_eq!(
+        m.lb().maglev_of(&fe2).unwrap().as_deref(),
+        Some(&second[..])
+    );
+    assert_eq!(
+        m.lb().maglev_of(&fe1).unwrap(),
+        None,
+        "the old generation is gone"
+    );
     let third = vec![1; 509];
     m.lb_mut()
         .set_maglev(8, 0, &third)
         .expect("another frontend's table");
-    assert_eq!(m.lb().maglev(8, 0, 509).unwrap().as_deref(), Some(&third[..]));
+    assert_eq!(
+        m.lb().maglev(8, 0, 509).unwrap().as_deref(),
+        Some(&third[..])
+    );
     let keys = m.lb().maglev_keys().unwrap();
-    assert_eq!(keys.len(), 512 + 2, "131,071 slots are 512 chunks, 509 are 2");
-    assert!(keys.iter().all(|k| (k.frontend, k.generation) == (7, 2) || (k.frontend, k.generation) == (8, 0)));
+    assert_eq!(
+        keys.len(),
+        512 + 2,
+        "131,071 slots are 512 chunks, 509 are 2"
+    );
+    assert!(
+        keys.iter()
+            .all(|k| (k.frontend, k.generation) == (7, 2) || (k.frontend, k.generation) == (8, 0))
+    );
     assert!(
         m.lb_mut().swap_maglev(&key, &[0; 3]).is_err(),
         "a table of no valid size is refused"
@@ -139,7 +156,10 @@ fn lb_maps_round_trip_and_a_maglev_table_is_swapped_whole() {
         Some(fe2),
         "a refused table leaves the frontend naming the one in place"
     );
-    assert_eq!(m.lb().maglev_of(&fe2).unwrap().as_deref(), Some(&second[..]));
+    assert_eq!(
+        m.lb().maglev_of(&fe2).unwrap().as_deref(),
+        Some(&second[..])
+    );
     // One plain hash of 256-slot chunks, not preallocated, sized for two
     // generations of every table.
     let info = info(&PinDir::for_instance(node.instance()), maps::MAGLEV);
@@ -147,7 +167,10 @@ fn lb_maps_round_trip_and_a_maglev_table_is_swapped_whole() {
     assert_eq!(info.key_size(), 8, "frontend id, generation, chunk");
     assert_eq!(info.value_size(), 512, "256 16-bit slots");
     assert_eq!(info.max_entries(), maps::MAGLEV_CHUNKS_MAX);
-    assert_eq!(info.map_flags() & maps::BPF_F_NO_PREALLOC, maps::BPF_F_NO_PREALLOC);
+    assert_eq!(
+        info.map_flags() & maps::BPF_F_NO_PREALLOC,
+        maps::BPF_F_NO_PREALLOC
+    );
     m.lb_mut().remove_maglev(8, 0, 509).unwrap();
     m.lb_mut().remove_maglev(8, 0, 509).expect("absent is fine");
     assert_eq!(m.lb().maglev(8, 0, 509).unwrap(), None);

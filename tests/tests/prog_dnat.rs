@@ -933,7 +933,11 @@ fn a_table_swap_keeps_every_established_connection_and_new_ones_follow_the_new_t
         }
         let (verdict, out) = from_pod(&dp, &tcp((POD_A, sport), (VIP, 80), TCP_ACK, 2, 1));
         assert_eq!(verdict, TC_ACT_REDIRECT, "sport {sport}");
-        assert_eq!(dest_of(&out), *was, "sport {sport}: an established flow moved");
+        assert_eq!(
+            dest_of(&out),
+            *was,
+            "sport {sport}: an established flow moved"
+        );
     }
     assert!(
         elsewhere > usize::from(N) / 10,

@@ -34,7 +34,9 @@ use aya::maps::{HashMap, LpmTrie, Map, MapData, MapError};
 use ipnet::Ipv4Net;
 use netpath_common::{
     Affinity, AffinityKey, Backend, BackendKey, DenyRule, Frontend, FrontendKey, RouteKey,
-    lb::{MAGLEV_CHUNK_SLOTS, MAGLEV_SIZES, MaglevChunk, MaglevKey, maglev_chunk_pos, maglev_chunks},
+    lb::{
+        MAGLEV_CHUNK_SLOTS, MAGLEV_SIZES, MaglevChunk, MaglevKey, maglev_chunk_pos, maglev_chunks,
+    },
     maps,
 };
 
@@ -164,7 +166,12 @@ impl LbMaps {
 
     /// Generation `generation` of frontend `id`'s table of `size` slots (a
     /// backend index per slot), if every chunk of it is there.
-    pub fn maglev(&self, id: u32, generation: u16, size: u32) -> Result<Option<Vec<u32>>, MapsError> {
+    pub fn maglev(
+        &self,
+        id: u32,
+        generation: u16,
+        size: u32,
+    ) -> Result<Option<Vec<u32>>, MapsError> {
         if size == 0 {
             return Ok(None);
         }

@@ -11,8 +11,9 @@
 //! leaves.
 //!
 //! The cost of an apply follows what changes, not how many services there
-//! are: [`read`] reads every frontend and backend but no Maglev table
-//! ([`Tables::Unread`]), and [`read_tables`] then reads only the tables of
+//! are: [`read`] reads every frontend and backend and the Maglev map's
+//! keys (which tables are whole) but no Maglev chunk ([`Tables::Unread`]),
+//! and [`read_tables`] then reads only the tables of
 //! the frontends whose backends change ([`changing`]); an unchanged
 //! frontend keeps its table untouched ([`Maglev::InMap`]).
 

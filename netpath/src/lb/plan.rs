@@ -168,9 +168,7 @@ pub fn diff(current: &LbState, desired: &LbState) -> Vec<LbStep> {
         };
         // The table the frontend named before, once it names another (or
         // none).
-        if have.maglev_size != 0
-            && (want.maglev_size == 0 || want.maglev_gen != have.maglev_gen)
-        {
+        if have.maglev_size != 0 && (want.maglev_size == 0 || want.maglev_gen != have.maglev_gen) {
             steps.push(LbStep::RemoveMaglev {
                 vip,
                 id,

@@ -308,7 +308,7 @@ mod lb {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
             lines[0],
-            "service web 10.96.0.10:80/tcp: Maglev table of 509 slots"
+            "service web 10.96.0.10:80/tcp: Maglev table of 509 slots (generation 0)"
         );
         assert!(lines[1].starts_with("INDEX  BACKEND"), "{text}");
         for (line, (index, target)) in

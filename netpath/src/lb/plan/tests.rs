@@ -81,7 +81,11 @@ impl Maps {
                 .maglev
                 .get(&(fe.id, fe.maglev_gen))
                 .unwrap_or_else(|| panic!("{vip} names no table after {after:?}"));
-            assert_eq!(table.len(), fe.maglev_size as usize, "{vip} after {after:?}");
+            assert_eq!(
+                table.len(),
+                fe.maglev_size as usize,
+                "{vip} after {after:?}"
+            );
             for index in &indices[&(fe.id, fe.maglev_gen)] {
                 assert!(
                     self.backends.contains_key(&(fe.id, *index)),
@@ -119,7 +123,10 @@ fn apply(state: &LbState, steps: &[LbStep]) -> Maps {
                 ..
             } => {
                 // S1: never a generation a frontend names.
-                assert!(!m.named(*id, *generation), "{step:?} rewrites a named table");
+                assert!(
+                    !m.named(*id, *generation),
+                    "{step:?} rewrites a named table"
+                );
                 m.maglev.insert((*id, *generation), table.clone());
                 indices.insert((*id, *generation), table.iter().copied().collect());
             }
@@ -363,7 +370,11 @@ fn past_the_16_bit_indices_a_removed_backends_index_is_reused_and_not_deleted() 
     let want = assign(&[svc(v, &[200])], &current);
     let fe = &want[&v];
     assert_eq!(fe.backends.len(), 1);
-    assert_eq!(fe.backends.keys().next(), Some(&0), "the lowest index, reused");
+    assert_eq!(
+        fe.backends.keys().next(),
+        Some(&0),
+        "the lowest index, reused"
+    );
     let steps = diff(&current, &want);
     assert!(
         !steps
