@@ -168,15 +168,24 @@ impl NodeMaps {
 
     /// Every endpoint, by address.
     pub fn endpoints(&self) -> Result<BTreeMap<Ipv4Addr, Endpoint>, MapsError> {
-        self.endpoints
-            .iter()
-            .map(|r| r.map(|(k, v)| (Ipv4Addr::from(k.addr), v)))
-            .collect::<Result<_, _>>()
-            .map_err(|source| MapsError::Op {
-                op: "iterate",
+        endpoints_of(&self.endpoints)
+    }
+
+    /// Every endpoint of the instance pinned at `pins`, from the endpoint
+    /// map's pin alone: the pods' health does not depend on the other maps,
+    /// whose pins an upgrade to new layouts has not made yet (opening every
+    /// map, as [`NodeMaps::open_pinned`] does, would fail then, and every
+    /// pod would look broken and be recreated, losing its connections).
+    pub fn pinned_endpoints(pins: &PinDir) -> Result<BTreeMap<Ipv4Addr, Endpoint>, MapsError> {
+        let path = pins.map(maps::ENDPOINTS);
+        let data =
+            MapData::from_pin(&path).map_err(|source| MapsError::OpenPinned { path, source })?;
+        let map: HashMap<MapData, EndpointKey, Endpoint> = HashMap::try_from(Map::HashMap(data))
+            .map_err(|source| MapsError::Layout {
                 name: maps::ENDPOINTS,
                 source,
-            })
+            })?;
+        endpoints_of(&map)
     }
 
     /// Every counter, summed over CPUs.
@@ -496,4 +505,18 @@ fn key(addr: Ipv4Addr) -> EndpointKey {
     EndpointKey {
         addr: addr.octets(),
     }
+}
+
+/// Every endpoint of `map`, by address.
+fn endpoints_of(
+    map: &HashMap<MapData, EndpointKey, Endpoint>,
+) -> Result<BTreeMap<Ipv4Addr, Endpoint>, MapsError> {
+    map.iter()
+        .map(|r| r.map(|(k, v)| (Ipv4Addr::from(k.addr), v)))
+        .collect::<Result<_, _>>()
+        .map_err(|source| MapsError::Op {
+            op: "iterate",
+            name: maps::ENDPOINTS,
+            source,
+        })
 }
