@@ -79,38 +79,49 @@ pub mod maps {
 
     /// Frontends (service VIP:port/proto, or a node address and forwarded
     /// port): [`crate::FrontendKey`] → [`crate::Frontend`]. v2: 65,536 of
-    /// them (the load balancer's maps are versioned together: frontend ids
-    /// key the other three).
-    pub const FRONTENDS: &str = "frontends_v2";
+    /// them. v3: the value names its Maglev table (size and generation in
+    /// `maglev_v3`). Frontend ids key the backends, tables and affinity;
+    /// an upgrade from v2 carries the ids, backends and tables over
+    /// (`netpath::datapath::migrate`).
+    pub const FRONTENDS: &str = "frontends_v3";
     /// Maximum number of frontends (service ports plus port-forwards).
     pub const FRONTENDS_MAX: u32 = 65_536;
     /// Backends of every frontend: [`crate::BackendKey`] (frontend id,
-    /// backend index) → [`crate::Backend`]. v2: with `frontends_v2`.
-    pub const BACKENDS: &str = "backends_v2";
+    /// backend index) → [`crate::Backend`]. v2: with `frontends_v2`; v3:
+    /// with `frontends_v3`.
+    pub const BACKENDS: &str = "backends_v3";
     pub const BACKENDS_MAX: u32 = 262_144;
-    /// Maglev lookup tables: a hash of maps, frontend id → an array of
-    /// [`crate::lb::MaglevSlots`] (one inner array per frontend, sized for
-    /// its backends by [`crate::lb::maglev_size_for`], swapped whole when
-    /// its backends change). v2: tables of differing sizes, each carrying
-    /// its size in element 0, four 16-bit slots per element.
-    pub const MAGLEV: &str = "maglev_v2";
-    /// `max_entries` of the inner array the eBPF object declares as the
-    /// template of [`MAGLEV`]: with `BPF_F_INNER_MAP` the kernel takes
-    /// inner arrays of any size, so this only has to be valid.
-    pub const MAGLEV_TEMPLATE_ENTRIES: u32 = 64;
-    /// `BPF_F_INNER_MAP`: an inner array whose size may differ from the
-    /// template's (kernel 5.10); every Maglev table is created with it.
-    pub const BPF_F_INNER_MAP: u32 = 1 << 12;
+    /// Maglev lookup tables: a plain hash, [`crate::lb::MaglevKey`]
+    /// (frontend id, generation, chunk) → [`crate::lb::MaglevChunk`] (256
+    /// slots); see [`crate::lb`]. v2 was a hash of arrays, one per table.
+    /// v3: chunks of generations named by the frontend value, so that a
+    /// table change is plain hash updates (no RCU grace period per
+    /// syscall, as every update of a map of maps has).
+    pub const MAGLEV: &str = "maglev_v3";
+    /// Maximum chunks in `maglev_v3`: 2^19. A table of `b` backends is at
+    /// most 1 + `b` × 200 / 256 chunks (a size is the prime above 100
+    /// slots per backend and sizes double), so a full node (65,536
+    /// frontends, 262,144 backends) holds at most 270,336, and an apply
+    /// holds two generations of the tables it changes until their
+    /// frontends name the new ones: 524,288 covers every change short of
+    /// rewriting every table of a full node at once (that apply fails on
+    /// the full map and is rolled back). The map is not preallocated: a
+    /// chunk costs a 568-byte element (a 1 KiB slab object) while it exists
+    /// (30,000 two-backend services: 30,000 chunks, about 30 MiB of slab);
+    /// its 524,288 hash buckets cost 8 MiB on every node, used or not (the
+    /// kernel makes as many buckets as `max_entries`, rounded up to a power
+    /// of two, so this stays a power of two).
+    pub const MAGLEV_CHUNKS_MAX: u32 = 1 << 19;
     /// `BPF_F_NO_PREALLOC`: a hash map that allocates an entry when it is
     /// added, so its memory follows what it holds rather than its maximum.
-    /// The frontends, backends and the Maglev outer map have it (only the
+    /// The frontends, backends and Maglev chunks have it (only the
     /// controller writes them, rarely; 65,536 frontends preallocated would
     /// cost about 11 MB on every node, used or not).
     pub const BPF_F_NO_PREALLOC: u32 = 1;
     /// ClientIP session affinity (LRU): [`crate::AffinityKey`] →
     /// [`crate::Affinity`]. v2: with `frontends_v2` (its keys hold
-    /// frontend ids).
-    pub const AFFINITY: &str = "affinity_v2";
+    /// frontend ids); v3: with `frontends_v3`.
+    pub const AFFINITY: &str = "affinity_v3";
     pub const AFFINITY_MAX: u32 = 65_536;
     /// The XDP prefilter's deny list: LPM trie of source prefixes
     /// ([`crate::RouteKey`]) → [`crate::DenyRule`].
@@ -602,7 +613,10 @@ pub mod frontend_flags {
 }
 
 /// A frontend: its backends are `BackendKey { frontend: id, index: 0.. }`
-/// and its Maglev table is the inner map at `id`.
+/// and its Maglev table is the chunks `MaglevKey { frontend: id,
+/// generation: maglev_gen, chunk: 0.. }` of `maglev_v3` (see [`crate::lb`]).
+/// Written whole by the controller (a hash update replaces the element
+/// atomically), so a program reads a size and a generation of one table.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Frontend {
@@ -616,6 +630,12 @@ pub struct Frontend {
     pub _pad: u8,
     /// ClientIP affinity timeout, seconds (with [`frontend_flags::AFFINITY`]).
     pub affinity_timeout_secs: u32,
+    /// Slots of its Maglev table (one of [`crate::lb::MAGLEV_SIZES`]); 0:
+    /// no table (no backends).
+    pub maglev_size: u32,
+    /// Generation of its Maglev table: the chunks to read.
+    pub maglev_gen: u16,
+    pub _pad2: u16,
 }
 
 /// Key of the backend map.
@@ -1039,7 +1059,9 @@ mod user {
     // SAFETY: as above.
     unsafe impl aya::Pod for super::DenyRule {}
     // SAFETY: as above.
-    unsafe impl aya::Pod for super::lb::MaglevSlots {}
+    unsafe impl aya::Pod for super::lb::MaglevKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::lb::MaglevChunk {}
 }
 
 #[cfg(test)]
@@ -1062,7 +1084,7 @@ mod tests {
             4 + 4 + 11 * 4 + 4 + 8 + 4 + 4
         );
         assert_eq!(core::mem::size_of::<FrontendKey>(), 8);
-        assert_eq!(core::mem::size_of::<Frontend>(), 12);
+        assert_eq!(core::mem::size_of::<Frontend>(), 20);
         assert_eq!(core::mem::size_of::<BackendKey>(), 8);
         assert_eq!(core::mem::size_of::<Backend>(), 8);
         assert_eq!(core::mem::size_of::<AffinityKey>(), 8);

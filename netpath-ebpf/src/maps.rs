@@ -6,7 +6,7 @@
 //! field names of keys and values.
 
 use aya_ebpf::{
-    btf_maps::{Array, HashMap, HashOfMaps, LpmTrie, LruHashMap, PerCpuArray},
+    btf_maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
     macros::btf_map,
 };
 use netpath_common::{
@@ -72,9 +72,9 @@ pub static FRAGS: LruHashMap<
 // --- DNAT: port-forwards and services, and the XDP prefilter ---
 
 /// Frontends: service VIPs and forwarded node ports. Not preallocated
-/// (`BPF_F_NO_PREALLOC`), like the backends and the Maglev outer map: their
+/// (`BPF_F_NO_PREALLOC`), like the backends and the Maglev chunks: their
 /// memory follows the services a node has.
-#[btf_map(name = "frontends_v2")]
+#[btf_map(name = "frontends_v3")]
 pub static FRONTENDS: HashMap<
     netpath_common::FrontendKey,
     netpath_common::Frontend,
@@ -83,7 +83,7 @@ pub static FRONTENDS: HashMap<
 > = HashMap::new();
 
 /// Every frontend's backends, by (frontend id, backend index).
-#[btf_map(name = "backends_v2")]
+#[btf_map(name = "backends_v3")]
 pub static BACKENDS: HashMap<
     netpath_common::BackendKey,
     netpath_common::Backend,
@@ -91,26 +91,22 @@ pub static BACKENDS: HashMap<
     { maps::BPF_F_NO_PREALLOC as usize },
 > = HashMap::new();
 
-/// Maglev tables: frontend id → an array of backend indices (one per
-/// frontend, sized for its backends and carrying its size in element 0;
-/// see `netpath_common::lb`), replaced whole by the controller when its
-/// backends change. The inner template has `BPF_F_INNER_MAP`, so inner
-/// arrays of any size are accepted (and every lookup in one is
-/// bounds-checked by the kernel, never inlined).
-#[btf_map(name = "maglev_v2")]
-pub static MAGLEV: HashOfMaps<
-    u32,
-    Array<
-        netpath_common::lb::MaglevSlots,
-        { maps::MAGLEV_TEMPLATE_ENTRIES as usize },
-        { maps::BPF_F_INNER_MAP as usize },
-    >,
-    { maps::FRONTENDS_MAX as usize },
+/// Maglev tables: (frontend id, generation, chunk) → 256 slots' backend
+/// indices (`netpath_common::lb`). A plain hash, not a map of maps: the
+/// controller writes a new generation's chunks, then the frontend naming
+/// them, then deletes the old ones, each a plain update (no RCU grace
+/// period per syscall). Not preallocated; `maps::MAGLEV_CHUNKS_MAX` says
+/// the memory.
+#[btf_map(name = "maglev_v3")]
+pub static MAGLEV: HashMap<
+    netpath_common::lb::MaglevKey,
+    netpath_common::lb::MaglevChunk,
+    { maps::MAGLEV_CHUNKS_MAX as usize },
     { maps::BPF_F_NO_PREALLOC as usize },
-> = HashOfMaps::new();
+> = HashMap::new();
 
 /// ClientIP session affinity (LRU).
-#[btf_map(name = "affinity_v2")]
+#[btf_map(name = "affinity_v3")]
 pub static AFFINITY: LruHashMap<
     netpath_common::AffinityKey,
     netpath_common::Affinity,

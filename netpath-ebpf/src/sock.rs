@@ -130,8 +130,8 @@ pub fn try_sock_connect(ctx: &SockAddrContext) -> i32 {
         proto,
         _pad: [0; 3],
     });
-    // A table swapped meanwhile gives the old or the new one's slot.
-    let Some(index) = lb::maglev_index(fe.id, hash) else {
+    // A table swapped meanwhile gives the old or the new one's slot (L4).
+    let Some(index) = lb::maglev_index(&fe, &key, hash) else {
         count(Stat::DropLbBackendMissing, 0);
         return REFUSE;
     };

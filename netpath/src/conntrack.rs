@@ -18,8 +18,9 @@
 //! datapath changes the maps while GC runs, so every delete is decided on a
 //! fresh read of the entries involved, not on the snapshot: an entry is
 //! deleted only if it is still there, unchanged, and still expired or
-//! unowned. The maps are read with batched lookups (one pass, bucket by
-//! bucket), which neither restarts nor repeats on a churning LRU map.
+//! unowned. The maps are read with a bounded walk of their keys
+//! (`datapath::maps`), which neither loops nor repeats on a churning LRU
+//! map.
 //!
 //! Times are `CLOCK_MONOTONIC` nanoseconds, the clock of
 //! `bpf_ktime_get_ns()` ([`now_ns`]).

@@ -3,7 +3,7 @@
 //! expects, removes the pins of maps this version no longer has, and
 //! reuses the pins that match.
 
-use aya::maps::{Array, HashMap, HashOfMaps, Map, MapData, MapInfo, MapType};
+use aya::maps::{Array, HashMap, MapData, MapInfo, MapType};
 use netpath::datapath::PinDir;
 use netpath_common::{Counter, CtEntry, CtKey, maps};
 use tests::harness::TestNode;
@@ -84,6 +84,9 @@ fn lb_maps_round_trip_and_a_maglev_table_is_swapped_whole() {
         flags: 0,
         _pad: 0,
         affinity_timeout_secs: 0,
+        maglev_size: 0,
+        maglev_gen: 0,
+        _pad2: 0,
     };
     m.lb_mut().set_frontend(key, fe).expect("set frontend");
     for index in 0..2 {
@@ -100,57 +103,79 @@ fn lb_maps_round_trip_and_a_maglev_table_is_swapped_whole() {
     assert_eq!(m.lb().frontend(&key).unwrap().map(|f| f.id), Some(7));
     assert_eq!(m.lb().backends().unwrap().len(), 2);
 
-    // Tables of differing sizes behind one outer map (BPF_F_INNER_MAP),
-    // each read back slot for slot.
+    // Tables of differing sizes as generations of chunks, each read back
+    // slot for slot; a swap names the new generation and deletes the old.
     let first: Vec<u32> = (0..251).map(|s| s % 2).collect();
-    m.lb_mut().set_maglev(7, &first).expect("first table");
-    assert_eq!(m.lb().maglev(7).unwrap().as_deref(), Some(&first[..]));
+    m.lb_mut().swap_maglev(&key, &first).expect("first table");
+    let fe1 = m.lb().frontend(&key).unwrap().unwrap();
+    assert_eq!((fe1.maglev_size, fe1.maglev_gen), (251, 1));
+    assert_eq!(m.lb().maglev_of(&fe1).unwrap().as_deref(), Some(&first[..]));
     let second: Vec<u32> = (0..131_071).map(|s| s % 65_536).collect();
     m.lb_mut()
-        .set_maglev(7, &second)
+        .swap_maglev(&key, &second)
         .expect("second table, the largest");
-    assert_eq!(m.lb().maglev(7).unwrap().as_deref(), Some(&second[..]));
+    let fe2 = m.lb().frontend(&key).unwrap().unwrap();
+    assert_eq!((fe2.maglev_size, fe2.maglev_gen), (131_071, 2));
+    assert_eq!(
+        m.lb().maglev_of(&fe2).unwrap().as_deref(),
+        Some(&second[..])
+    );
+    assert_eq!(
+        m.lb().maglev_of(&fe1).unwrap(),
+        None,
+        "the old generation is gone"
+    );
     let third = vec![1; 509];
     m.lb_mut()
-        .set_maglev(8, &third)
+        .set_maglev(8, 0, &third)
         .expect("another frontend's table");
-    assert_eq!(m.lb().maglev(8).unwrap().as_deref(), Some(&third[..]));
-    assert_eq!(m.lb().maglev_ids().unwrap(), [7, 8].into());
+    assert_eq!(
+        m.lb().maglev(8, 0, 509).unwrap().as_deref(),
+        Some(&third[..])
+    );
+    let keys = m.lb().maglev_keys().unwrap();
+    assert_eq!(
+        keys.len(),
+        512 + 2,
+        "131,071 slots are 512 chunks, 509 are 2"
+    );
     assert!(
-        m.lb_mut().set_maglev(7, &[0; 3]).is_err(),
+        keys.iter()
+            .all(|k| (k.frontend, k.generation) == (7, 2) || (k.frontend, k.generation) == (8, 0))
+    );
+    assert!(
+        m.lb_mut().swap_maglev(&key, &[0; 3]).is_err(),
         "a table of no valid size is refused"
     );
     assert!(
-        m.lb_mut().set_maglev(7, &[65_536; 251]).is_err(),
+        m.lb_mut().swap_maglev(&key, &[65_536; 251]).is_err(),
         "an index above 16 bits is refused"
     );
     assert_eq!(
-        m.lb().maglev(7).unwrap().as_deref(),
-        Some(&second[..]),
-        "a refused table leaves the one in place"
+        m.lb().frontend(&key).unwrap(),
+        Some(fe2),
+        "a refused table leaves the frontend naming the one in place"
     );
-    // The inner arrays are sized for their tables: a header element, then
-    // four slots per element; the outer map holds 65,536 frontends.
-    let pin = PinDir::for_instance(node.instance()).map(maps::MAGLEV);
-    let outer = MapInfo::from_pin(&pin).unwrap();
-    assert_eq!(outer.map_type().unwrap(), MapType::HashOfMaps);
-    assert_eq!(outer.max_entries(), maps::FRONTENDS_MAX);
-    let outer: HashOfMaps<MapData, u32, MapData> =
-        HashOfMaps::try_from(Map::HashOfMaps(MapData::from_pin(&pin).unwrap())).unwrap();
-    for (id, elems) in [
-        (7, 1 + 131_071_u32.div_ceil(4)),
-        (8, 1 + 509_u32.div_ceil(4)),
-    ] {
-        let info = outer.get(&id, 0).unwrap().info().unwrap();
-        assert_eq!(info.map_type().unwrap(), MapType::Array);
-        assert_eq!(info.value_size(), 8, "four 16-bit slots");
-        assert_eq!(info.max_entries(), elems, "table {id}");
-    }
-    m.lb_mut().remove_maglev(8).unwrap();
-
-    m.lb_mut().remove_maglev(7).unwrap();
-    m.lb_mut().remove_maglev(7).expect("absent is fine");
-    assert_eq!(m.lb().maglev(7).unwrap(), None);
+    assert_eq!(
+        m.lb().maglev_of(&fe2).unwrap().as_deref(),
+        Some(&second[..])
+    );
+    // One plain hash of 256-slot chunks, not preallocated, sized for two
+    // generations of every table.
+    let info = info(&PinDir::for_instance(node.instance()), maps::MAGLEV);
+    assert_eq!(info.map_type().unwrap(), MapType::Hash);
+    assert_eq!(info.key_size(), 8, "frontend id, generation, chunk");
+    assert_eq!(info.value_size(), 512, "256 16-bit slots");
+    assert_eq!(info.max_entries(), maps::MAGLEV_CHUNKS_MAX);
+    assert_eq!(
+        info.map_flags() & maps::BPF_F_NO_PREALLOC,
+        maps::BPF_F_NO_PREALLOC
+    );
+    m.lb_mut().remove_maglev(8, 0, 509).unwrap();
+    m.lb_mut().remove_maglev(8, 0, 509).expect("absent is fine");
+    assert_eq!(m.lb().maglev(8, 0, 509).unwrap(), None);
+    m.lb_mut().remove_maglev(7, 2, 131_071).unwrap();
+    assert!(m.lb().maglev_keys().unwrap().is_empty());
     m.lb_mut().remove_frontend(&key).unwrap();
     assert_eq!(m.lb().frontend(&key).unwrap(), None);
 }

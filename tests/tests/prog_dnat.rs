@@ -87,6 +87,9 @@ fn frontend(
             flags,
             _pad: 0,
             affinity_timeout_secs: 60,
+            maglev_size: 0,
+            maglev_gen: 0,
+            _pad2: 0,
         },
     )
     .unwrap();
@@ -109,7 +112,8 @@ fn frontend(
         return Vec::new();
     }
     let table = maglev::table(&members(backends));
-    lb.set_maglev(id, &table).unwrap();
+    lb.swap_maglev(&frontend_key(addr, port, proto), &table)
+        .unwrap();
     table
 }
 
@@ -348,6 +352,9 @@ fn picks(backends: &[Option<(Ipv4Addr, u16)>], table: &[u32]) -> Vec<Ipv4Addr> {
             flags: 0,
             _pad: 0,
             affinity_timeout_secs: 0,
+            maglev_size: 0,
+            maglev_gen: 0,
+            _pad2: 0,
         },
     )
     .unwrap();
@@ -365,7 +372,8 @@ fn picks(backends: &[Option<(Ipv4Addr, u16)>], table: &[u32]) -> Vec<Ipv4Addr> {
             .unwrap();
         }
     }
-    lb.set_maglev(9, table).unwrap();
+    lb.swap_maglev(&frontend_key(VIP, 80, IPPROTO_TCP), table)
+        .unwrap();
     let mut out = Vec::new();
     for sport in 20_000..20_000 + TUPLES {
         let syn = Ipv4Builder::tcp((POD_A, sport), (VIP, 80), TCP_SYN);
@@ -431,10 +439,10 @@ fn a_service_spreads_tuples_over_its_backends_by_maglev_and_a_removal_moves_no_o
 
 #[test]
 fn tables_of_every_size_pick_the_slot_userspace_predicts_even_across_a_swap() {
-    // One frontend whose table is swapped for tables of other sizes
-    // (BPF_F_INNER_MAP inner arrays): each SYN goes where slot
-    // `hash % size` of the table in place says, the header's high half
-    // included (131,071 slots). Two backends, so every slot matters.
+    // One frontend whose table is swapped for tables of other sizes (a
+    // new generation of chunks each time): each SYN goes where slot
+    // `hash % size` of the table in place says, up to the largest (131,071
+    // slots, 512 chunks). Two backends, so every slot matters.
     let mut dp = datapath();
     let backends = [LB_BACKENDS[0], LB_BACKENDS[1]];
     frontend(&mut dp, (VIP, 80, IPPROTO_TCP), 5, 0, &backends);
@@ -442,7 +450,10 @@ fn tables_of_every_size_pick_the_slot_userspace_predicts_even_across_a_swap() {
     for size in netpath_common::lb::MAGLEV_SIZES {
         let ms = members(&backends);
         let table = maglev::table_of_size(&ms, size);
-        dp.maps().lb_mut().set_maglev(5, &table).unwrap();
+        dp.maps()
+            .lb_mut()
+            .swap_maglev(&frontend_key(VIP, 80, IPPROTO_TCP), &table)
+            .unwrap();
         let mut seen = [0_u32; 2];
         for _ in 0..40 {
             let syn = Ipv4Builder::tcp((POD_A, sport), (VIP, 80), TCP_SYN);
@@ -821,6 +832,9 @@ fn a_frontend_whose_maglev_table_is_missing_drops_without_state() {
                 flags: 0,
                 _pad: 0,
                 affinity_timeout_secs: 0,
+                maglev_size: 0,
+                maglev_gen: 0,
+                _pad2: 0,
             },
         )
         .unwrap();
@@ -829,4 +843,115 @@ fn a_frontend_whose_maglev_table_is_missing_drops_without_state() {
     assert_eq!(packets(&mut dp, Stat::DropLbBackendMissing), 1);
     assert!(conntrack(&mut dp).is_empty());
     assert!(dp.maps().revnat().unwrap().is_empty());
+}
+
+#[test]
+fn a_pick_whose_table_generation_was_deleted_under_its_frontend_is_a_counted_drop() {
+    // The frontend names generation 1 (its size and generation), and that
+    // generation's chunks are deleted while it still does: the state a
+    // pick sees when it raced a swap and the frontend, read again, names
+    // the same missing table (L4: one retry, then the drop).
+    let mut dp = datapath();
+    let backends = [LB_BACKENDS[0], LB_BACKENDS[1]];
+    let table = frontend(&mut dp, (VIP, 80, IPPROTO_TCP), 4, 0, &backends);
+    let fe = dp
+        .maps()
+        .lb()
+        .frontend(&frontend_key(VIP, 80, IPPROTO_TCP))
+        .unwrap()
+        .unwrap();
+    assert_eq!((fe.maglev_size, fe.maglev_gen), (size(&table), 1));
+    dp.maps()
+        .lb_mut()
+        .remove_maglev(4, fe.maglev_gen, fe.maglev_size)
+        .unwrap();
+    let (verdict, _) = from_pod(&dp, &tcp((POD_A, 5000), (VIP, 80), TCP_SYN, 1, 0));
+    assert_eq!(verdict, TC_ACT_SHOT);
+    assert_eq!(packets(&mut dp, Stat::DropLbBackendMissing), 1);
+    assert!(conntrack(&mut dp).is_empty(), "a drop leaves no state");
+    assert!(dp.maps().revnat().unwrap().is_empty());
+    // The next generation, once the frontend names it: the SYN goes through
+    // to the backend its slot names.
+    dp.maps()
+        .lb_mut()
+        .swap_maglev(&frontend_key(VIP, 80, IPPROTO_TCP), &table)
+        .unwrap();
+    let (verdict, out) = from_pod(&dp, &tcp((POD_A, 5000), (VIP, 80), TCP_SYN, 1, 0));
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let slot = maglev_slot(&key((POD_A, 5000), (VIP, 80), IPPROTO_TCP), size(&table));
+    assert_eq!(dest_of(&out), backends[table[slot as usize] as usize - 1]);
+    assert_eq!(packets(&mut dp, Stat::DropLbBackendMissing), 1);
+}
+
+#[test]
+fn a_table_swap_keeps_every_established_connection_and_new_ones_follow_the_new_table() {
+    // 2,000 connections over two backends; a third backend joins (a new
+    // table of another size, as the next generation); every connection's
+    // next packet still goes where its SYN went, even where the new table's
+    // slot names another backend, and new connections follow the new table.
+    const N: u16 = 2_000;
+    let mut dp = datapath();
+    let two = [LB_BACKENDS[0], LB_BACKENDS[1]];
+    let old = frontend(&mut dp, (VIP, 80, IPPROTO_TCP), 6, 0, &two);
+    let mut first = Vec::new();
+    for sport in 30_000..30_000 + N {
+        let (verdict, out) = from_pod(&dp, &tcp((POD_A, sport), (VIP, 80), TCP_SYN, 1, 0));
+        assert_eq!(verdict, TC_ACT_REDIRECT);
+        first.push(dest_of(&out));
+    }
+    let fk = frontend_key(VIP, 80, IPPROTO_TCP);
+    let lb = dp.maps().lb_mut();
+    lb.set_backend(
+        BackendKey {
+            frontend: 6,
+            index: 3,
+        },
+        Backend {
+            addr: LB_BACKENDS[2].0.octets(),
+            port: LB_BACKENDS[2].1,
+            flags: 0,
+            _pad: 0,
+        },
+    )
+    .unwrap();
+    let new = maglev::table_after(&old, &members(&LB_BACKENDS));
+    assert_ne!(new.len(), old.len(), "three backends bring a larger table");
+    lb.swap_maglev(&fk, &new).unwrap();
+    let fe = lb.frontend(&fk).unwrap().unwrap();
+    assert_eq!((fe.maglev_size, fe.maglev_gen), (size(&new), 2));
+    let keys = lb.maglev_keys().unwrap();
+    assert!(
+        keys.iter().all(|k| k.generation == 2),
+        "the old generation is deleted: {keys:?}"
+    );
+    let mut elsewhere = 0;
+    for (sport, was) in (30_000..30_000 + N).zip(&first) {
+        let k = key((POD_A, sport), (VIP, 80), IPPROTO_TCP);
+        let now = LB_BACKENDS[new[maglev_slot(&k, size(&new)) as usize] as usize - 1];
+        if now != *was {
+            elsewhere += 1;
+        }
+        let (verdict, out) = from_pod(&dp, &tcp((POD_A, sport), (VIP, 80), TCP_ACK, 2, 1));
+        assert_eq!(verdict, TC_ACT_REDIRECT, "sport {sport}");
+        assert_eq!(
+            dest_of(&out),
+            *was,
+            "sport {sport}: an established flow moved"
+        );
+    }
+    assert!(
+        elsewhere > usize::from(N) / 10,
+        "the new table sends {elsewhere} of these tuples elsewhere: the test shows conntrack keeps them"
+    );
+    assert_eq!(packets(&mut dp, Stat::DnatNew), u64::from(N));
+    // New connections: the new table's pick.
+    for sport in 50_000..50_200 {
+        let (verdict, out) = from_pod(&dp, &tcp((POD_A, sport), (VIP, 80), TCP_SYN, 1, 0));
+        assert_eq!(verdict, TC_ACT_REDIRECT);
+        let k = key((POD_A, sport), (VIP, 80), IPPROTO_TCP);
+        let want = LB_BACKENDS[new[maglev_slot(&k, size(&new)) as usize] as usize - 1];
+        assert_eq!(dest_of(&out), want, "sport {sport}");
+    }
+    assert_eq!(packets(&mut dp, Stat::DropLbBackendMissing), 0);
+    assert_invariants(&mut dp);
 }

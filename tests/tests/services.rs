@@ -11,7 +11,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aya::maps::{HashOfMaps, Map, MapData};
 use netpath::{
     config::{L4Proto, PortForwardConfig, ServiceConfig, SessionAffinity, Target},
     conntrack,
@@ -228,20 +227,22 @@ fn frontends_keep_their_ids_and_a_change_touches_only_its_service() {
     assert_no_netfilter_rules(&node.lab.node_netns);
 }
 
-/// The id of each frontend's Maglev inner array (a new array gets a new
-/// id: an unchanged id is a table left untouched).
-fn table_ids(node: &TestNode) -> BTreeMap<u32, u32> {
-    let pin =
-        netpath::datapath::PinDir::for_instance(node.instance()).map(netpath_common::maps::MAGLEV);
-    let outer: HashOfMaps<MapData, u32, MapData> =
-        HashOfMaps::try_from(Map::HashOfMaps(MapData::from_pin(pin).unwrap())).unwrap();
-    outer
-        .keys()
-        .map(|id| {
-            let id = id.unwrap();
-            (id, outer.get(&id, 0).unwrap().info().unwrap().id())
-        })
-        .collect()
+/// The generation of each frontend's Maglev table, from the chunk keys (a
+/// rewritten table gets the next generation: an unchanged one is a table
+/// left untouched). Each frontend has chunks of one generation only: an
+/// apply deletes the generation its frontends no longer name.
+fn table_ids(node: &TestNode) -> BTreeMap<u32, u16> {
+    let mut out = BTreeMap::new();
+    for k in node.maps().lb().maglev_keys().unwrap() {
+        let had = out.insert(k.frontend, k.generation);
+        assert!(
+            had.is_none_or(|g| g == k.generation),
+            "frontend {} has chunks of generations {had:?} and {}",
+            k.frontend,
+            k.generation
+        );
+    }
+    out
 }
 
 #[test]
@@ -528,4 +529,61 @@ fn a_service_cidr_on_a_node_network_is_refused_before_anything_changes() {
         "{msg}"
     );
     node.assert_nothing_built();
+}
+
+#[test]
+fn an_upgrade_that_recreates_the_lb_maps_keeps_established_connections_and_refills_them() {
+    // An older version's load balancer: its maps' pins are gone from this
+    // version's names (as `frontends_v2`, `maglev_v2`, ... are), its
+    // programs still run on them, and the next apply loads a new object.
+    let mut node = lb_node("lbupgrade", &["red", "blue"]);
+    node.config.services = vec![service("web", WEB, L4Proto::Tcp, &["red", "blue"])];
+    node.apply().expect("apply");
+    let _pods = responders(&node, &["red", "blue"]);
+    let lan = node.lab.lan_netns.clone();
+    let mut open = BTreeMap::new();
+    for _ in 0..60 {
+        let (s, name) = tcp_open(&lan, WEB, 80).expect("connect");
+        open.entry(name).or_insert(s);
+        if open.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(open.len(), 2, "not every backend answered");
+    let pins = netpath::datapath::PinDir::for_instance(node.instance());
+    for name in [
+        netpath_common::maps::FRONTENDS,
+        netpath_common::maps::BACKENDS,
+        netpath_common::maps::MAGLEV,
+        netpath_common::maps::AFFINITY,
+    ] {
+        std::fs::remove_file(pins.map(name)).expect("unpin");
+    }
+    // A stale map of the old layout, and a program pin gone (a new object
+    // to load, as a new version's hash is).
+    let stale = aya::maps::HashMap::<aya::maps::MapData, u32, u32>::create(4, 0).unwrap();
+    stale.pin(pins.map("maglev_v2")).unwrap();
+    std::fs::remove_file(pins.prog(netpath_common::progs::FROM_POD)).unwrap();
+
+    let report = node.apply().expect("the upgrade's apply");
+    assert!(report.programs_loaded, "{report:?}");
+    assert_eq!(
+        report.unchanged,
+        ["red", "blue"],
+        "no pod is recreated for maps of a new layout: {report:?}"
+    );
+    assert!(!pins.map("maglev_v2").exists(), "the stale pin is removed");
+    // The new maps hold the service again, its table whole.
+    let state = lb_state(&node);
+    let web = frontend(&state, vip(WEB, 80, L4Proto::Tcp));
+    assert_eq!(web.backends.len(), 2);
+    assert_eq!(web.maglev.slots().len(), 251);
+    // Established connections stay with their backends; new ones reach both.
+    for (name, s) in &mut open {
+        assert_eq!(echo(s, b"after").expect(name), b"after", "{name}");
+    }
+    let seen: BTreeSet<String> = (0..20)
+        .map(|_| tcp_name(&lan, WEB, 80).expect("a new connection"))
+        .collect();
+    assert_eq!(seen, ["blue".to_owned(), "red".to_owned()].into());
 }

@@ -191,6 +191,9 @@ fn add_service(maps: &mut NodeMaps, addr: Ipv4Addr, tcp_port: u16) {
                 flags: 0,
                 _pad: 0,
                 affinity_timeout_secs: 0,
+                maglev_size: 0,
+                maglev_gen: 0,
+                _pad2: 0,
             },
         )
         .unwrap();
@@ -211,7 +214,8 @@ fn add_service(maps: &mut NodeMaps, addr: Ipv4Addr, tcp_port: u16) {
             name: format!("{addr}:{backend_port}"),
             index: 0,
         };
-        lb.set_maglev(id, &maglev::table(&[member])).unwrap();
+        lb.swap_maglev(&frontend_key(VIP, port, proto), &maglev::table(&[member]))
+            .unwrap();
     }
 }
 
@@ -306,6 +310,9 @@ fn a_vip_without_backends_refuses_the_nodes_connect() {
                 flags: frontend_flags::AFFINITY,
                 _pad: 0,
                 affinity_timeout_secs: 0,
+                maglev_size: 0,
+                maglev_gen: 0,
+                _pad2: 0,
             },
         )
         .unwrap();

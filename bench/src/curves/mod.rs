@@ -440,20 +440,21 @@ fn fill_services(dp: &mut Datapath, n: u64) -> Result<()> {
                 },
             )?;
         }
+        let key = frontend_key(vip, 80, frame::IPPROTO_UDP);
         lb.set_frontend(
-            frontend_key(vip, 80, frame::IPPROTO_UDP),
+            key,
             Frontend {
                 id,
                 backends: 2,
                 flags: 0,
                 _pad: 0,
                 affinity_timeout_secs: 0,
+                maglev_size: 0,
+                maglev_gen: 0,
+                _pad2: 0,
             },
         )?;
-    }
-    for chunk in ids.chunks(4096) {
-        let tables: Vec<(u32, &[u32])> = chunk.iter().map(|&id| (id, table.as_slice())).collect();
-        lb.set_maglevs(&tables)?;
+        lb.swap_maglev(&key, &table)?;
     }
     Ok(())
 }

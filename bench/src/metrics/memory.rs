@@ -182,33 +182,18 @@ fn fd_memlock(fd: std::os::fd::BorrowedFd<'_>) -> Result<u64> {
 }
 
 /// `bytes_memlock` of netpath's load-balancer maps: the frontends, the
-/// backends, the Maglev hash of maps and every Maglev table in it (the
-/// tables are not pinned: each is read through the outer map).
+/// backends and the Maglev chunks (every table is in `maglev_v3`). The
+/// kernel counts a non-preallocated hash element at its own size (568
+/// bytes for a chunk), not the slab object it takes (1 KiB).
 pub fn lb_memlock(pins: &netpath::datapath::PinDir) -> Result<u64> {
     use std::os::fd::AsFd as _;
 
-    use aya::maps::{HashOfMaps, Map, MapData};
+    use aya::maps::MapData;
     use netpath_common::maps;
     let mut total = 0;
     for name in [maps::FRONTENDS, maps::BACKENDS, maps::MAGLEV] {
         let m = MapData::from_pin(pins.map(name)).with_context(|| format!("open {name}"))?;
         total += fd_memlock(m.fd().as_fd())?;
-    }
-    let outer: HashOfMaps<MapData, u32, MapData> = HashOfMaps::try_from(Map::HashOfMaps(
-        MapData::from_pin(pins.map(maps::MAGLEV)).context("open the Maglev map")?,
-    ))
-    .context("the Maglev map")?;
-    let ids: Vec<u32> = outer
-        .keys()
-        .collect::<Result<_, _>>()
-        .context("the Maglev map's keys")?;
-    for id in ids {
-        match outer.get(&id, 0) {
-            Ok(table) => total += fd_memlock(table.fd().as_fd())?,
-            // Removed meanwhile.
-            Err(aya::maps::MapError::KeyNotFound) => {}
-            Err(e) => return Err(e).context("a Maglev table"),
-        }
     }
     Ok(total)
 }

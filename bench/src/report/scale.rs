@@ -171,8 +171,7 @@ pub fn section(o: &mut String, s: &ScaleResults, files: &Files, link: &dyn Fn(&P
            after the install minus before: what the rules or maps took in the kernel. It is \
            machine-wide, so whatever else ran meanwhile counts too (small against tens of \
            MB, not against a few kB: the small counts are noise). netpath's maps' own \
-           `bytes_memlock` (frontends, backends, the Maglev hash of maps and every table in \
-           it) is in the table above.\n"
+           `bytes_memlock` (frontends, backends, the Maglev chunks) is in the table above.\n"
     );
 
     let notes = observations(s);

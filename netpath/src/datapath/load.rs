@@ -11,7 +11,9 @@ use aya::{
 use netpath_common::{
     Affinity, AffinityKey, Backend, BackendKey, Counter, CtEntry, CtKey, DenyRule, Endpoint,
     EndpointKey, Frontend, FrontendKey, MasqKey, MasqRule, NodeSettings, RevNat, RouteKey,
-    RouteNextHop, STAT_COUNT, maps, progs,
+    RouteNextHop, STAT_COUNT,
+    lb::{MaglevChunk, MaglevKey},
+    maps, progs,
     sock::{self, SockRevKey, SockRevNat},
 };
 
@@ -174,7 +176,7 @@ pub fn expected_layouts(conntrack_max: u32) -> [(&'static str, MapLayout); 15] {
         ),
         (
             maps::MAGLEV,
-            MapLayout::new::<u32, u32>(MapType::HashOfMaps, maps::FRONTENDS_MAX),
+            MapLayout::new::<MaglevKey, MaglevChunk>(MapType::Hash, maps::MAGLEV_CHUNKS_MAX),
         ),
         (
             maps::AFFINITY,

@@ -37,7 +37,7 @@ pub enum MapsError {
         source: MapError,
     },
     #[error(
-        "a Maglev table of maglev_v2 is malformed: {what} (an apply that changes the \
+        "a Maglev table for maglev_v3 is refused: {what} (an apply that changes the \
          service's backends writes a new one)"
     )]
     MaglevTable { what: String },
@@ -117,7 +117,7 @@ impl NodeMaps {
             lb: RawLbMaps {
                 frontends: Map::HashMap(open(maps::FRONTENDS)?),
                 backends: Map::HashMap(open(maps::BACKENDS)?),
-                maglev: Map::HashOfMaps(open(maps::MAGLEV)?),
+                maglev: Map::HashMap(open(maps::MAGLEV)?),
                 affinity: Map::LruHashMap(open(maps::AFFINITY)?),
                 prefilter: Map::LpmTrie(open(maps::PREFILTER)?),
             },
@@ -181,15 +181,24 @@ impl NodeMaps {
 
     /// Every endpoint, by address.
     pub fn endpoints(&self) -> Result<BTreeMap<Ipv4Addr, Endpoint>, MapsError> {
-        self.endpoints
-            .iter()
-            .map(|r| r.map(|(k, v)| (Ipv4Addr::from(k.addr), v)))
-            .collect::<Result<_, _>>()
-            .map_err(|source| MapsError::Op {
-                op: "iterate",
+        endpoints_of(&self.endpoints)
+    }
+
+    /// Every endpoint of the instance pinned at `pins`, from the endpoint
+    /// map's pin alone: the pods' health does not depend on the other maps,
+    /// whose pins an upgrade to new layouts has not made yet (opening every
+    /// map, as [`NodeMaps::open_pinned`] does, would fail then, and every
+    /// pod would look broken and be recreated, losing its connections).
+    pub fn pinned_endpoints(pins: &PinDir) -> Result<BTreeMap<Ipv4Addr, Endpoint>, MapsError> {
+        let path = pins.map(maps::ENDPOINTS);
+        let data =
+            MapData::from_pin(&path).map_err(|source| MapsError::OpenPinned { path, source })?;
+        let map: HashMap<MapData, EndpointKey, Endpoint> = HashMap::try_from(Map::HashMap(data))
+            .map_err(|source| MapsError::Layout {
                 name: maps::ENDPOINTS,
                 source,
-            })
+            })?;
+        endpoints_of(&map)
     }
 
     /// Every counter, summed over CPUs.
@@ -509,4 +518,18 @@ fn key(addr: Ipv4Addr) -> EndpointKey {
     EndpointKey {
         addr: addr.octets(),
     }
+}
+
+/// Every endpoint of `map`, by address.
+fn endpoints_of(
+    map: &HashMap<MapData, EndpointKey, Endpoint>,
+) -> Result<BTreeMap<Ipv4Addr, Endpoint>, MapsError> {
+    map.iter()
+        .map(|r| r.map(|(k, v)| (Ipv4Addr::from(k.addr), v)))
+        .collect::<Result<_, _>>()
+        .map_err(|source| MapsError::Op {
+            op: "iterate",
+            name: maps::ENDPOINTS,
+            source,
+        })
 }

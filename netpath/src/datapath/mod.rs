@@ -31,7 +31,6 @@
 //! replaces the program behind each link atomically.
 
 pub mod attach;
-mod batch;
 mod error;
 pub mod events;
 pub mod lb_maps;

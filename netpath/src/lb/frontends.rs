@@ -11,8 +11,9 @@
 //! leaves.
 //!
 //! The cost of an apply follows what changes, not how many services there
-//! are: [`read`] reads every frontend and backend but no Maglev table
-//! ([`Tables::Unread`]), and [`read_tables`] then reads only the tables of
+//! are: [`read`] reads every frontend and backend and the Maglev map's
+//! keys (which tables are whole) but no Maglev chunk ([`Tables::Unread`]),
+//! and [`read_tables`] then reads only the tables of
 //! the frontends whose backends change ([`changing`]); an unchanged
 //! frontend keeps its table untouched ([`Maglev::InMap`]).
 
@@ -22,7 +23,10 @@ use std::{
     net::{Ipv4Addr, SocketAddrV4},
 };
 
-use netpath_common::{Frontend, FrontendKey, frontend_flags};
+use netpath_common::{
+    Frontend, FrontendKey, frontend_flags,
+    lb::{MaglevKey, maglev_chunks},
+};
 
 /// The highest backend index (a Maglev slot holds 16 bits).
 pub const MAX_BACKEND_INDEX: u32 = u16::MAX as u32;
@@ -107,6 +111,12 @@ pub struct FrontendState {
     pub backends: BTreeMap<u32, SocketAddrV4>,
     /// Its Maglev table; [`Maglev::Absent`] without backends.
     pub maglev: Maglev,
+    /// The table's size the frontend value names (0: none).
+    pub maglev_size: u32,
+    /// The table's generation the frontend value names: its chunks in
+    /// `maglev_v3`. A changed table gets the next one (see
+    /// [`crate::datapath::lb_maps`] for the swap).
+    pub maglev_gen: u16,
 }
 
 impl FrontendState {
@@ -118,6 +128,9 @@ impl FrontendState {
             flags: self.flags,
             _pad: 0,
             affinity_timeout_secs: self.affinity_timeout_secs,
+            maglev_size: self.maglev_size,
+            maglev_gen: self.maglev_gen,
+            _pad2: 0,
         }
     }
 
@@ -155,16 +168,28 @@ pub fn read(maps: &LbMaps, tables: Tables) -> Result<LbState, MapsError> {
             .or_default()
             .insert(index, SocketAddrV4::new(Ipv4Addr::from(b.addr), b.port));
     }
-    let with_table = maps.maglev_ids()?;
+    // Which tables are whole in the map: a walk of the chunk keys, no
+    // chunk read. A frontend whose table is incomplete gets a fresh one.
+    let chunks = maps.maglev_keys()?;
+    let whole = |fe: &Frontend| {
+        fe.maglev_size != 0
+            && (0..maglev_chunks(fe.maglev_size)).all(|c| {
+                chunks.contains(&MaglevKey {
+                    frontend: fe.id,
+                    generation: fe.maglev_gen,
+                    chunk: u16::try_from(c).unwrap_or(u16::MAX),
+                })
+            })
+    };
     let mut out = LbState::new();
     for (key, fe) in maps.frontends()? {
         let Some(vip) = Vip::from_key(&key) else {
             continue;
         };
         let maglev = match tables {
-            _ if !with_table.contains(&fe.id) => Maglev::Absent,
+            _ if !whole(&fe) => Maglev::Absent,
             Tables::Unread => Maglev::InMap,
-            Tables::All => maps.maglev(fe.id)?.map_or(Maglev::Absent, Maglev::Slots),
+            Tables::All => maps.maglev_of(&fe)?.map_or(Maglev::Absent, Maglev::Slots),
         };
         out.insert(
             vip,
@@ -174,6 +199,8 @@ pub fn read(maps: &LbMaps, tables: Tables) -> Result<LbState, MapsError> {
                 affinity_timeout_secs: fe.affinity_timeout_secs,
                 backends: backends.remove(&fe.id).unwrap_or_default(),
                 maglev,
+                maglev_size: fe.maglev_size,
+                maglev_gen: fe.maglev_gen,
             },
         );
     }
@@ -205,7 +232,9 @@ pub fn read_tables(maps: &LbMaps, state: &mut LbState, vips: &[Vip]) -> Result<(
         if let Some(fe) = state.get_mut(vip)
             && fe.maglev == Maglev::InMap
         {
-            fe.maglev = maps.maglev(fe.id)?.map_or(Maglev::Absent, Maglev::Slots);
+            fe.maglev = maps
+                .maglev(fe.id, fe.maglev_gen, fe.maglev_size)?
+                .map_or(Maglev::Absent, Maglev::Slots);
         }
     }
     Ok(())
@@ -377,19 +406,39 @@ pub fn assign(specs: &[FrontendSpec], current: &LbState) -> LbState {
             affinity_timeout_secs: spec.affinity_timeout_secs,
             backends,
             maglev: Maglev::Absent,
+            maglev_size: 0,
+            maglev_gen: have.map_or(0, |h| h.maglev_gen),
         };
         let members = fe.members();
-        fe.maglev = match have {
-            _ if members.is_empty() => Maglev::Absent,
-            None => Maglev::Slots(maglev::table(&members)),
+        // A table that changes gets the next generation (never the one the
+        // frontend names now: that one is not written again); one that
+        // stays keeps its generation and size.
+        let next = have.map_or(0, |h| h.maglev_gen.wrapping_add(1));
+        let (maglev, generation) = match have {
+            _ if members.is_empty() => (Maglev::Absent, fe.maglev_gen),
+            None => (Maglev::Slots(maglev::table(&members)), next),
             Some(h) => match &h.maglev {
-                Maglev::InMap if h.backends == fe.backends => Maglev::InMap,
-                Maglev::Slots(previous) => Maglev::Slots(maglev::table_after(previous, &members)),
+                Maglev::InMap if h.backends == fe.backends => (Maglev::InMap, h.maglev_gen),
+                Maglev::Slots(previous) => {
+                    let table = maglev::table_after(previous, &members);
+                    if table == *previous {
+                        (Maglev::Slots(table), h.maglev_gen)
+                    } else {
+                        (Maglev::Slots(table), next)
+                    }
+                }
                 // Not read (the caller did not expect a change) or missing:
                 // a fresh table.
-                Maglev::InMap | Maglev::Absent => Maglev::Slots(maglev::table(&members)),
+                Maglev::InMap | Maglev::Absent => (Maglev::Slots(maglev::table(&members)), next),
             },
         };
+        fe.maglev_size = match (&maglev, have) {
+            (Maglev::Slots(t), _) => u32::try_from(t.len()).unwrap_or(u32::MAX),
+            (Maglev::InMap, Some(h)) => h.maglev_size,
+            (Maglev::InMap | Maglev::Absent, _) => 0,
+        };
+        fe.maglev = maglev;
+        fe.maglev_gen = generation;
         out.insert(spec.vip, fe);
     }
     out

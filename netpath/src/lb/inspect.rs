@@ -30,6 +30,9 @@ pub struct FrontendView {
     pub affinity_timeout_secs: Option<u32>,
     /// By index.
     pub backends: Vec<BackendView>,
+    /// The generation of its Maglev table (`maglev_v3` chunks keyed by it;
+    /// each change of the table takes the next one).
+    pub maglev_generation: u16,
 }
 
 impl FrontendView {
@@ -105,6 +108,7 @@ pub fn frontends(
                         flows: flows.get(&(*vip, *a)).copied().unwrap_or(0),
                     })
                     .collect(),
+                maglev_generation: fe.maglev_gen,
             }
         })
         .collect()

@@ -7,13 +7,18 @@
 //! maps change (each map update is atomic, the sequence is not):
 //!
 //! 1. new backends are written first: nothing refers to them yet;
-//! 2. the new Maglev table is swapped in whole (`LbMaps::set_maglev`): from
-//!    here on no new connection can pick a removed backend, and slots of
-//!    the backends that stay keep them ([`super::maglev::table_after`]);
-//! 3. the frontend's value (backend count, flags, affinity timeout): a new
-//!    frontend appears only once its backends and table exist, a count of 0
-//!    starts refusing new connections;
-//! 4. a table of a frontend left without backends is removed;
+//! 2. the new Maglev table is written as the next generation of the
+//!    frontend's table (`LbMaps::set_maglev`), which nothing names yet;
+//! 3. the frontend's value (backend count, flags, affinity timeout, and the
+//!    table's size and generation): from here on no new connection can
+//!    pick a removed backend, and slots of the backends that stay keep them
+//!    ([`super::maglev::table_after`]); a new frontend appears only once
+//!    its backends and table exist, a count of 0 starts refusing new
+//!    connections;
+//! 4. the table the frontend named before is deleted (a pick that read the
+//!    old value and finds it gone reads the frontend again: see
+//!    [`crate::datapath::lb_maps`]), and so is the table of a frontend left
+//!    without backends;
 //! 5. removed backends' entries are deleted: a packet that read the old
 //!    table just before the swap finds no backend (`drop_lb_backend_missing`,
 //!    the client retransmits and gets the new table);
@@ -33,10 +38,10 @@
 //! reconciler runs the steps of all frontends kind by kind (every new
 //! backend, then every table, every frontend entry, ...;
 //! `reconcile::lb::execute_lb`): each frontend still sees its own order,
-//! while the tables go in and out in batches (every syscall on the Maglev
-//! hash of maps waits for an RCU grace period, so that no program runs
-//! with the table it replaced when it returns) and the connection table
-//! and the affinity map are walked once per apply, not once per service.
+//! while the connection table and the affinity map are walked once per
+//! apply, not once per service. Tables are plain hash elements (a
+//! two-backend service's table is one), so writing 30,000 of them is
+//! 30,000 updates that wait for nothing.
 
 use std::net::SocketAddrV4;
 
@@ -54,14 +59,25 @@ pub enum LbStep {
         index: u32,
         backend: SocketAddrV4,
     },
-    /// Swap in the Maglev table of frontend `id`.
-    SetMaglev { vip: Vip, id: u32, table: Vec<u32> },
+    /// Write generation `generation` of frontend `id`'s Maglev table.
+    SetMaglev {
+        vip: Vip,
+        id: u32,
+        generation: u16,
+        table: Vec<u32>,
+    },
     /// Add or replace the frontend entry.
     SetFrontend { vip: Vip, frontend: Frontend },
     /// Delete the frontend entry.
     RemoveFrontend { vip: Vip },
-    /// Delete the Maglev table of frontend `id`.
-    RemoveMaglev { vip: Vip, id: u32 },
+    /// Delete generation `generation` (of `size` slots) of frontend `id`'s
+    /// Maglev table.
+    RemoveMaglev {
+        vip: Vip,
+        id: u32,
+        generation: u16,
+        size: u32,
+    },
     /// Delete backend `index` of frontend `id`.
     RemoveBackend { vip: Vip, id: u32, index: u32 },
     /// Delete the connections to `vip` translated to `backend` (`None`:
@@ -102,7 +118,14 @@ pub fn diff(current: &LbState, desired: &LbState) -> Vec<LbStep> {
         }
         let (vip, id) = (*vip, have.id);
         steps.push(LbStep::RemoveFrontend { vip });
-        steps.push(LbStep::RemoveMaglev { vip, id });
+        if have.maglev_size != 0 {
+            steps.push(LbStep::RemoveMaglev {
+                vip,
+                id,
+                generation: have.maglev_gen,
+                size: have.maglev_size,
+            });
+        }
         for &index in have.backends.keys() {
             steps.push(LbStep::RemoveBackend { vip, id, index });
         }
@@ -125,11 +148,12 @@ pub fn diff(current: &LbState, desired: &LbState) -> Vec<LbStep> {
             }
         }
         if let Maglev::Slots(table) = &want.maglev
-            && have.is_none_or(|h| h.maglev != want.maglev)
+            && have.is_none_or(|h| h.maglev_gen != want.maglev_gen || h.maglev != want.maglev)
         {
             steps.push(LbStep::SetMaglev {
                 vip,
                 id,
+                generation: want.maglev_gen,
                 table: table.clone(),
             });
         }
@@ -142,8 +166,15 @@ pub fn diff(current: &LbState, desired: &LbState) -> Vec<LbStep> {
         let Some(have) = have else {
             continue;
         };
-        if !want.maglev.is_present() && have.maglev.is_present() {
-            steps.push(LbStep::RemoveMaglev { vip, id });
+        // The table the frontend named before, once it names another (or
+        // none).
+        if have.maglev_size != 0 && (want.maglev_size == 0 || want.maglev_gen != have.maglev_gen) {
+            steps.push(LbStep::RemoveMaglev {
+                vip,
+                id,
+                generation: have.maglev_gen,
+                size: have.maglev_size,
+            });
         }
         let removed: Vec<(u32, SocketAddrV4)> = have
             .backends

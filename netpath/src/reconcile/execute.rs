@@ -108,8 +108,9 @@ impl Apply<'_> {
 
     /// The steps: the `/etc/netns` files of pods that stay, then load the
     /// programs, the gateway, the uplink's address, the datapath's maps and
-    /// links, then the pods, the frontends, then XDP, the prefilter and the
-    /// socket load balancer; returns the uplink's XDP mode. When only
+    /// links, then the pods, the frontends (right after the load when no
+    /// pod is created), then XDP, the prefilter and the socket load
+    /// balancer; returns the uplink's XDP mode. When only
     /// frontends (and files) change, just their steps.
     async fn execute(
         &self,
@@ -131,6 +132,16 @@ impl Apply<'_> {
             conntrack_max: desired.conntrack_max,
             ..LoadOptions::default()
         })?;
+        // The frontends before any program of the new object is attached
+        // when no pod is created here (a frontend may name a new pod as its
+        // backend): on an upgrade whose load recreated the load balancer's
+        // maps (a new layout), the new uplink programs then find every
+        // frontend from their first packet, while the old ones still run
+        // on the old maps.
+        let lb_first = plan.pods.create.is_empty();
+        if lb_first {
+            execute_lb(dp.maps(), &desired.instance, &plan.lb.steps, undo)?;
+        }
 
         if !plan.gateway_ok {
             ensure_gateway(node, desired.gateway, undo).await?;
@@ -155,7 +166,9 @@ impl Apply<'_> {
             state.pods.insert(name.clone(), want.clone());
         }
         // Frontends once their pods exist (see `lb::plan` for the order).
-        execute_lb(dp.maps(), &desired.instance, &plan.lb.steps, undo)?;
+        if !lb_first {
+            execute_lb(dp.maps(), &desired.instance, &plan.lb.steps, undo)?;
+        }
         // Pods that stay get the freshly loaded program, atomically.
         for name in &plan.pods.unchanged {
             let pod = &state.pods[name];

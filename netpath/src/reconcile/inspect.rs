@@ -46,9 +46,7 @@ impl PodReport {
 pub async fn inspect_pods(desired: &DesiredNode) -> Result<Vec<PodReport>, ReconcileError> {
     let state = StateDir::for_instance(&desired.instance).load()?;
     let node = Node::open(desired).await?;
-    let endpoints = NodeMaps::open_pinned(&node.pins)
-        .and_then(|m| m.endpoints())
-        .unwrap_or_default();
+    let endpoints = NodeMaps::pinned_endpoints(&node.pins).unwrap_or_default();
     let mut reports = Vec::with_capacity(state.pods.len());
     for (name, pod) in &state.pods {
         let problems = check_pod(&node, &endpoints, desired.gateway, pod).await;

@@ -204,10 +204,10 @@ fn changes(
 /// an earlier phase before any of a later one, each frontend's steps
 /// keeping their order (its steps' phases only grow, see
 /// [`crate::lb::plan`]), so every frontend sees its steps in the plan's
-/// order while the steps of one kind run together: the Maglev tables go in
-/// and out in batches (each syscall on the Maglev map waits for an RCU
-/// grace period), and the connection table and the affinity map are walked
-/// once.
+/// order while the connection table and the affinity map are walked once.
+/// Every new table is written (1) before any frontend names it (2), and
+/// every old one deleted (3) after: the swap of
+/// [`crate::datapath::lb_maps`] for all frontends at once.
 fn phase(step: &LbStep) -> u8 {
     match step {
         LbStep::SetBackend { .. } => 0,
@@ -247,8 +247,6 @@ pub fn execute_lb(
             .map_or(order.len(), |n| i + n);
         let run = &order[i..end];
         match ph {
-            1 => set_tables(maps, run, undo)?,
-            3 => remove_tables(maps, run, undo)?,
             5 => purge(maps, run)?,
             6 => {
                 let ids: BTreeSet<u32> = run
@@ -273,38 +271,6 @@ pub fn execute_lb(
         }
         i = end;
     }
-    Ok(())
-}
-
-/// The tables of `run` (`SetMaglev` steps), swapped in by batches.
-fn set_tables(maps: &mut NodeMaps, run: &[&LbStep], undo: &mut Vec<Undo>) -> Result<(), StepError> {
-    let mut tables: Vec<(u32, &[u32])> = Vec::with_capacity(run.len());
-    for step in run {
-        if let LbStep::SetMaglev { id, table, .. } = step {
-            let previous = maps.lb().maglev(*id)?;
-            undo.push(Undo::Lb(LbUndo::Maglev { id: *id, previous }));
-            tables.push((*id, table.as_slice()));
-        }
-    }
-    maps.lb_mut().set_maglevs(&tables)?;
-    Ok(())
-}
-
-/// The tables of `run` (`RemoveMaglev` steps), removed in one batch.
-fn remove_tables(
-    maps: &mut NodeMaps,
-    run: &[&LbStep],
-    undo: &mut Vec<Undo>,
-) -> Result<(), StepError> {
-    let mut ids: Vec<u32> = Vec::with_capacity(run.len());
-    for step in run {
-        if let LbStep::RemoveMaglev { id, .. } = step {
-            let previous = maps.lb().maglev(*id)?;
-            undo.push(Undo::Lb(LbUndo::Maglev { id: *id, previous }));
-            ids.push(*id);
-        }
-    }
-    maps.lb_mut().remove_maglevs(&ids)?;
     Ok(())
 }
 
@@ -375,11 +341,38 @@ fn run_step(maps: &mut NodeMaps, step: &LbStep, undo: &mut Vec<Undo>) -> Result<
             undo.push(Undo::Lb(LbUndo::Backend { key, previous }));
             maps.lb_mut().remove_backend(&key)?;
         }
-        // Batched by phase in execute_lb.
-        LbStep::SetMaglev { .. }
-        | LbStep::RemoveMaglev { .. }
-        | LbStep::PurgeConnections { .. }
-        | LbStep::ClearAffinity { .. } => {}
+        LbStep::SetMaglev {
+            id,
+            generation,
+            table,
+            ..
+        } => {
+            // S1: a generation no frontend names (the plan's next one).
+            undo.push(Undo::Lb(LbUndo::MaglevWritten {
+                id: *id,
+                generation: *generation,
+                size: u32::try_from(table.len()).unwrap_or(u32::MAX),
+            }));
+            maps.lb_mut().set_maglev(*id, *generation, table)?;
+        }
+        LbStep::RemoveMaglev {
+            id,
+            generation,
+            size,
+            ..
+        } => {
+            // S3: the frontend names another generation (or none) by now.
+            if let Some(table) = maps.lb().maglev(*id, *generation, *size)? {
+                undo.push(Undo::Lb(LbUndo::MaglevRemoved {
+                    id: *id,
+                    generation: *generation,
+                    table,
+                }));
+            }
+            maps.lb_mut().remove_maglev(*id, *generation, *size)?;
+        }
+        // Run once per apply in execute_lb.
+        LbStep::PurgeConnections { .. } | LbStep::ClearAffinity { .. } => {}
     }
     Ok(())
 }

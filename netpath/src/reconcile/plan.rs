@@ -19,7 +19,7 @@ use super::{
 };
 use crate::{
     config::check_overlaps,
-    datapath::NodeMaps,
+    datapath::{MapsError, NodeMaps},
     ipam::{self, Ipam},
     resolve::{DesiredNode, netns_label},
     state::{self, NodeState, PodState, StateDir},
@@ -156,9 +156,12 @@ pub async fn plan(
 
     // The endpoints the datapath holds (none if it was never loaded), read
     // once for every pod's health check.
-    let endpoints = match NodeMaps::open_pinned(&node.pins) {
-        Ok(maps) => maps.endpoints().map_err(PlanError::from)?,
-        Err(_) => BTreeMap::new(),
+    // The endpoint map's pin alone: an upgrade whose other maps change
+    // layout must not make every pod look broken.
+    let endpoints = match NodeMaps::pinned_endpoints(&node.pins) {
+        Ok(endpoints) => endpoints,
+        Err(MapsError::OpenPinned { .. }) => BTreeMap::new(),
+        Err(e) => return Err(PlanError::from(e).into()),
     };
     // Every pod's veth MTU: the uplink's, read once.
     let uplink_mtu = match &desired.uplink {

@@ -1,7 +1,7 @@
 //! The undo log of an apply: every step that changes the node pushes how to
 //! take it back, and a failed apply replays the log in reverse.
 
-use std::{collections::BTreeMap, net::Ipv4Addr};
+use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 use log::warn;
@@ -54,9 +54,17 @@ pub enum LbUndo {
         key: BackendKey,
         previous: Option<Backend>,
     },
-    Maglev {
+    /// Generation `generation` (of `size` slots) of frontend `id`'s Maglev
+    /// table was written, where no frontend named it: the undo deletes it
+    /// (after the frontend's own undo names the table it named before).
+    MaglevWritten { id: u32, generation: u16, size: u32 },
+    /// Generation `generation` of frontend `id`'s Maglev table was deleted
+    /// (once the frontend named another): the undo writes it back (before
+    /// the frontend's own undo names it again).
+    MaglevRemoved {
         id: u32,
-        previous: Option<Vec<u32>>,
+        generation: u16,
+        table: Vec<u32>,
     },
 }
 
@@ -71,50 +79,13 @@ pub async fn rollback(node_ns: &Netns, pins: &PinDir, undo: Vec<Undo>) {
         }
     };
     let mut maps = NodeMaps::open_pinned(pins).ok();
-    // Consecutive Maglev tables are put back in batches (a syscall on the
-    // Maglev map waits for an RCU grace period): id → the table it had,
-    // the oldest record winning (they come newest first).
-    let mut tables: BTreeMap<u32, Option<Vec<u32>>> = BTreeMap::new();
+    // Newest first: a frontend's value is put back after the table it names
+    // again is written back, and before the table it named is deleted (the
+    // apply's order reversed), so every pick still finds a whole table.
     for step in undo.into_iter().rev() {
-        if let Undo::Lb(LbUndo::Maglev { id, previous }) = step {
-            tables.insert(id, previous);
-            continue;
-        }
-        restore_tables(maps.as_mut(), &mut tables);
         if let Err(e) = undo_step(step, nl.as_ref(), maps.as_mut(), pins).await {
             warn!("rollback step failed: {e}");
         }
-    }
-    restore_tables(maps.as_mut(), &mut tables);
-}
-
-/// Puts back the Maglev tables `tables` holds (and empties it): the ones
-/// that did not exist removed in one batch, the others set in batches.
-fn restore_tables(maps: Option<&mut NodeMaps>, tables: &mut BTreeMap<u32, Option<Vec<u32>>>) {
-    let tables = std::mem::take(tables);
-    let Some(maps) = maps else {
-        return;
-    };
-    let lb = maps.lb_mut();
-    let absent: Vec<u32> = tables
-        .iter()
-        .filter_map(|(id, t)| t.is_none().then_some(*id))
-        .collect();
-    if let Err(e) = lb.remove_maglevs(&absent) {
-        warn!(
-            "rollback: removing {} Maglev tables failed: {e}",
-            absent.len()
-        );
-    }
-    let present: Vec<(u32, &[u32])> = tables
-        .iter()
-        .filter_map(|(id, t)| t.as_deref().map(|t| (*id, t)))
-        .collect();
-    if let Err(e) = lb.set_maglevs(&present) {
-        warn!(
-            "rollback: restoring {} Maglev tables failed: {e}",
-            present.len()
-        );
     }
 }
 
@@ -171,10 +142,16 @@ async fn undo_step(
                         Some(be) => lb.set_backend(key, be)?,
                         None => lb.remove_backend(&key)?,
                     },
-                    LbUndo::Maglev { id, previous } => match previous {
-                        Some(table) => lb.set_maglev(id, &table)?,
-                        None => lb.remove_maglev(id)?,
-                    },
+                    LbUndo::MaglevWritten {
+                        id,
+                        generation,
+                        size,
+                    } => lb.remove_maglev(id, generation, size)?,
+                    LbUndo::MaglevRemoved {
+                        id,
+                        generation,
+                        table,
+                    } => lb.set_maglev(id, generation, &table)?,
                 }
             }
         }

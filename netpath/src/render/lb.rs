@@ -61,9 +61,10 @@ pub fn services_json(views: &[FrontendView]) -> String {
 pub fn maglev(view: &FrontendView, counts: &BTreeMap<u32, usize>, slots: Option<&[u32]>) -> String {
     let total: usize = counts.values().sum();
     let mut s = format!(
-        "service {} {}: Maglev table of {total} slots\n",
+        "service {} {}: Maglev table of {total} slots (generation {})\n",
         view.service.as_deref().unwrap_or("?"),
-        view.frontend()
+        view.frontend(),
+        view.maglev_generation
     );
     let _ = writeln!(
         s,

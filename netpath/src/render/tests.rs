@@ -130,6 +130,8 @@ mod lb {
             affinity_timeout_secs: 10_800,
             backends,
             maglev: Maglev::Slots(maglev::table(&members)),
+            maglev_size: 251,
+            maglev_gen: 0,
         };
         let fwd = FrontendState {
             id: 2,
@@ -140,6 +142,8 @@ mod lb {
                 name: "10.200.0.3:80".into(),
                 index: 0,
             }])),
+            maglev_size: 251,
+            maglev_gen: 0,
         };
         let empty = FrontendState {
             id: 3,
@@ -147,6 +151,8 @@ mod lb {
             affinity_timeout_secs: 0,
             backends: BTreeMap::new(),
             maglev: Maglev::Absent,
+            maglev_size: 0,
+            maglev_gen: 0,
         };
         let lb: LbState = [
             (vip("10.96.0.10", 80), web),
@@ -302,7 +308,7 @@ mod lb {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
             lines[0],
-            "service web 10.96.0.10:80/tcp: Maglev table of 509 slots"
+            "service web 10.96.0.10:80/tcp: Maglev table of 509 slots (generation 0)"
         );
         assert!(lines[1].starts_with("INDEX  BACKEND"), "{text}");
         for (line, (index, target)) in

@@ -43,7 +43,8 @@ fn svc(v: Vip, backends: &[u8]) -> FrontendSpec {
 struct Maps {
     frontends: BTreeMap<Vip, Frontend>,
     backends: BTreeMap<(u32, u32), SocketAddrV4>,
-    maglev: BTreeMap<u32, Vec<u32>>,
+    /// (frontend id, generation) → table.
+    maglev: BTreeMap<(u32, u16), Vec<u32>>,
 }
 
 impl Maps {
@@ -55,24 +56,37 @@ impl Maps {
                 m.backends.insert((f.id, *i), *b);
             }
             if let Maglev::Slots(t) = &f.maglev {
-                m.maglev.insert(f.id, t.clone());
+                m.maglev.insert((f.id, f.maglev_gen), t.clone());
             }
         }
         m
     }
 
-    /// What a new connection can see: every frontend with backends has a
-    /// table, and every index in it has its backend entry.
-    fn check_consistent(&self, after: &LbStep) {
+    /// Whether a frontend names generation `generation` of table `id`.
+    fn named(&self, id: u32, generation: u16) -> bool {
+        self.frontends
+            .values()
+            .any(|f| f.id == id && f.maglev_size != 0 && f.maglev_gen == generation)
+    }
+
+    /// What a new connection can see: every frontend with backends names a
+    /// whole table of the size it says, and every index in it has its
+    /// backend entry.
+    fn check_consistent(&self, after: &LbStep, indices: &Indices) {
         for (vip, fe) in &self.frontends {
             if fe.backends == 0 {
                 continue;
             }
             let table = self
                 .maglev
-                .get(&fe.id)
-                .unwrap_or_else(|| panic!("{vip} has no table after {after:?}"));
-            for index in table.iter().collect::<BTreeSet<_>>() {
+                .get(&(fe.id, fe.maglev_gen))
+                .unwrap_or_else(|| panic!("{vip} names no table after {after:?}"));
+            assert_eq!(
+                table.len(),
+                fe.maglev_size as usize,
+                "{vip} after {after:?}"
+            );
+            for index in &indices[&(fe.id, fe.maglev_gen)] {
                 assert!(
                     self.backends.contains_key(&(fe.id, *index)),
                     "{vip}: index {index} has no backend after {after:?}"
@@ -82,10 +96,19 @@ impl Maps {
     }
 }
 
+/// The distinct backend indices of each table, kept beside the maps so
+/// that checking after each of many steps stays cheap.
+type Indices = BTreeMap<(u32, u16), BTreeSet<u32>>;
+
 /// Applies `steps` to the maps of `state` as the kernel would, checking
 /// after every step that a new connection finds a table and a backend.
 fn apply(state: &LbState, steps: &[LbStep]) -> Maps {
     let mut m = Maps::of(state);
+    let mut indices: Indices = m
+        .maglev
+        .iter()
+        .map(|(k, t)| (*k, t.iter().copied().collect()))
+        .collect();
     for step in steps {
         match step {
             LbStep::SetBackend {
@@ -93,8 +116,19 @@ fn apply(state: &LbState, steps: &[LbStep]) -> Maps {
             } => {
                 m.backends.insert((*id, *index), *backend);
             }
-            LbStep::SetMaglev { id, table, .. } => {
-                m.maglev.insert(*id, table.clone());
+            LbStep::SetMaglev {
+                id,
+                generation,
+                table,
+                ..
+            } => {
+                // S1: never a generation a frontend names.
+                assert!(
+                    !m.named(*id, *generation),
+                    "{step:?} rewrites a named table"
+                );
+                m.maglev.insert((*id, *generation), table.clone());
+                indices.insert((*id, *generation), table.iter().copied().collect());
             }
             LbStep::SetFrontend { vip, frontend } => {
                 m.frontends.insert(*vip, *frontend);
@@ -102,15 +136,18 @@ fn apply(state: &LbState, steps: &[LbStep]) -> Maps {
             LbStep::RemoveFrontend { vip } => {
                 m.frontends.remove(vip);
             }
-            LbStep::RemoveMaglev { id, .. } => {
-                m.maglev.remove(id);
+            LbStep::RemoveMaglev { id, generation, .. } => {
+                // S3: only a table no frontend names any more.
+                assert!(!m.named(*id, *generation), "{step:?} removes a named table");
+                m.maglev.remove(&(*id, *generation));
+                indices.remove(&(*id, *generation));
             }
             LbStep::RemoveBackend { id, index, .. } => {
                 m.backends.remove(&(*id, *index));
             }
             LbStep::PurgeConnections { .. } | LbStep::ClearAffinity { .. } => {}
         }
-        m.check_consistent(step);
+        m.check_consistent(step, &indices);
     }
     m
 }
@@ -171,7 +208,20 @@ fn adding_a_backend_touches_only_that_service() {
     let steps = diff(&have, &want);
     assert!(!steps.is_empty());
     assert!(steps.iter().all(|s| s.vip() == vip(11, 80)), "{steps:#?}");
-    assert_eq!(kinds(&steps), ["set-backend", "set-maglev", "set-frontend"]);
+    assert_eq!(
+        kinds(&steps),
+        ["set-backend", "set-maglev", "set-frontend", "remove-maglev"]
+    );
+    // The new table is the next generation; the old one goes once the
+    // frontend names the new one.
+    let (old, new) = (&have[&vip(11, 80)], &want[&vip(11, 80)]);
+    assert_eq!(new.maglev_gen, old.maglev_gen + 1);
+    assert!(steps.contains(&LbStep::RemoveMaglev {
+        vip: vip(11, 80),
+        id: old.id,
+        generation: old.maglev_gen,
+        size: old.maglev_size,
+    }));
     // The backends that stay keep their index, the new one takes the next.
     let fe = &want[&vip(11, 80)];
     assert_eq!(fe.id, have[&vip(11, 80)].id);
@@ -191,6 +241,7 @@ fn removing_a_backend_swaps_the_table_then_removes_then_purges() {
         [
             "set-maglev",
             "set-frontend",
+            "remove-maglev",
             "remove-backend",
             "purge",
             "clear-affinity"
@@ -310,9 +361,9 @@ fn past_the_16_bit_indices_a_removed_backends_index_is_reused_and_not_deleted() 
             flags: 0,
             affinity_timeout_secs: 0,
             backends: old,
-            // A table naming every index (as a real one of this many
-            // backends would).
-            maglev: Maglev::Slots((0..=crate::lb::frontends::MAX_BACKEND_INDEX).collect()),
+            maglev: Maglev::Slots((0..131_071).map(|s| s % 65_536).collect()),
+            maglev_size: 131_071,
+            maglev_gen: 4,
         },
     )]
     .into();
