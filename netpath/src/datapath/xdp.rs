@@ -12,18 +12,18 @@
 //! native XDP: veth delivers redirected frames only to a peer with NAPI on).
 
 use std::{
-    ffi::CString,
     io,
-    os::{
-        fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
-        unix::ffi::OsStrExt as _,
-    },
     path::{Path, PathBuf},
+    time::{Duration, Instant},
 };
 
 use aya::{
     Ebpf,
-    programs::{Xdp, XdpMode as AyaXdpMode, links::FdLink, xdp::XdpLink},
+    programs::{
+        ProgramError, Xdp, XdpMode as AyaXdpMode,
+        links::{FdLink, LinkError, PinnedLink},
+        xdp::XdpLink,
+    },
 };
 use log::warn;
 use netpath_common::progs;
@@ -140,78 +140,44 @@ fn pod_pin(pins: &PinDir, host_ifname: &str) -> PathBuf {
     pins.root().join("links").join(format!("{name}_xdp_pod"))
 }
 
-/// Detaches the link pinned at `path` at once and removes the pin; a
-/// missing pin is fine. Unpinning alone frees the link only once the pin's
-/// inode is released (after an RCU grace period), and the interface takes
-/// no other XDP program until then.
+/// How long an attach retries while the hook still holds a link this
+/// process let go of (see [`detach_pinned`]).
+const BUSY_RETRY: Duration = Duration::from_secs(2);
+
+/// Detaches the link pinned at `path` and removes the pin; a missing pin
+/// is fine. A link leaves its hook when its last reference goes: the pin
+/// (removed here) and the descriptor opened to remove it (closed here).
+/// The kernel drops the pin's reference once the pin's inode is freed,
+/// after an RCU grace period, so for a moment the hook may still hold the
+/// link: an attach to the same hook retries while it is busy
+/// ([`BUSY_RETRY`]). aya 0.14 has no `BPF_LINK_DETACH`, and netpath makes
+/// no bpf() call by hand.
 pub(super) fn detach_pinned(path: &Path) -> Result<(), DatapathError> {
-    link_detach(path).map_err(|source| PinError::Unpin {
-        path: path.to_owned(),
-        source,
-    })?;
-    Ok(remove_pin(path)?)
-}
-
-/// `union bpf_attr` for `BPF_OBJ_GET`: pathname, bpf_fd, file_flags.
-#[repr(C)]
-struct ObjGet {
-    pathname: u64,
-    bpf_fd: u32,
-    file_flags: u32,
-}
-
-/// `BPF_OBJ_GET` of the link pinned at `path`, then `BPF_LINK_DETACH`: the
-/// program leaves its hook now, whoever else holds the link (aya 0.14 has
-/// neither call for links, nor an fd of its `FdLink`). A missing pin, or a
-/// link whose interface is gone (`ENOLINK`), is detached already.
-fn link_detach(path: &Path) -> io::Result<()> {
-    const BPF_OBJ_GET: libc::c_long = 7;
-    const BPF_LINK_DETACH: libc::c_long = 34;
-    let cpath = CString::new(path.as_os_str().as_bytes())
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    let get = ObjGet {
-        pathname: cpath.as_ptr() as u64,
-        bpf_fd: 0,
-        file_flags: 0,
-    };
-    // SAFETY: the bpf syscall reads `size_of::<ObjGet>()` bytes of `get`,
-    // whose path string lives across the call.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_OBJ_GET,
-            &raw const get,
-            size_of::<ObjGet>(),
-        )
-    };
-    if fd < 0 {
-        let e = io::Error::last_os_error();
-        return if e.kind() == io::ErrorKind::NotFound {
+    match PinnedLink::from_pin(path) {
+        Ok(link) => {
+            let fd_link = link.unpin().map_err(|source| PinError::Unpin {
+                path: path.to_owned(),
+                source,
+            })?;
+            drop(fd_link);
             Ok(())
-        } else {
-            Err(e)
-        };
-    }
-    // SAFETY: the syscall returned a new descriptor that nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    // `union bpf_attr` for BPF_LINK_DETACH: the link fd.
-    let attr: [u32; 2] = [fd.as_raw_fd() as u32, 0];
-    // SAFETY: the bpf syscall reads `size_of_val(&attr)` bytes of `attr`.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_LINK_DETACH,
-            attr.as_ptr(),
-            size_of_val(&attr),
-        )
-    };
-    if ret < 0 {
-        let e = io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::ENOLINK) {
-            return Err(e);
         }
+        Err(LinkError::SyscallError(e)) if e.io_error.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(DatapathError::Link {
+            path: path.to_owned(),
+            source,
+        }),
     }
-    Ok(())
+}
+
+/// Whether an attach failed because the hook still holds another link
+/// (`EBUSY`/`EEXIST` from `bpf_link_create`).
+fn hook_busy(e: &ProgramError) -> bool {
+    matches!(
+        e,
+        ProgramError::SyscallError(e)
+            if matches!(e.io_error.raw_os_error(), Some(libc::EBUSY | libc::EEXIST))
+    )
 }
 
 impl Datapath {
@@ -344,8 +310,19 @@ impl Datapath {
             ifname: ifname.to_owned(),
             source,
         };
-        let attach_fresh =
-            |prog: &mut Xdp| netns.run(|| prog.attach(ifname, mode))?.map_err(attach_err);
+        let attach_fresh = |prog: &mut Xdp| {
+            let started = Instant::now();
+            loop {
+                match netns.run(|| prog.attach(ifname, mode))? {
+                    Ok(id) => return Ok(id),
+                    // A link detached a moment ago still holds the hook.
+                    Err(e) if hook_busy(&e) && started.elapsed() < BUSY_RETRY => {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    Err(e) => return Err(attach_err(e)),
+                }
+            }
+        };
         let link_id = match existing {
             Some(old) => {
                 let link =
