@@ -163,6 +163,7 @@ impl Cluster {
                     vxlan_vni: None,
                     vxlan_port: None,
                     vxlan_device: None,
+                    ..ClusterConfig::default()
                 }),
                 peers: Vec::new(),
             };

@@ -125,6 +125,7 @@ impl Config {
             source,
         })?;
         config.validate()?;
+        config.check_file()?;
         Ok(config)
     }
 

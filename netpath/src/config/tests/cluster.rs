@@ -26,6 +26,7 @@ fn cluster() -> Config {
         vxlan_vni: None,
         vxlan_port: None,
         vxlan_device: None,
+        ..ClusterConfig::default()
     });
     c.peers = vec![
         peer("node2", [192, 168, 50, 3], "10.200.1.0/24"),

@@ -198,6 +198,7 @@ fn node_add_and_del_edit_the_peers() {
         vxlan_vni: None,
         vxlan_port: None,
         vxlan_device: None,
+        ..ClusterConfig::default()
     });
     let next = edit(&base, &add).unwrap().unwrap();
     assert_eq!(next.peers, vec![peer]);
