@@ -1,6 +1,10 @@
 //! The daemon's membership of an etcd cluster (`[cluster] etcd_endpoints`):
 //! join before the first apply, follow the peers, keep the lease.
 //!
+//! * **Where**: etcd is reached from the node's namespace (`node.netns`,
+//!   where its uplink is), so the client runs on a thread of its own that
+//!   entered that namespace, with its own runtime; the daemon hears from it
+//!   through channels.
 //! * **Start**: connect and [join](Registry::join) as `node.name` with the
 //!   uplink's address, *before* anything is applied, so that the node's
 //!   pod CIDR is the leased one (a restart takes its reservation back: the
@@ -29,13 +33,15 @@
 
 use std::time::Duration;
 
+use ipnet::Ipv4Net;
 use log::{error, info, warn};
-use tokio::{sync::mpsc, task::JoinHandle};
+use tokio::sync::{mpsc, oneshot};
 
 use super::DaemonError;
 use crate::{
     config::{Config, cluster::PeerConfig},
     etcd::{EtcdError, JoinOptions, Membership, Peer, PeerEvent, Registry},
+    sys::netns::{Netns, NetnsError},
 };
 
 /// How long a broken watch waits before reading the peers again.
@@ -50,21 +56,13 @@ pub enum ClusterEvent {
     Resync(Vec<Peer>),
 }
 
-/// The node's link to etcd while the daemon runs.
+/// The node's link to etcd while the daemon runs: the events, and the
+/// membership thread, which stops (without revoking: E3) when this is
+/// dropped.
 pub struct EtcdLink {
-    registry: Registry,
-    options: JoinOptions,
-    membership: Membership,
-    follower: JoinHandle<()>,
     /// The events, in etcd's order.
     pub events: mpsc::Receiver<ClusterEvent>,
-}
-
-impl Drop for EtcdLink {
-    fn drop(&mut self) {
-        // The membership's drop stops the keep-alive without revoking (E3).
-        self.follower.abort();
-    }
+    _stop: oneshot::Sender<()>,
 }
 
 /// A peer of the desired state from etcd's record.
@@ -87,6 +85,20 @@ pub fn others(node: &str, peers: &[Peer]) -> Vec<PeerConfig> {
     out
 }
 
+/// The namespace etcd is reached from: the node's.
+fn node_netns(config: &Config) -> Result<Netns, NetnsError> {
+    match &config.node.netns {
+        Some(name) => Netns::open(name),
+        None => Netns::current(),
+    }
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}
+
 /// Joins etcd when `config` says so, before anything is applied: fills in
 /// the leased pod CIDR and etcd's peers, and starts following them.
 /// `Ok(None)`: the node has no etcd.
@@ -103,7 +115,6 @@ pub async fn join(config: &mut Config) -> Result<Option<EtcdLink>, DaemonError> 
         .ok_or(crate::config::cluster::ClusterError::EtcdWithoutUplinkAddress)
         .map_err(crate::config::ConfigError::from)?
         .addr();
-    let registry = Registry::connect(&cluster.etcd_endpoints, cluster.etcd_prefix()).await?;
     let options = JoinOptions {
         node: node.clone(),
         address,
@@ -111,11 +122,34 @@ pub async fn join(config: &mut Config) -> Result<Option<EtcdLink>, DaemonError> 
         prefix_len: cluster.node_cidr_len(),
         ttl: cluster.lease_ttl(),
     };
-    let membership = registry.join(&options).await?;
-    let leased = membership.pod_cidr;
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let (tx, events) = mpsc::channel(64);
+    let (stop, stopped) = oneshot::channel();
+    let endpoints = cluster.etcd_endpoints.clone();
+    let prefix = cluster.etcd_prefix().to_owned();
+    let member_options = options.clone();
+    node_netns(config)?.spawn("netpath-etcd", move || match runtime() {
+        Ok(rt) => rt.block_on(member(
+            &endpoints,
+            &prefix,
+            member_options,
+            ready_tx,
+            tx,
+            stopped,
+        )),
+        Err(e) => error!("daemon: cannot start the etcd thread's runtime: {e}"),
+    })?;
+    let Ok(joined) = ready_rx.await else {
+        return Err(DaemonError::EtcdThread);
+    };
+    let (leased, lease, peers, revision) = joined?;
+    let link = EtcdLink {
+        events,
+        _stop: stop,
+    };
     if !config.node.pod_cidr_is_unset() && config.node.pod_cidr != leased {
-        // Dropping the membership keeps the reservation; the new lease
-        // runs out by itself.
+        // Dropping the link stops the keep-alive and keeps the
+        // reservation; the new lease runs out by itself.
         return Err(DaemonError::LeaseDiffers {
             instance: node,
             kept: config.node.pod_cidr,
@@ -124,14 +158,12 @@ pub async fn join(config: &mut Config) -> Result<Option<EtcdLink>, DaemonError> 
     }
     info!(
         "daemon: joined the cluster in etcd ({}, prefix {}) as {node} at {address}: pod CIDR \
-         {leased} (lease {:x}, TTL {}s)",
+         {leased} (lease {lease:x}, TTL {}s)",
         cluster.etcd_endpoints.join(","),
         cluster.etcd_prefix(),
-        membership.lease(),
         options.ttl.as_secs()
     );
     config.node.pod_cidr = leased;
-    let (peers, revision) = registry.peers().await?;
     config.peers = others(&node, &peers);
     info!(
         "daemon: {} peers in etcd at revision {revision}: {}",
@@ -143,15 +175,59 @@ pub async fn join(config: &mut Config) -> Result<Option<EtcdLink>, DaemonError> 
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let (tx, events) = mpsc::channel(64);
+    Ok(Some(link))
+}
+
+/// What the membership thread reports once joined: the leased pod CIDR,
+/// the lease, the peers and the revision they were read at.
+type Joined = Result<(Ipv4Net, i64, Vec<Peer>, i64), EtcdError>;
+
+/// The membership thread's work (inside the node's namespace): join, read
+/// the peers, report them on `ready`, then follow the peers on `tx` and
+/// keep the lease until `stop` fires or is dropped.
+async fn member(
+    endpoints: &[String],
+    prefix: &str,
+    options: JoinOptions,
+    ready: oneshot::Sender<Joined>,
+    tx: mpsc::Sender<ClusterEvent>,
+    mut stop: oneshot::Receiver<()>,
+) {
+    let joined = async {
+        let registry = Registry::connect(endpoints, prefix).await?;
+        let membership = registry.join(&options).await?;
+        let (peers, revision) = registry.peers().await?;
+        Ok::<_, EtcdError>((registry, membership, peers, revision))
+    }
+    .await;
+    let (registry, membership, peers, revision) = match joined {
+        Ok(j) => j,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    let report = (membership.pod_cidr, membership.lease(), peers, revision);
+    if ready.send(Ok(report)).is_err() {
+        return;
+    }
     let follower = tokio::spawn(follow(registry.clone(), revision, tx));
-    Ok(Some(EtcdLink {
+    let mut keeper = Keeper {
         registry,
         options,
         membership,
-        follower,
-        events,
-    }))
+    };
+    let mut ticks = tokio::time::interval(keeper.check_every());
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = ticks.tick() => keeper.keep().await,
+        }
+    }
+    follower.abort();
+    // `keeper.membership` drops here: the keep-alive stops, the lease is
+    // not revoked (E3).
 }
 
 /// Watches the peers from `revision` on, forever: a broken watch reads the
@@ -190,10 +266,16 @@ async fn follow(registry: Registry, mut revision: i64, tx: mpsc::Sender<ClusterE
     }
 }
 
-impl EtcdLink {
-    /// Joins again if etcd expired the lease; logs loudly. Called
-    /// periodically by the daemon.
-    pub async fn keep(&mut self) {
+/// The lease, joined again when lost.
+struct Keeper {
+    registry: Registry,
+    options: JoinOptions,
+    membership: Membership,
+}
+
+impl Keeper {
+    /// Joins again if etcd expired the lease; logs loudly.
+    async fn keep(&mut self) {
         if self.membership.is_alive() {
             return;
         }
@@ -225,23 +307,28 @@ impl EtcdLink {
         }
     }
 
-    /// The lease period to check [`EtcdLink::keep`] at.
-    pub fn check_every(&self) -> Duration {
+    /// How often [`Keeper::keep`] looks: a third of the TTL.
+    fn check_every(&self) -> Duration {
         (self.options.ttl / 3).max(Duration::from_millis(500))
     }
 }
 
 /// `netpath daemon --cleanup`: `config`'s node leaves etcd (its lease is
-/// revoked, its reservation deleted), when it uses etcd.
-pub async fn leave(config: &Config) -> Result<(), EtcdError> {
+/// revoked, its reservation deleted), when it uses etcd; from the node's
+/// namespace, as the daemon reaches etcd.
+pub fn leave(config: &Config) -> Result<(), DaemonError> {
     let Some(cluster) = config.etcd_cluster() else {
         return Ok(());
     };
-    let registry = Registry::connect(&cluster.etcd_endpoints, cluster.etcd_prefix()).await?;
-    let released = registry.forget(&config.node.name).await?;
-    info!(
-        "node {} left the cluster in etcd (released {:?})",
-        config.node.name, released
-    );
+    let node = config.node.name.clone();
+    let released = node_netns(config)?.run(|| {
+        let rt = runtime().map_err(|_| DaemonError::EtcdThread)?;
+        rt.block_on(async {
+            let registry =
+                Registry::connect(&cluster.etcd_endpoints, cluster.etcd_prefix()).await?;
+            Ok::<_, DaemonError>(registry.forget(&node).await?)
+        })
+    })??;
+    info!("node {node} left the cluster in etcd (released {released:?})");
     Ok(())
 }

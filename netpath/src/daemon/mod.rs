@@ -95,6 +95,12 @@ pub enum DaemonError {
     /// without its lease: see [`cluster`]).
     #[error(transparent)]
     Etcd(#[from] crate::etcd::EtcdError),
+    /// The etcd client's thread ended before it joined.
+    #[error("the etcd client's thread stopped before joining (see the log above)")]
+    EtcdThread,
+    /// The node's namespace (where etcd is reached from).
+    #[error(transparent)]
+    Netns(#[from] crate::sys::netns::NetnsError),
     /// The kept desired state's pod CIDR is not the leased one.
     #[error(
         "instance '{instance}' kept pod CIDR {kept} (its pods' addresses are in it), but etcd \
@@ -415,19 +421,9 @@ pub async fn serve_node(
     );
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + gc_every, gc_every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let lease_every = etcd
-        .as_ref()
-        .map_or(Duration::from_secs(3600), cluster::EtcdLink::check_every);
-    let mut lease_ticks = tokio::time::interval(lease_every);
-    lease_ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             Some(event) = next_cluster_event(etcd.as_mut()) => peer_change(&daemon, &event).await,
-            _ = lease_ticks.tick(), if etcd.is_some() => {
-                if let Some(link) = etcd.as_mut() {
-                    link.keep().await;
-                }
-            }
             event = events.recv() => match event.unwrap_or(Event::Stop) {
                 Event::Stop => break,
                 Event::Reload => match path {
@@ -488,7 +484,7 @@ async fn peer_change(daemon: &Daemon, event: &cluster::ClusterEvent) {
 /// without leaving etcd).
 pub async fn cleanup(instance: &str) -> Result<Vec<String>, DaemonError> {
     if let Some(kept) = load_desired(instance)? {
-        cluster::leave(&kept).await?;
+        cluster::leave(&kept)?;
     }
     Ok(reconcile::destroy(instance).await?)
 }
