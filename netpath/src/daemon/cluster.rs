@@ -5,7 +5,8 @@
 //!   where its uplink is), so the client runs on a thread of its own that
 //!   entered that namespace, with its own runtime; the daemon hears from it
 //!   through channels.
-//! * **Start**: connect and [join](Registry::join) as `node.name` with the
+//! * **Start**: bring the uplink's address up (the first apply would;
+//!   etcd is reached through it), connect and [join](Registry::join) as `node.name` with the
 //!   uplink's address, *before* anything is applied, so that the node's
 //!   pod CIDR is the leased one (a restart takes its reservation back: the
 //!   same CIDR, and the pods keep their addresses). A kept desired state
@@ -41,7 +42,10 @@ use super::DaemonError;
 use crate::{
     config::{Config, cluster::PeerConfig},
     etcd::{EtcdError, JoinOptions, Membership, Peer, PeerEvent, Registry},
-    sys::netns::{Netns, NetnsError},
+    sys::{
+        netlink::Netlink,
+        netns::{Netns, NetnsError},
+    },
 };
 
 /// How long a broken watch waits before reading the peers again.
@@ -107,14 +111,21 @@ pub async fn join(config: &mut Config) -> Result<Option<EtcdLink>, DaemonError> 
         return Ok(None);
     };
     let node = config.node.name.clone();
-    let address = config
+    let (uplink, uplink_net) = config
         .node
         .uplink
         .as_ref()
-        .and_then(|u| u.address)
+        .and_then(|u| Some((u.name.clone(), u.address?)))
         .ok_or(crate::config::cluster::ClusterError::EtcdWithoutUplinkAddress)
-        .map_err(crate::config::ConfigError::from)?
-        .addr();
+        .map_err(crate::config::ConfigError::from)?;
+    let address = uplink_net.addr();
+    // etcd is reached over the uplink: its address must be there before
+    // the first apply, which assigns it the same way (idempotent).
+    let ns = node_netns(config)?;
+    Netlink::connect(&ns)
+        .await?
+        .address_up(&uplink, uplink_net)
+        .await?;
     let options = JoinOptions {
         node: node.clone(),
         address,
@@ -128,7 +139,7 @@ pub async fn join(config: &mut Config) -> Result<Option<EtcdLink>, DaemonError> 
     let endpoints = cluster.etcd_endpoints.clone();
     let prefix = cluster.etcd_prefix().to_owned();
     let member_options = options.clone();
-    node_netns(config)?.spawn("netpath-etcd", move || match runtime() {
+    ns.spawn("netpath-etcd", move || match runtime() {
         Ok(rt) => rt.block_on(member(
             &endpoints,
             &prefix,

@@ -98,6 +98,9 @@ pub enum DaemonError {
     /// The etcd client's thread ended before it joined.
     #[error("the etcd client's thread stopped before joining (see the log above)")]
     EtcdThread,
+    /// The uplink could not be brought up to reach etcd.
+    #[error(transparent)]
+    Netlink(#[from] crate::sys::netlink::NetlinkError),
     /// The node's namespace (where etcd is reached from).
     #[error(transparent)]
     Netns(#[from] crate::sys::netns::NetnsError),
