@@ -339,7 +339,7 @@ fn sigterm_keeps_the_lease_and_daemon_cleanup_leaves_the_cluster_at_once() {
 }
 
 #[test]
-fn static_peers_and_a_foreign_pod_cidr_are_refused_with_etcd() {
+fn static_peers_a_pod_cidr_of_another_length_and_an_unreachable_etcd_are_refused() {
     let mut c = Cluster::new("etr", 1, ClusterMode::Direct, &["a"]);
     c.use_etcd("http://192.168.50.1:2379", TTL_SECS);
     let node = &mut c.nodes[0];
@@ -352,9 +352,15 @@ fn static_peers_and_a_foreign_pod_cidr_are_refused_with_etcd() {
     std::fs::write(&file, node.config.to_toml_string()).unwrap();
     let err = tests::daemon::netpath_err(&["validate", "-f", file.to_str().unwrap()]);
     assert!(err.contains("[[peers]] and [cluster] etcd_endpoints together"), "{err}");
+    // A pod CIDR that no lease can be (a /25 where etcd leases /24s).
+    node.config.peers.clear();
+    node.config.node.pod_cidr = "10.244.3.0/25".parse().unwrap();
+    std::fs::write(&file, node.config.to_toml_string()).unwrap();
+    let err = tests::daemon::netpath_err(&["validate", "-f", file.to_str().unwrap()]);
+    assert!(err.contains("node.pod_cidr 10.244.3.0/25 is not a /24"), "{err}");
+    node.config.node.pod_cidr = netpath::config::cluster::UNSET_POD_CIDR;
     // etcd unreachable (nothing listens on the LAN): the daemon refuses to
     // start, saying where it looked.
-    node.config.peers.clear();
     std::fs::write(&file, node.config.to_toml_string()).unwrap();
     let out = netpath(&["daemon", "--config", file.to_str().unwrap()]);
     let _ = std::fs::remove_file(&file);

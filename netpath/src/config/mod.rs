@@ -124,8 +124,10 @@ impl Config {
             origin: origin.to_owned(),
             source,
         })?;
-        config.validate()?;
+        // C2 first: with static peers, a left-out pod CIDR is checked as
+        // the whole cluster range, which every peer overlaps.
         config.check_file()?;
+        config.validate()?;
         Ok(config)
     }
 
