@@ -279,7 +279,7 @@ pub enum ClusterError {
     )]
     Device { name: String },
     #[error(
-        "node.pod_cidr is missing: give this node's pod CIDR (e.g. \"10.244.1.0/24\"), or set \
+        "node.pod_cidr is missing (0.0.0.0/0 reads as missing): give this node's pod CIDR (e.g. \"10.244.1.0/24\"), or set \
          [cluster] etcd_endpoints to lease one from etcd"
     )]
     PodCidrMissing,
