@@ -187,7 +187,11 @@ impl Cluster {
         for node in &mut self.nodes {
             node.config.node.pod_cidr = netpath::config::cluster::UNSET_POD_CIDR;
             node.config.peers.clear();
-            let cluster = node.config.cluster.as_mut().expect("lab nodes have [cluster]");
+            let cluster = node
+                .config
+                .cluster
+                .as_mut()
+                .expect("lab nodes have [cluster]");
             cluster.etcd_endpoints = vec![endpoint.to_owned()];
             cluster.lease_ttl_secs = Some(ttl_secs);
         }

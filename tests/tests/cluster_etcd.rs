@@ -28,8 +28,9 @@ use tests::{
     cluster::{CLUSTER_CIDR, Cluster, ClusterNode},
     daemon::{DaemonProc, netpath, netpath_ok},
     etcd::EtcdServer,
-    harness::{in_ns, ping, run_in_ns, tcp_echo_server, tcp_roundtrip, udp_echo_server,
-        udp_roundtrip},
+    harness::{
+        in_ns, ping, run_in_ns, tcp_echo_server, tcp_roundtrip, udp_echo_server, udp_roundtrip,
+    },
 };
 
 /// The lease TTL of the tests' nodes: a dead node's routes go this long
@@ -107,13 +108,16 @@ impl EtcdLab {
 
     /// Waits (up to 20 s) until node `i` lists exactly `count` peers, all
     /// from etcd and programmed in its peer map.
-    fn wait_peers(&self, i: usize, count: usize, why: &str) -> Vec<(String, Ipv4Net, String, String)> {
+    fn wait_peers(
+        &self,
+        i: usize,
+        count: usize,
+        why: &str,
+    ) -> Vec<(String, Ipv4Net, String, String)> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let rows = self.node_list(i);
-            if rows.len() == count
-                && rows.iter().all(|r| r.2 == "etcd" && r.3 == "programmed")
-            {
+            if rows.len() == count && rows.iter().all(|r| r.2 == "etcd" && r.3 == "programmed") {
                 return rows;
             }
             assert!(
@@ -213,7 +217,11 @@ fn assert_distinct_leases(lab: &EtcdLab) {
     assert_eq!(distinct.len(), 3, "distinct pod CIDRs: {cidrs:?}");
     for (i, cidr) in cidrs.iter().enumerate() {
         assert!(cluster.contains(cidr) && cidr.prefix_len() == 24, "{cidr}");
-        assert!(cidr.contains(&lab.node(i).pod_addr("a")), "node {}'s pod in {cidr}", i + 1);
+        assert!(
+            cidr.contains(&lab.node(i).pod_addr("a")),
+            "node {}'s pod in {cidr}",
+            i + 1
+        );
         for j in (0..3).filter(|j| *j != i) {
             let seen = lab.node_list(j);
             let row = seen
@@ -235,9 +243,12 @@ fn etcd_direct_three_daemons_lease_distinct_cidrs_and_their_pods_talk_with_own_a
     }
     // The kept desired state has the leased CIDR and no peers (etcd is
     // their source, read again at every start).
-    let kept = std::fs::read_to_string(netpath::daemon::desired_file(lab.node(0).instance()))
-        .unwrap();
-    assert!(kept.contains(&format!("pod_cidr = \"{}\"", lab.pod_cidr(0))), "{kept}");
+    let kept =
+        std::fs::read_to_string(netpath::daemon::desired_file(lab.node(0).instance())).unwrap();
+    assert!(
+        kept.contains(&format!("pod_cidr = \"{}\"", lab.pod_cidr(0))),
+        "{kept}"
+    );
     assert!(!kept.contains("[[peers]]"), "{kept}");
 }
 
@@ -247,7 +258,13 @@ fn etcd_vxlan_three_daemons_lease_distinct_cidrs_and_their_pods_talk_with_own_ad
     assert_distinct_leases(&lab);
     pods_talk_across_nodes(&lab.c, 7200);
     let n1 = lab.node(0);
-    assert!(n1.maps().stat(netpath_common::Stat::TunnelEncap).unwrap().packets >= 10);
+    assert!(
+        n1.maps()
+            .stat(netpath_common::Stat::TunnelEncap)
+            .unwrap()
+            .packets
+            >= 10
+    );
     for node in &lab.c.nodes {
         assert_no_netfilter_no_forwarding(node);
     }
@@ -278,13 +295,28 @@ fn a_killed_daemon_is_withdrawn_after_its_lease_and_nothing_else_then_returns_wi
     assert_eq!(rows[0].0, lab.node(1).instance());
     lab.wait_peers(1, 1, "node 2 withdraws node 3 too");
     let after = lab.node(0).peer_map().entries().unwrap();
-    let expected: Vec<_> = before.iter().filter(|(n, _)| *n != n3_cidr).copied().collect();
-    assert_eq!(after, expected, "only node 3's entry left node 1's peer map");
+    let expected: Vec<_> = before
+        .iter()
+        .filter(|(n, _)| *n != n3_cidr)
+        .copied()
+        .collect();
+    assert_eq!(
+        after, expected,
+        "only node 3's entry left node 1's peer map"
+    );
     assert_eq!(lab.node(0).maps().routes().unwrap(), routes_before);
     assert_eq!(lab.node(0).maps().masq().unwrap(), masq_before);
     assert_eq!(lab.node(0).maps().endpoints().unwrap(), endpoints_before);
-    assert_eq!(ping(&lab.node(0).pod_ns("a"), n2_pod, 2), 2, "node 2 still reached");
-    assert_eq!(ping(&lab.node(0).pod_ns("a"), n3_pod, 1), 0, "node 3 no longer routed");
+    assert_eq!(
+        ping(&lab.node(0).pod_ns("a"), n2_pod, 2),
+        2,
+        "node 2 still reached"
+    );
+    assert_eq!(
+        ping(&lab.node(0).pod_ns("a"), n3_pod, 1),
+        0,
+        "node 3 no longer routed"
+    );
 
     // The restart takes the same CIDR back (its reservation); the pod keeps
     // its address and is reached again.
@@ -294,7 +326,11 @@ fn a_killed_daemon_is_withdrawn_after_its_lease_and_nothing_else_then_returns_wi
     lab.wait_peers(0, 2, "node 1 routes node 3 again");
     lab.wait_peers(2, 2, "node 3 learns its peers again");
     assert!(lab.peer_names(0).contains(&n3_name));
-    assert_eq!(ping(&lab.node(0).pod_ns("a"), n3_pod, 2), 2, "node 3 reached again");
+    assert_eq!(
+        ping(&lab.node(0).pod_ns("a"), n3_pod, 2),
+        2,
+        "node 3 reached again"
+    );
     pods_talk_across_nodes(&lab.c, 7300);
     for node in &lab.c.nodes {
         assert_no_netfilter_no_forwarding(node);
@@ -309,14 +345,21 @@ fn sigterm_keeps_the_lease_and_daemon_cleanup_leaves_the_cluster_at_once() {
     // SIGTERM revokes nothing (E3): etcd still holds node 2's lease right
     // after the daemon exited.
     assert!(lab.daemons[1].stop(), "a clean stop");
-    assert!(lab.leased().contains(&n2_name), "the lease outlives a SIGTERM");
+    assert!(
+        lab.leased().contains(&n2_name),
+        "the lease outlives a SIGTERM"
+    );
     assert!(lab.peer_names(0).contains(&n2_name));
 
     // --cleanup revokes the lease (the peers withdraw it before the TTL
     // could run out) and removes the reservation.
     let began = Instant::now();
     let out = netpath(&["daemon", "--cleanup", "--instance", &n2_name]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!lab.leased().contains(&n2_name), "the lease is revoked");
     lab.wait_peers(0, 1, "node 1 withdraws node 2 as soon as it left");
     assert!(!lab.peer_names(0).contains(&n2_name));
@@ -343,21 +386,29 @@ fn static_peers_a_pod_cidr_of_another_length_and_an_unreachable_etcd_are_refused
     let mut c = Cluster::new("etr", 1, ClusterMode::Direct, &["a"]);
     c.use_etcd("http://192.168.50.1:2379", TTL_SECS);
     let node = &mut c.nodes[0];
-    node.config.peers.push(netpath::config::cluster::PeerConfig {
-        name: "other".into(),
-        node_address: Ipv4Addr::new(192, 168, 50, 50),
-        pod_cidr: "10.244.9.0/24".parse().unwrap(),
-    });
+    node.config
+        .peers
+        .push(netpath::config::cluster::PeerConfig {
+            name: "other".into(),
+            node_address: Ipv4Addr::new(192, 168, 50, 50),
+            pod_cidr: "10.244.9.0/24".parse().unwrap(),
+        });
     let file = std::env::temp_dir().join(format!("{}-static.toml", node.instance()));
     std::fs::write(&file, node.config.to_toml_string()).unwrap();
     let err = tests::daemon::netpath_err(&["validate", "-f", file.to_str().unwrap()]);
-    assert!(err.contains("[[peers]] and [cluster] etcd_endpoints together"), "{err}");
+    assert!(
+        err.contains("[[peers]] and [cluster] etcd_endpoints together"),
+        "{err}"
+    );
     // A pod CIDR that no lease can be (a /25 where etcd leases /24s).
     node.config.peers.clear();
     node.config.node.pod_cidr = "10.244.3.0/25".parse().unwrap();
     std::fs::write(&file, node.config.to_toml_string()).unwrap();
     let err = tests::daemon::netpath_err(&["validate", "-f", file.to_str().unwrap()]);
-    assert!(err.contains("node.pod_cidr 10.244.3.0/25 is not a /24"), "{err}");
+    assert!(
+        err.contains("node.pod_cidr 10.244.3.0/25 is not a /24"),
+        "{err}"
+    );
     node.config.node.pod_cidr = netpath::config::cluster::UNSET_POD_CIDR;
     // etcd unreachable (nothing listens on the LAN): the daemon refuses to
     // start, saying where it looked.
@@ -366,5 +417,8 @@ fn static_peers_a_pod_cidr_of_another_length_and_an_unreachable_etcd_are_refused
     let _ = std::fs::remove_file(&file);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("cannot reach etcd at http://192.168.50.1:2379"), "{err}");
+    assert!(
+        err.contains("cannot reach etcd at http://192.168.50.1:2379"),
+        "{err}"
+    );
 }

@@ -485,7 +485,13 @@ fn check_etcd(config: &Config, cluster: &ClusterConfig) -> Result<(), ConfigErro
     if secs == 0 || secs > MAX_LEASE_TTL_SECS {
         return Err(ClusterError::LeaseTtl { secs }.into());
     }
-    if config.node.uplink.as_ref().and_then(|u| u.address).is_none() {
+    if config
+        .node
+        .uplink
+        .as_ref()
+        .and_then(|u| u.address)
+        .is_none()
+    {
         return Err(ClusterError::EtcdWithoutUplinkAddress.into());
     }
     Ok(())

@@ -13,9 +13,9 @@ use std::{collections::BTreeSet, path::Path};
 
 use super::cluster::ClusterEvent;
 use crate::{
-    etcd::PeerEvent,
     api::{ApiError, AttachmentId, CniAttachment, ErrorKind, Request},
     config::{Config, PodConfig},
+    etcd::PeerEvent,
     resolve::POD_IFNAME,
 };
 
@@ -192,8 +192,15 @@ fn replace(current: &Config, config: &Config) -> Result<Config, ApiError> {
     }
     let mut next = config.clone();
     let etcd = |c: &Config| {
-        c.etcd_cluster()
-            .map(|cl| (cl.cidr, cl.etcd_settings().0.to_vec(), cl.etcd_settings().1.to_owned(), cl.node_cidr_len(), cl.lease_ttl()))
+        c.etcd_cluster().map(|cl| {
+            (
+                cl.cidr,
+                cl.etcd_settings().0.to_vec(),
+                cl.etcd_settings().1.to_owned(),
+                cl.node_cidr_len(),
+                cl.lease_ttl(),
+            )
+        })
     };
     if etcd(current) != etcd(config) {
         return Err(invalid(
@@ -202,9 +209,7 @@ fn replace(current: &Config, config: &Config) -> Result<Config, ApiError> {
         ));
     }
     if current.etcd_cluster().is_some() {
-        config
-            .check_file()
-            .map_err(|e| invalid(e.to_string()))?;
+        config.check_file().map_err(|e| invalid(e.to_string()))?;
         if !config.node.pod_cidr_is_unset() && config.node.pod_cidr != current.node.pod_cidr {
             return Err(invalid(format!(
                 "node.pod_cidr {} is not the pod CIDR this node leased from etcd, {}; omit \

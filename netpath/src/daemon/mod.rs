@@ -458,9 +458,7 @@ pub async fn serve_node(
 }
 
 /// The next event from etcd; never ready without etcd.
-async fn next_cluster_event(
-    link: Option<&mut cluster::EtcdLink>,
-) -> Option<cluster::ClusterEvent> {
+async fn next_cluster_event(link: Option<&mut cluster::EtcdLink>) -> Option<cluster::ClusterEvent> {
     match link {
         Some(link) => link.events.recv().await,
         None => std::future::pending().await,

@@ -361,7 +361,10 @@ impl Registry {
             released.push(peer.pod_cidr);
         }
         let reservation = client
-            .delete(self.node_key(node), Some(etcd_client::DeleteOptions::new().with_prev_key()))
+            .delete(
+                self.node_key(node),
+                Some(etcd_client::DeleteOptions::new().with_prev_key()),
+            )
             .await
             .map_err(op("delete"))?;
         for kv in reservation.prev_kvs() {

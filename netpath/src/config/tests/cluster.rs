@@ -140,7 +140,11 @@ fn with_etcd_the_pod_cidr_may_be_left_out_and_survives_toml_left_out() {
     assert!(back.node.pod_cidr_is_unset());
     let cl = back.cluster.as_ref().unwrap();
     assert_eq!(
-        (cl.etcd_prefix(), cl.node_cidr_len(), cl.lease_ttl().as_secs()),
+        (
+            cl.etcd_prefix(),
+            cl.node_cidr_len(),
+            cl.lease_ttl().as_secs()
+        ),
         ("/netpath/default", 24, 10)
     );
 }
@@ -157,7 +161,8 @@ fn without_etcd_a_missing_pod_cidr_is_refused_saying_what_to_do() {
 #[test]
 fn with_etcd_static_peers_and_a_pod_cidr_of_another_length_are_refused_in_a_file() {
     let mut c = etcd_cluster();
-    c.peers.push(peer("node2", [192, 168, 50, 3], "10.200.1.0/24"));
+    c.peers
+        .push(peer("node2", [192, 168, 50, 3], "10.200.1.0/24"));
     let err = Config::from_toml_str(&c.to_toml_string()).unwrap_err();
     assert!(
         matches!(err, ConfigError::Cluster(ClusterError::StaticPeersWithEtcd)),

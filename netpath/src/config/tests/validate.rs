@@ -212,7 +212,10 @@ fn cidr_errors() {
     }
     // 0.0.0.0/0 is what a left-out pod CIDR reads as (for etcd to lease).
     c.node.pod_cidr = cidr("0.0.0.0/0");
-    let err = fails(&c, &["node.pod_cidr is missing", "0.0.0.0/0", "etcd_endpoints"]);
+    let err = fails(
+        &c,
+        &["node.pod_cidr is missing", "0.0.0.0/0", "etcd_endpoints"],
+    );
     assert!(
         matches!(
             err,

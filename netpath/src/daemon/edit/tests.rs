@@ -300,11 +300,26 @@ fn with_etcd_node_add_and_del_are_refused_and_apply_keeps_the_lease_and_peers() 
     // Another pod CIDR, static peers, changed etcd settings: refused.
     let mut other = file.clone();
     other.node.pod_cidr = "10.200.7.0/24".parse().unwrap();
-    assert!(edit(&base, &apply(&other)).unwrap_err().message.contains("leased from etcd"));
+    assert!(
+        edit(&base, &apply(&other))
+            .unwrap_err()
+            .message
+            .contains("leased from etcd")
+    );
     let mut other = file.clone();
     other.peers = base.peers.clone();
-    assert!(edit(&base, &apply(&other)).unwrap_err().message.contains("[[peers]]"));
+    assert!(
+        edit(&base, &apply(&other))
+            .unwrap_err()
+            .message
+            .contains("[[peers]]")
+    );
     let mut other = file.clone();
     other.cluster.as_mut().unwrap().lease_ttl_secs = Some(30);
-    assert!(edit(&base, &apply(&other)).unwrap_err().message.contains("restart the daemon"));
+    assert!(
+        edit(&base, &apply(&other))
+            .unwrap_err()
+            .message
+            .contains("restart the daemon")
+    );
 }
