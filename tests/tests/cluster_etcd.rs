@@ -8,7 +8,9 @@
 //! routing and VXLAN), a SIGKILLed daemon's routes withdrawn by its peers
 //! once its lease expires (and nothing else), its restart taking the same
 //! CIDR back, SIGTERM keeping the lease, `netpath daemon --cleanup`
-//! leaving at once, and no iptables rule and `ip_forward` = 0 anywhere.
+//! leaving at once, a service on one node balanced over pods of the two
+//! others with the client's address kept, and no iptables rule and
+//! `ip_forward` = 0 anywhere.
 
 use std::{
     collections::BTreeSet,
@@ -52,7 +54,14 @@ impl EtcdLab {
     /// The lab in `mode`, one pod `a` per node, etcd on the LAN, and the
     /// three daemons started one after the other.
     fn start(tag: &str, mode: ClusterMode) -> Self {
+        Self::start_with(tag, mode, |_| {})
+    }
+
+    /// [`EtcdLab::start`], with `tweak` applied to the lab's configurations
+    /// before the daemons start.
+    fn start_with(tag: &str, mode: ClusterMode, tweak: impl FnOnce(&mut Cluster)) -> Self {
         let mut c = Cluster::new(tag, 3, mode, &["a"]);
+        tweak(&mut c);
         let etcd = EtcdServer::start(&c.lan_netns, ETCD_ADDR);
         c.use_etcd(&etcd.endpoint(), TTL_SECS);
         let daemons = c
@@ -421,4 +430,62 @@ fn static_peers_a_pod_cidr_of_another_length_and_an_unreachable_etcd_are_refused
         err.contains("cannot reach etcd at http://192.168.50.1:2379"),
         "{err}"
     );
+}
+
+/// A service on node 1 whose backends are the pods of nodes 2 and 3. The
+/// client pod's connection is translated (DNAT) on node 1 and routed to the
+/// backend's node unchanged: the backend sees the client pod's own address
+/// and replies to it, which the cluster routes back to node 1, where the
+/// reverse translation (the VIP as the source again) happens. No SNAT is
+/// needed on the way back, because the reply's destination (the client pod)
+/// lives on the node that did the DNAT; a client outside the cluster would
+/// need the service's node to masquerade it, or the reply would bypass the
+/// reverse translation.
+#[test]
+fn a_service_on_one_node_balances_over_pods_of_two_other_nodes_keeping_the_client_address() {
+    use netpath::config::{L4Proto, ServiceConfig, SessionAffinity, Target};
+    use tests::responder::{Responder, tcp_name};
+    let lab = EtcdLab::start_with("ets", ClusterMode::Direct, |c| {
+        c.nodes[0].config.node.service_cidr = Some("10.96.0.0/16".parse().unwrap());
+    });
+    let (n1, n2, n3) = (lab.node(0), lab.node(1), lab.node(2));
+    let r2 = Responder::start(&n2.pod_ns("a"), "backend-n2", 8080);
+    let r3 = Responder::start(&n3.pod_ns("a"), "backend-n3", 8080);
+    let vip = Ipv4Addr::new(10, 96, 0, 10);
+    let backend =
+        |n: &ClusterNode| Target::Address(std::net::SocketAddrV4::new(n.pod_addr("a"), 8080));
+    let service = ServiceConfig {
+        name: "web".into(),
+        vip,
+        port: 80,
+        proto: L4Proto::Tcp,
+        backends: vec![backend(n2), backend(n3)],
+        target_port: None,
+        affinity: SessionAffinity::None,
+        affinity_timeout: None,
+    };
+    let _: Value = Client::new(n1.instance())
+        .call(&Request::ServiceAdd { service })
+        .expect("add the service on node 1");
+    let mut answered = BTreeSet::new();
+    for _ in 0..16 {
+        answered.insert(tcp_name(&n1.pod_ns("a"), vip, 80).expect("a connection to the VIP"));
+    }
+    let both: BTreeSet<String> = ["backend-n2", "backend-n3"].map(String::from).into();
+    assert_eq!(
+        answered, both,
+        "Maglev spreads 16 connections over both nodes' backends"
+    );
+    let client = n1.pod_addr("a");
+    for (r, which) in [(&r2, "node 2"), (&r3, "node 3")] {
+        let seen = r.peers();
+        assert!(!seen.is_empty(), "{which}'s backend was connected to");
+        assert!(
+            seen.iter().all(|p| p.ip() == client),
+            "{which}'s backend sees the client pod's own address: {seen:?}"
+        );
+    }
+    for node in &lab.c.nodes {
+        assert_no_netfilter_no_forwarding(node);
+    }
 }
