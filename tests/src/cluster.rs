@@ -163,6 +163,7 @@ impl Cluster {
                     vxlan_vni: None,
                     vxlan_port: None,
                     vxlan_device: None,
+                    ..ClusterConfig::default()
                 }),
                 peers: Vec::new(),
             };
@@ -177,6 +178,23 @@ impl Cluster {
                 .collect();
         }
         cluster
+    }
+
+    /// Turns the lab into an etcd cluster: every node's `[cluster]` gets
+    /// `etcd_endpoints = [endpoint]` and a lease TTL of `ttl_secs`, and
+    /// loses its pod CIDR (the lease decides it) and its static peers.
+    pub fn use_etcd(&mut self, endpoint: &str, ttl_secs: u32) {
+        for node in &mut self.nodes {
+            node.config.node.pod_cidr = netpath::config::cluster::UNSET_POD_CIDR;
+            node.config.peers.clear();
+            let cluster = node
+                .config
+                .cluster
+                .as_mut()
+                .expect("lab nodes have [cluster]");
+            cluster.etcd_endpoints = vec![endpoint.to_owned()];
+            cluster.lease_ttl_secs = Some(ttl_secs);
+        }
     }
 
     /// Applies every node's configuration.

@@ -123,9 +123,15 @@ impl DaemonProc {
     /// Writes the node's configuration to a file and starts a daemon for
     /// it; returns once its API answers.
     pub fn start(node: &TestNode) -> Self {
-        let instance = node.instance().to_owned();
+        Self::start_config(&node.config)
+    }
+
+    /// [`DaemonProc::start`] for any node's configuration (e.g. a node of
+    /// a [`crate::cluster::Cluster`]).
+    pub fn start_config(node: &netpath::config::Config) -> Self {
+        let instance = node.node.name.clone();
         let config = std::env::temp_dir().join(format!("{instance}.toml"));
-        fs::write(&config, node.config.to_toml_string()).expect("write the node's config");
+        fs::write(&config, node.to_toml_string()).expect("write the node's config");
         let mut d = Self {
             child: None,
             instance,

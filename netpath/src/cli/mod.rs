@@ -662,6 +662,12 @@ async fn apply(file: &std::path::Path) -> Result<String> {
     }) {
         Ok(changed) => Ok(print_changed(&instance, &changed)),
         Err(e) if e.is_not_running() => {
+            if config.etcd_cluster().is_some() {
+                return Err(crate::config::ConfigError::from(
+                    crate::config::cluster::ClusterError::EtcdNeedsDaemon { instance },
+                )
+                .into());
+            }
             let report = reconcile::apply(&config).await?;
             Ok(render::apply_report(&instance, &report))
         }

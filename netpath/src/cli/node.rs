@@ -1,6 +1,8 @@
 //! `netpath node add|del|list`: the cluster's other nodes (static peers),
-//! changed through the daemon like `route`; `list` shows each peer with
-//! what the pinned peer map (`peers_v1`) holds for it.
+//! changed through the daemon like `route`; `list` shows each peer, where
+//! it comes from (`static`, or `etcd` with `[cluster] etcd_endpoints`, whose
+//! peers `add`/`del` cannot change) and what the pinned peer map
+//! (`peers_v1`) holds for it.
 
 use anyhow::Result;
 use clap::Subcommand;
@@ -47,6 +49,8 @@ pub struct NodeRow {
     pub pod_cidr: Ipv4Net,
     /// `direct` or `vxlan`.
     pub mode: String,
+    /// `static` (`[[peers]]`, `netpath node add`) or `etcd`.
+    pub source: String,
     /// `programmed` (the peer map routes the pod CIDR to the address),
     /// `stale` (it holds another value), `missing` (no entry).
     pub state: String,
@@ -79,6 +83,11 @@ pub(super) fn node_verb(command: NodeCommand) -> Result<String> {
                 .cluster
                 .as_ref()
                 .map_or_else(String::new, |c| c.mode.to_string());
+            let source = if config.etcd_cluster().is_some() {
+                "etcd"
+            } else {
+                "static"
+            };
             let rows: Vec<NodeRow> = config
                 .peers
                 .iter()
@@ -98,6 +107,7 @@ pub(super) fn node_verb(command: NodeCommand) -> Result<String> {
                         node_address: p.node_address,
                         pod_cidr: p.pod_cidr,
                         mode: mode.clone(),
+                        source: source.to_owned(),
                         state: state.to_owned(),
                     }
                 })
@@ -110,16 +120,17 @@ pub(super) fn node_verb(command: NodeCommand) -> Result<String> {
 /// The table of `netpath node list`.
 pub fn render_nodes(rows: &[NodeRow]) -> String {
     let mut out = format!(
-        "{:<24} {:<16} {:<18} {:<7} {}\n",
-        "NODE", "ADDRESS", "POD CIDR", "MODE", "STATE"
+        "{:<24} {:<16} {:<18} {:<7} {:<7} {}\n",
+        "NODE", "ADDRESS", "POD CIDR", "MODE", "SOURCE", "STATE"
     );
     for r in rows {
         out.push_str(&format!(
-            "{:<24} {:<16} {:<18} {:<7} {}\n",
+            "{:<24} {:<16} {:<18} {:<7} {:<7} {}\n",
             r.name,
             r.node_address.to_string(),
             r.pod_cidr.to_string(),
             r.mode,
+            r.source,
             r.state
         ));
     }

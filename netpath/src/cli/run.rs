@@ -57,7 +57,7 @@ pub async fn run(command: Command) -> Result<()> {
         } => {
             if cleanup {
                 let instance = instance.expect("clap requires --instance with --cleanup");
-                let removed = reconcile::destroy(&instance).await?;
+                let removed = daemon::cleanup(&instance).await?;
                 render::destroyed(&instance, &removed)
             } else {
                 let config = config.expect("clap requires --config without --cleanup");

@@ -124,6 +124,9 @@ impl Config {
             origin: origin.to_owned(),
             source,
         })?;
+        // C2 first: with static peers, a left-out pod CIDR is checked as
+        // the whole cluster range, which every peer overlaps.
+        config.check_file()?;
         config.validate()?;
         Ok(config)
     }

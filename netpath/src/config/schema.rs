@@ -60,7 +60,13 @@ pub struct NodeConfig {
     /// `None` means the namespace netpath runs in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netns: Option<String>,
-    /// The pod addresses, IPv4, prefix length at most 30.
+    /// The pod addresses, IPv4, prefix length at most 30. May be omitted
+    /// with `[cluster] etcd_endpoints` (the lease decides it): it is then
+    /// [`super::cluster::UNSET_POD_CIDR`] until the daemon fills it in.
+    #[serde(
+        default = "super::cluster::unset_pod_cidr",
+        skip_serializing_if = "super::cluster::is_unset_pod_cidr"
+    )]
     pub pod_cidr: Ipv4Net,
     /// Where the services' VIPs live (required with `[[services]]`); no
     /// pod, node or routed network may overlap it.

@@ -29,7 +29,19 @@ impl Config {
     /// out, duplicates, address); the route and rule counts; `[nat]`;
     /// `[conntrack]`; finally the service CIDR, port-forwards and services
     /// (`Config::check_lb`).
+    ///
+    /// A `node.pod_cidr` left out for etcd to lease (C1 in
+    /// [`super::cluster`]) is checked as if it were the whole cluster
+    /// CIDR: what lies outside that lies outside any leased CIDR.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.node.pod_cidr_is_unset() {
+            let Some(cluster) = self.etcd_cluster() else {
+                return Err(super::cluster::ClusterError::PodCidrMissing.into());
+            };
+            let mut provisional = self.clone();
+            provisional.node.pod_cidr = cluster.cidr;
+            return provisional.validate();
+        }
         let node = &self.node;
         check_name("node.name", &node.name)?;
         if let Some(netns) = &node.netns {

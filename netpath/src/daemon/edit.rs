@@ -11,9 +11,11 @@
 
 use std::{collections::BTreeSet, path::Path};
 
+use super::cluster::ClusterEvent;
 use crate::{
     api::{ApiError, AttachmentId, CniAttachment, ErrorKind, Request},
     config::{Config, PodConfig},
+    etcd::PeerEvent,
     resolve::POD_IFNAME,
 };
 
@@ -48,6 +50,13 @@ pub fn edit(current: &Config, request: &Request) -> Result<Option<Config>, ApiEr
                 )));
             }
             next.pods.remove(at);
+        }
+        Request::NodeAdd { .. } | Request::NodeDel { .. } if next.etcd_cluster().is_some() => {
+            return Err(invalid(
+                "this node's peers come from etcd ([cluster] etcd_endpoints): a node joins by \
+                 running its daemon, and leaves with `netpath daemon --cleanup` (or when its \
+                 lease runs out)",
+            ));
         }
         Request::NodeAdd { peer } => {
             if next.cluster.is_none() {
@@ -169,7 +178,10 @@ pub fn edit(current: &Config, request: &Request) -> Result<Option<Config>, ApiEr
 }
 
 /// `netpath apply -f`: `config` replaces the desired state, except the
-/// pods runtimes attached (they are theirs) unless `config` holds them.
+/// pods runtimes attached (they are theirs) unless `config` holds them,
+/// and, with etcd, the leased pod CIDR and etcd's peers (C1, C2 in
+/// [`crate::config::cluster`]); the etcd settings themselves change only
+/// with a restart (the daemon joined with them).
 fn replace(current: &Config, config: &Config) -> Result<Config, ApiError> {
     if config.node.name != current.node.name {
         return Err(invalid(format!(
@@ -179,12 +191,76 @@ fn replace(current: &Config, config: &Config) -> Result<Config, ApiError> {
         )));
     }
     let mut next = config.clone();
+    let etcd = |c: &Config| {
+        c.etcd_cluster().map(|cl| {
+            (
+                cl.cidr,
+                cl.etcd_settings().0.to_vec(),
+                cl.etcd_settings().1.to_owned(),
+                cl.node_cidr_len(),
+                cl.lease_ttl(),
+            )
+        })
+    };
+    if etcd(current) != etcd(config) {
+        return Err(invalid(
+            "the file changes [cluster]'s cidr or etcd settings, which this daemon joined etcd \
+             with: restart the daemon to change them (systemctl restart netpath)",
+        ));
+    }
+    if current.etcd_cluster().is_some() {
+        config.check_file().map_err(|e| invalid(e.to_string()))?;
+        if !config.node.pod_cidr_is_unset() && config.node.pod_cidr != current.node.pod_cidr {
+            return Err(invalid(format!(
+                "node.pod_cidr {} is not the pod CIDR this node leased from etcd, {}; omit \
+                 node.pod_cidr (the lease decides it)",
+                config.node.pod_cidr, current.node.pod_cidr
+            )));
+        }
+        next.node.pod_cidr = current.node.pod_cidr;
+        next.peers.clone_from(&current.peers);
+    }
     for pod in current.pods.iter().filter(|p| p.container_id.is_some()) {
         if !next.pods.iter().any(|p| p.name == pod.name) {
             next.pods.push(pod.clone());
         }
     }
     Ok(next)
+}
+
+/// The desired state after etcd reported `event` (a peer up or down, or
+/// the whole list again), for node `current.node.name`: only the peers
+/// change, validated whole. `Ok(None)`: nothing changes (this node's own
+/// lease, or a peer already as reported).
+pub fn peer_event(current: &Config, event: &ClusterEvent) -> Result<Option<Config>, ApiError> {
+    let me = current.node.name.as_str();
+    let mut next = current.clone();
+    match event {
+        ClusterEvent::Peer(PeerEvent::Up(p)) => {
+            if p.name == me {
+                return Ok(None);
+            }
+            // A node that re-leased under another CIDR, or a CIDR that
+            // changed hands: the old entries go.
+            next.peers
+                .retain(|q| q.name != p.name && q.pod_cidr != p.pod_cidr);
+            next.peers.push(super::cluster::peer_config(p));
+            next.peers.sort();
+        }
+        ClusterEvent::Peer(PeerEvent::Down { name, pod_cidr }) => {
+            if name == me {
+                return Ok(None);
+            }
+            next.peers.retain(|q| q.pod_cidr != *pod_cidr);
+        }
+        ClusterEvent::Resync(peers) => next.peers = super::cluster::others(me, peers),
+    }
+    if next.peers == current.peers {
+        return Ok(None);
+    }
+    next.validate()
+        .map_err(|e| ApiError::new(ErrorKind::Invalid, e.to_string()))?;
+    Ok(Some(next))
 }
 
 fn add_pod(next: &mut Config, pod: PodConfig) -> Result<(), ApiError> {

@@ -19,6 +19,11 @@
 //!   unchanged object is not reloaded, conntrack is kept).
 //!   `netpath daemon --cleanup` removes everything the instance built.
 //!
+//! * With `[cluster] etcd_endpoints`, the daemon joins etcd before the
+//!   first apply (the lease gives the node's pod CIDR) and follows the
+//!   peers etcd holds, each change through the same serialized path as the
+//!   API's ([`cluster`]).
+//!
 //! One daemon per instance: it holds `daemon.lock` (`flock`) in the state
 //! directory while it runs.
 
@@ -43,6 +48,7 @@ use crate::{
     sys::file::write_atomic,
 };
 
+pub mod cluster;
 pub mod edit;
 mod serve;
 
@@ -84,6 +90,31 @@ pub enum DaemonError {
         instance: String,
         path: PathBuf,
         source: Box<ConfigError>,
+    },
+    /// etcd refused or could not be reached (the daemon does not start
+    /// without its lease: see [`cluster`]).
+    #[error(transparent)]
+    Etcd(#[from] crate::etcd::EtcdError),
+    /// The etcd client's thread ended before it joined.
+    #[error("the etcd client's thread stopped before joining (see the log above)")]
+    EtcdThread,
+    /// The uplink could not be brought up to reach etcd.
+    #[error(transparent)]
+    Netlink(#[from] crate::sys::netlink::NetlinkError),
+    /// The node's namespace (where etcd is reached from).
+    #[error(transparent)]
+    Netns(#[from] crate::sys::netns::NetnsError),
+    /// The kept desired state's pod CIDR is not the leased one.
+    #[error(
+        "instance '{instance}' kept pod CIDR {kept} (its pods' addresses are in it), but etcd \
+         leased it {leased}: its reservation in etcd is gone or names another CIDR. Restore \
+         the reservation, or start the node anew (`netpath daemon --cleanup --instance \
+         {instance}` removes its pods, then start the daemon)"
+    )]
+    LeaseDiffers {
+        instance: String,
+        kept: ipnet::Ipv4Net,
+        leased: ipnet::Ipv4Net,
     },
     /// A file or the socket of the state directory.
     #[error("cannot {what} {}: {source}", path.display())]
@@ -210,18 +241,35 @@ impl Daemon {
     /// Edits, validates, applies and persists one change (see the module
     /// documentation). Returns the apply's report and the new state.
     async fn change(&self, request: &Request) -> Result<(ApplyReport, Config), ApiError> {
+        self.change_by(|current| edit::edit(current, request), true)
+            .await
+    }
+
+    /// [`Daemon::change`] for any edit of the desired state (an API
+    /// request, or a peer reported by etcd); `count`: whether it is an API
+    /// request for the metrics.
+    async fn change_by(
+        &self,
+        edit: impl FnOnce(&Config) -> Result<Option<Config>, ApiError>,
+        count: bool,
+    ) -> Result<(ApplyReport, Config), ApiError> {
         let _turn = self.changes.lock().await;
         let current = self.desired();
         let m = &self.metrics;
-        let edited = edit::edit(&current, request).inspect_err(|_| m.request(Refused));
+        let request = |r| {
+            if count {
+                m.request(r);
+            }
+        };
+        let edited = edit(&current).inspect_err(|_| request(Refused));
         let Some(next) = edited? else {
-            m.request(Unchanged);
+            request(Unchanged);
             return Ok((ApplyReport::default(), current));
         };
         let began = Instant::now();
         let applied = reconcile::apply(&next).await;
         m.reconciled(began.elapsed(), applied.is_ok());
-        m.request(if applied.is_ok() { Applied } else { Failed });
+        request(if applied.is_ok() { Applied } else { Failed });
         let report = applied
             .map_err(|e| ApiError::new(ErrorKind::Failed, format!("{e}; nothing was changed")))?;
         if let Err(e) = persist(&next) {
@@ -242,9 +290,17 @@ impl Daemon {
     }
 }
 
+/// Writes the desired state to [`desired_file`]; with etcd, without the
+/// peers (C2 in [`crate::config::cluster`]: etcd is their source, read
+/// again at every start), but with the leased pod CIDR (C1: the next start
+/// checks the lease against it).
 fn persist(config: &Config) -> Result<(), DaemonError> {
     let path = desired_file(&config.node.name);
-    write_atomic(&path, config.to_toml_string().as_bytes()).map_err(|e| DaemonError::Io {
+    let mut kept = config.clone();
+    if kept.etcd_cluster().is_some() {
+        kept.peers.clear();
+    }
+    write_atomic(&path, kept.to_toml_string().as_bytes()).map_err(|e| DaemonError::Io {
         what: "write the desired state to",
         path,
         source: e.source,
@@ -332,6 +388,9 @@ pub async fn serve_node(
         }
         None => file,
     };
+    let mut desired = desired;
+    // Before the first apply: the pod CIDR is the lease's (C1).
+    let mut etcd = cluster::join(&mut desired).await?;
     let metrics = Arc::new(crate::metrics::DaemonMetrics::default());
     let began = Instant::now();
     let applied = reconcile::apply(&desired).await;
@@ -367,6 +426,7 @@ pub async fn serve_node(
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            Some(event) = next_cluster_event(etcd.as_mut()) => peer_change(&daemon, &event).await,
             event = events.recv() => match event.unwrap_or(Event::Stop) {
                 Event::Stop => break,
                 Event::Reload => match path {
@@ -395,6 +455,39 @@ pub async fn serve_node(
     let _ = fs::remove_file(socket_path(&instance));
     info!("daemon: stopping; the datapath of instance {instance} stays in place (pinned)");
     Ok(())
+}
+
+/// The next event from etcd; never ready without etcd.
+async fn next_cluster_event(link: Option<&mut cluster::EtcdLink>) -> Option<cluster::ClusterEvent> {
+    match link {
+        Some(link) => link.events.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// One peer change reported by etcd, through the serialized change path.
+async fn peer_change(daemon: &Daemon, event: &cluster::ClusterEvent) {
+    info!("daemon: etcd: {event:?}");
+    match daemon
+        .change_by(|current| edit::peer_event(current, event), false)
+        .await
+    {
+        Ok((report, _)) if report.changed() => {}
+        Ok(_) => debug!("daemon: etcd event changed nothing"),
+        Err(e) => error!("daemon: applying what etcd reported ({event:?}) failed: {e}"),
+    }
+}
+
+/// `netpath daemon --cleanup`: leaves the cluster in etcd (when the
+/// instance's kept desired state uses it: lease revoked, reservation
+/// removed), then removes what the instance built. etcd unreachable stops
+/// it before anything is removed (`netpath destroy` removes the node
+/// without leaving etcd).
+pub async fn cleanup(instance: &str) -> Result<Vec<String>, DaemonError> {
+    if let Some(kept) = load_desired(instance)? {
+        cluster::leave(&kept)?;
+    }
+    Ok(reconcile::destroy(instance).await?)
 }
 
 /// Starts the metrics endpoint of `config`'s `[node.metrics]` (see

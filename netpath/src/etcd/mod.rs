@@ -334,6 +334,48 @@ impl Registry {
         })
     }
 
+    /// Removes `node` from the cluster without its [`Membership`] (another
+    /// process's: `netpath daemon --cleanup`): revokes the lease of every
+    /// subnet key naming it (watchers see it down at once) and deletes its
+    /// reservation. Returns the pod CIDRs it held; none is fine.
+    pub async fn forget(&self, node: &str) -> Result<Vec<Ipv4Net>, EtcdError> {
+        let mut client = self.client.clone();
+        let subnets = client
+            .get(self.subnets_prefix(), Some(GetOptions::new().with_prefix()))
+            .await
+            .map_err(op("get"))?;
+        let mut released = Vec::new();
+        for kv in subnets.kvs() {
+            let peer = self.peer_of(kv.key(), kv.value())?;
+            if peer.name != node {
+                continue;
+            }
+            if kv.lease() == 0 {
+                client.delete(kv.key(), None).await.map_err(op("delete"))?;
+            } else {
+                client
+                    .lease_revoke(kv.lease())
+                    .await
+                    .map_err(op("lease revoke"))?;
+            }
+            released.push(peer.pod_cidr);
+        }
+        let reservation = client
+            .delete(
+                self.node_key(node),
+                Some(etcd_client::DeleteOptions::new().with_prev_key()),
+            )
+            .await
+            .map_err(op("delete"))?;
+        for kv in reservation.prev_kvs() {
+            let cidr = NodeRecord::from_json(&self.node_key(node), kv.value())?.pod_cidr;
+            if !released.contains(&cidr) {
+                released.push(cidr);
+            }
+        }
+        Ok(released)
+    }
+
     /// Every subnet leased or reserved, by anyone.
     async fn taken(&self, client: &mut Client) -> Result<Vec<Ipv4Net>, EtcdError> {
         let mut out = Vec::new();

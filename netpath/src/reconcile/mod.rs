@@ -75,6 +75,14 @@ pub use node::{GATEWAY_IFNAME, GATEWAY_PEER_IFNAME, NP0_FORWARDING, Node};
 
 /// Applies `config`: makes the node and its pods what the configuration says.
 pub async fn apply(config: &Config) -> Result<ApplyReport, ReconcileError> {
+    if config.node.pod_cidr_is_unset() {
+        // Validation accepts it for etcd to fill in; nothing may build a
+        // node from it (C1 in `config::cluster`).
+        return Err(crate::config::ConfigError::from(
+            crate::config::cluster::ClusterError::PodCidrNotLeased,
+        )
+        .into());
+    }
     config.validate()?;
     apply_desired(&DesiredNode::resolve(config)).await
 }

@@ -26,6 +26,7 @@ fn cluster() -> Config {
         vxlan_vni: None,
         vxlan_port: None,
         vxlan_device: None,
+        ..ClusterConfig::default()
     });
     c.peers = vec![
         peer("node2", [192, 168, 50, 3], "10.200.1.0/24"),
@@ -114,5 +115,87 @@ fn duplicate_names_and_addresses_peers_without_cluster_and_bad_vni_are_refused()
     assert!(matches!(
         refused(&c).0,
         ClusterError::NodeCidrOutside { .. }
+    ));
+}
+
+/// The demo in an etcd cluster 10.200.0.0/16: no pod CIDR, no peers.
+fn etcd_cluster() -> Config {
+    let mut c = cluster();
+    c.peers.clear();
+    c.node.pod_cidr = crate::config::cluster::UNSET_POD_CIDR;
+    let cl = c.cluster.as_mut().unwrap();
+    cl.etcd_endpoints = vec!["http://192.168.50.1:2379".into()];
+    c
+}
+
+#[test]
+fn with_etcd_the_pod_cidr_may_be_left_out_and_survives_toml_left_out() {
+    let c = etcd_cluster();
+    c.validate().unwrap();
+    let text = c.to_toml_string();
+    assert!(!text.contains("pod_cidr"), "{text}");
+    assert!(text.contains("etcd_endpoints"), "{text}");
+    let back = Config::from_toml_str(&text).unwrap();
+    assert_eq!(back, c);
+    assert!(back.node.pod_cidr_is_unset());
+    let cl = back.cluster.as_ref().unwrap();
+    assert_eq!(
+        (
+            cl.etcd_prefix(),
+            cl.node_cidr_len(),
+            cl.lease_ttl().as_secs()
+        ),
+        ("/netpath/default", 24, 10)
+    );
+}
+
+#[test]
+fn without_etcd_a_missing_pod_cidr_is_refused_saying_what_to_do() {
+    let mut c = etcd_cluster();
+    c.cluster.as_mut().unwrap().etcd_endpoints.clear();
+    let (e, msg) = refused(&c);
+    assert!(matches!(e, ClusterError::PodCidrMissing), "{msg}");
+    assert!(msg.contains("etcd_endpoints"), "{msg}");
+}
+
+#[test]
+fn with_etcd_static_peers_and_a_pod_cidr_of_another_length_are_refused_in_a_file() {
+    let mut c = etcd_cluster();
+    c.peers
+        .push(peer("node2", [192, 168, 50, 3], "10.200.1.0/24"));
+    let err = Config::from_toml_str(&c.to_toml_string()).unwrap_err();
+    assert!(
+        matches!(err, ConfigError::Cluster(ClusterError::StaticPeersWithEtcd)),
+        "{err}"
+    );
+    let mut c = etcd_cluster();
+    c.node.pod_cidr = "10.200.4.0/23".parse().unwrap();
+    let err = Config::from_toml_str(&c.to_toml_string()).unwrap_err();
+    assert!(err.to_string().contains("is not a /24"), "{err}");
+    // The leased length is accepted (the daemon's kept state).
+    c.node.pod_cidr = "10.200.4.0/24".parse().unwrap();
+    Config::from_toml_str(&c.to_toml_string()).unwrap();
+}
+
+#[test]
+fn bad_etcd_settings_are_refused() {
+    let mut c = etcd_cluster();
+    c.cluster.as_mut().unwrap().etcd_endpoints = vec!["192.168.50.1:2379".into()];
+    assert!(matches!(refused(&c).0, ClusterError::EtcdEndpoint { .. }));
+    let mut c = etcd_cluster();
+    c.cluster.as_mut().unwrap().etcd_prefix = Some("netpath".into());
+    assert!(matches!(refused(&c).0, ClusterError::EtcdPrefix { .. }));
+    let mut c = etcd_cluster();
+    c.cluster.as_mut().unwrap().node_cidr_len = Some(15);
+    assert!(matches!(refused(&c).0, ClusterError::NodeCidrLen { .. }));
+    let mut c = etcd_cluster();
+    c.cluster.as_mut().unwrap().lease_ttl_secs = Some(0);
+    assert!(matches!(refused(&c).0, ClusterError::LeaseTtl { .. }));
+    let mut c = etcd_cluster();
+    c.node.uplink.as_mut().unwrap().address = None;
+    c.masquerade.clear();
+    assert!(matches!(
+        refused(&c).0,
+        ClusterError::EtcdWithoutUplinkAddress
     ));
 }

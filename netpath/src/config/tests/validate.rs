@@ -203,7 +203,6 @@ fn cidr_errors() {
 
     for (bad, range) in [
         ("127.1.0.0/16", "127.0.0.0/8"),
-        ("0.0.0.0/0", "0.0.0.0/8"),
         ("224.0.0.0/24", "224.0.0.0/4"),
         ("255.255.255.0/24", "240.0.0.0/4"),
     ] {
@@ -211,6 +210,19 @@ fn cidr_errors() {
         let err = fails(&c, &[bad, range]);
         assert!(matches!(err, ConfigError::CidrSpecial { .. }), "{err}");
     }
+    // 0.0.0.0/0 is what a left-out pod CIDR reads as (for etcd to lease).
+    c.node.pod_cidr = cidr("0.0.0.0/0");
+    let err = fails(
+        &c,
+        &["node.pod_cidr is missing", "0.0.0.0/0", "etcd_endpoints"],
+    );
+    assert!(
+        matches!(
+            err,
+            ConfigError::Cluster(crate::config::cluster::ClusterError::PodCidrMissing)
+        ),
+        "{err}"
+    );
 }
 
 #[test]

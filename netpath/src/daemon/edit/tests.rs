@@ -198,6 +198,7 @@ fn node_add_and_del_edit_the_peers() {
         vxlan_vni: None,
         vxlan_port: None,
         vxlan_device: None,
+        ..ClusterConfig::default()
     });
     let next = edit(&base, &add).unwrap().unwrap();
     assert_eq!(next.peers, vec![peer]);
@@ -207,4 +208,118 @@ fn node_add_and_del_edit_the_peers() {
     };
     assert_eq!(edit(&next, &del).unwrap().unwrap().peers, Vec::new());
     assert_eq!(kind(edit(&base, &del)), ErrorKind::NotFound);
+}
+
+/// The demo as an etcd node that leased 10.200.0.0/24 and knows node2.
+fn etcd_node() -> Config {
+    use crate::config::cluster::{ClusterConfig, PeerConfig};
+    let mut c = demo();
+    c.cluster = Some(ClusterConfig {
+        cidr: "10.200.0.0/16".parse().unwrap(),
+        etcd_endpoints: vec!["http://192.168.50.1:2379".into()],
+        ..ClusterConfig::default()
+    });
+    c.peers = vec![PeerConfig {
+        name: "node2".into(),
+        node_address: "192.168.50.3".parse().unwrap(),
+        pod_cidr: "10.200.1.0/24".parse().unwrap(),
+    }];
+    c
+}
+
+fn etcd_peer(name: &str, last: u8, cidr: &str) -> crate::etcd::Peer {
+    crate::etcd::Peer {
+        name: name.into(),
+        address: std::net::Ipv4Addr::new(192, 168, 50, last),
+        pod_cidr: cidr.parse().unwrap(),
+    }
+}
+
+#[test]
+fn etcd_events_edit_only_the_peers_and_ignore_this_node() {
+    use super::super::cluster::ClusterEvent;
+    use crate::etcd::PeerEvent;
+    let base = etcd_node();
+    let up = ClusterEvent::Peer(PeerEvent::Up(etcd_peer("node3", 4, "10.200.2.0/24")));
+    let next = peer_event(&base, &up).unwrap().unwrap();
+    let names: Vec<&str> = next.peers.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["node2", "node3"]);
+    let mut without_peers = next.clone();
+    without_peers.peers = base.peers.clone();
+    assert_eq!(without_peers, base, "nothing but the peers changed");
+    // The same again, and this node's own lease: nothing to change.
+    assert_eq!(peer_event(&next, &up).unwrap(), None);
+    let me = ClusterEvent::Peer(PeerEvent::Up(etcd_peer("demo", 2, "10.200.0.0/24")));
+    assert_eq!(peer_event(&base, &me).unwrap(), None);
+    // node2 re-leased elsewhere: its old entry goes.
+    let moved = ClusterEvent::Peer(PeerEvent::Up(etcd_peer("node2", 3, "10.200.5.0/24")));
+    let m = peer_event(&base, &moved).unwrap().unwrap();
+    assert_eq!(m.peers.len(), 1);
+    assert_eq!(m.peers[0].pod_cidr.to_string(), "10.200.5.0/24");
+    // Down by pod CIDR.
+    let down = ClusterEvent::Peer(PeerEvent::Down {
+        name: "node2".into(),
+        pod_cidr: "10.200.1.0/24".parse().unwrap(),
+    });
+    assert!(peer_event(&base, &down).unwrap().unwrap().peers.is_empty());
+    // A resync replaces the list (this node excluded).
+    let resync = ClusterEvent::Resync(vec![
+        etcd_peer("demo", 2, "10.200.0.0/24"),
+        etcd_peer("node4", 5, "10.200.3.0/24"),
+    ]);
+    let r = peer_event(&base, &resync).unwrap().unwrap();
+    let names: Vec<&str> = r.peers.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["node4"]);
+    // A peer overlapping this node's CIDR is refused, nothing changes.
+    let bad = ClusterEvent::Peer(PeerEvent::Up(etcd_peer("rogue", 9, "10.200.0.0/24")));
+    assert_eq!(kind(peer_event(&base, &bad)), ErrorKind::Invalid);
+}
+
+#[test]
+fn with_etcd_node_add_and_del_are_refused_and_apply_keeps_the_lease_and_peers() {
+    let base = etcd_node();
+    let del = Request::NodeDel {
+        name: "node2".into(),
+    };
+    let err = edit(&base, &del).unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Invalid);
+    assert!(err.message.contains("come from etcd"), "{}", err.message);
+    // A file without pod CIDR or peers: the leased CIDR and etcd's peers
+    // stay.
+    let mut file = base.clone();
+    file.node.pod_cidr = crate::config::cluster::UNSET_POD_CIDR;
+    file.peers.clear();
+    file.conntrack.gc_interval = 20;
+    let apply = |c: &Config| Request::Apply {
+        config: Box::new(c.clone()),
+    };
+    let next = edit(&base, &apply(&file)).unwrap().unwrap();
+    assert_eq!(next.node.pod_cidr, base.node.pod_cidr);
+    assert_eq!(next.peers, base.peers);
+    assert_eq!(next.conntrack.gc_interval, 20);
+    // Another pod CIDR, static peers, changed etcd settings: refused.
+    let mut other = file.clone();
+    other.node.pod_cidr = "10.200.7.0/24".parse().unwrap();
+    assert!(
+        edit(&base, &apply(&other))
+            .unwrap_err()
+            .message
+            .contains("leased from etcd")
+    );
+    let mut other = file.clone();
+    other.peers = base.peers.clone();
+    assert!(
+        edit(&base, &apply(&other))
+            .unwrap_err()
+            .message
+            .contains("[[peers]]")
+    );
+    let mut other = file.clone();
+    other.cluster.as_mut().unwrap().lease_ttl_secs = Some(30);
+    assert!(
+        edit(&base, &apply(&other))
+            .unwrap_err()
+            .message
+            .contains("restart the daemon")
+    );
 }
