@@ -42,16 +42,20 @@ pub enum Group {
     /// Program time per packet against routes, services and connection
     /// entries ([`crate::curves`]).
     Curves,
+    /// Pod → pod across two nodes, direct and VXLAN, classic and netpath
+    /// ([`crate::cross_node`]).
+    CrossNode,
 }
 
 impl Group {
-    pub const ALL: [Group; 6] = [
+    pub const ALL: [Group; 7] = [
         Group::Baseline,
         Group::Routes,
         Group::Conntrack,
         Group::Prefilter,
         Group::ServiceScale,
         Group::Curves,
+        Group::CrossNode,
     ];
 
     pub fn id(self) -> &'static str {
@@ -62,6 +66,7 @@ impl Group {
             Group::Prefilter => "prefilter",
             Group::ServiceScale => "service-scale",
             Group::Curves => "curves",
+            Group::CrossNode => "cross-node",
         }
     }
 }
@@ -200,6 +205,16 @@ impl Options {
                 || scenario == Scenario::PodToLan)
     }
 
+    /// The cross-node group's options: the run's rounds and seconds.
+    pub fn cross_node(&self) -> crate::cross_node::XnOptions {
+        crate::cross_node::XnOptions {
+            rounds: self.rounds,
+            secs: self.secs,
+            settle: Duration::from_millis(if self.smoke { 10 } else { 50 }),
+            command: self.command.clone(),
+        }
+    }
+
     /// The service-scale group's options.
     pub fn scale(&self) -> crate::service_scale::ScaleOptions {
         crate::service_scale::ScaleOptions {
@@ -276,6 +291,7 @@ pub fn run(opts: &Options) -> Result<Results> {
         summary: Vec::new(),
         service_scale: None,
         curves: None,
+        cross_node: None,
         notes: swept
             .iter()
             .map(|s| format!("removed a leftover of an earlier run: {s}"))
@@ -467,6 +483,11 @@ pub fn run(opts: &Options) -> Result<Results> {
         results.notes.extend(scale.notes.iter().cloned());
         results.service_scale = Some(scale);
     }
+    if opts.has(Group::CrossNode) {
+        let xn = crate::cross_node::run(&opts.cross_node(), &names)?;
+        results.notes.extend(xn.notes.iter().cloned());
+        results.cross_node = Some(xn);
+    }
     if opts.has(Group::Curves) {
         println!("netpath-bench: cost-growth curves (BPF_PROG_TEST_RUN of np_from_pod)");
         let curves = crate::curves::run(&opts.curves)?;
@@ -602,7 +623,7 @@ fn measure(
     let ctx = MeasureCtx {
         secs: opts.secs,
         progs: s.bpf_pins().progs,
-        setup: s,
+        setup: Some(s),
     };
     let t = Instant::now();
     let res = figure.measure(ep, &ctx);
