@@ -142,10 +142,16 @@ impl Options {
 
     /// Every figure once, briefly, small scale (the scaling conditions
     /// with the connection-rate figure only; 1 and 100 services); results
-    /// in a temporary directory, no markdown. Under a minute.
+    /// in a temporary directory, no markdown. Under a minute. Without the
+    /// cross-node group, which adds 11 s (four setups of two nodes; the
+    /// smoke is at about 50 s already): `--smoke --only cross-node` runs
+    /// it alone, briefly.
     pub fn smoke() -> Self {
         Self {
-            groups: Group::ALL.to_vec(),
+            groups: Group::ALL
+                .into_iter()
+                .filter(|g| *g != Group::CrossNode)
+                .collect(),
             services: vec![1, 100],
             scale_rounds: 1,
             scale_secs: 0.2,
@@ -682,10 +688,19 @@ mod tests {
                 Condition::Conntrack(100_000)
             ]
         );
+        assert!(
+            o.has(Group::CrossNode),
+            "the full run has the cross-node group"
+        );
         o.groups = vec![Group::ServiceScale];
         assert!(
             o.conditions().is_empty(),
             "service scale alone builds no setup"
+        );
+        o.groups = vec![Group::CrossNode];
+        assert!(
+            o.conditions().is_empty(),
+            "cross-node alone builds none of the single-node setups"
         );
         o.groups = vec![Group::Prefilter];
         assert_eq!(o.conditions(), [Condition::Baseline]);
@@ -702,6 +717,7 @@ mod tests {
         // Smoke: the scaling conditions with the connection rate only, the
         // 4-stream and 1 KiB figures at pod → LAN only.
         let s = Options::smoke();
+        assert!(!s.has(Group::CrossNode), "the smoke stays under a minute");
         assert!(s.wants(Figure::Crr, Condition::Conntrack(1000)));
         assert!(!s.wants(Figure::Udp64, Condition::Conntrack(1000)));
         assert!(s.in_scenario(Figure::Tcp4, Scenario::PodToLan));
