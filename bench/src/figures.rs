@@ -117,8 +117,9 @@ pub struct MeasureCtx<'a> {
     pub secs: f64,
     /// The setup's pinned BPF programs ([`Figure::BpfCost`]).
     pub progs: Vec<PathBuf>,
-    /// The setup itself (its drop counter, [`Figure::Prefilter`]).
-    pub setup: &'a dyn Setup,
+    /// The setup itself (its drop counter, [`Figure::Prefilter`]); `None`
+    /// for loads that need none (the cross-node group's).
+    pub setup: Option<&'a dyn Setup>,
 }
 
 pub type Values = BTreeMap<String, f64>;
@@ -287,7 +288,10 @@ impl Figure {
                 put("delivered_with_stats", r.delivered_pps / 1e3);
             }
             Figure::Prefilter => {
-                let r = flood::run(ep, ctx.secs, &|| ctx.setup.denied_drops())?;
+                let setup = ctx
+                    .setup
+                    .ok_or_else(|| anyhow::anyhow!("the prefilter figure needs its setup"))?;
+                let r = flood::run(ep, ctx.secs, &|| setup.denied_drops())?;
                 put("dropped", r.dropped_pps / 1e3);
                 put("sent", r.sent_pps / 1e3);
                 put("dropped_share", r.dropped_share * 100.0);

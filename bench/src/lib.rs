@@ -15,6 +15,7 @@
 //! ([`ns`]); they are removed at the end, on errors, panics and Ctrl-C.
 
 pub mod condition;
+pub mod cross_node;
 pub mod curves;
 pub mod figures;
 pub mod load;
@@ -228,6 +229,7 @@ pub fn run_and_write(opts: &Options) -> Result<(report::Results, Written)> {
                 shown = shown.merge(report::Results {
                     conditions: Vec::new(),
                     curves: None,
+                    cross_node: None,
                     ..scale
                 });
             }
@@ -240,8 +242,14 @@ pub fn run_and_write(opts: &Options) -> Result<(report::Results, Written)> {
                 shown = shown.merge(report::Results {
                     conditions: Vec::new(),
                     service_scale: None,
+                    cross_node: None,
                     ..curves
                 });
+            }
+            if shown.cross_node.is_none()
+                && let Some((_, xn)) = newest(&opts.results_dir, &json, |r| r.cross_node.is_some())
+            {
+                shown.cross_node = xn.cross_node;
             }
             shown.summarize();
             report::markdown::write(&shown, page, &files)?;

@@ -22,7 +22,7 @@ struct Cli {
     #[arg(long)]
     smoke: bool,
     /// Only these groups: baseline, routes, conntrack, prefilter,
-    /// service-scale, curves (comma-separated; default: all).
+    /// service-scale, curves, cross-node (comma-separated; default: all).
     #[arg(long, value_delimiter = ',', value_parser = parse_group)]
     only: Option<Vec<Group>>,
     /// Service counts of the service-scale group, e.g. `1,1000,10000,30000`.
@@ -260,6 +260,30 @@ fn main() -> ExitCode {
                             get("change"),
                         );
                     }
+                }
+            }
+            if let Some(x) = &results.cross_node {
+                println!("\nnetpath-bench: cross-node pod → pod, median of rounds:");
+                for figure in netpath_bench::cross_node::FIGURES {
+                    let m = figure.main_metric();
+                    let cells: Vec<String> = netpath_bench::cross_node::XnKind::ALL
+                        .iter()
+                        .map(|&k| {
+                            format!(
+                                "{} {}",
+                                k.id(),
+                                x.spread(k, figure, m.id)
+                                    .map_or("n/a".into(), |s| num(s.median))
+                            )
+                        })
+                        .collect();
+                    println!(
+                        "  {:<14} {:<12} {} ({})",
+                        figure.id(),
+                        m.id,
+                        cells.join("  "),
+                        m.unit
+                    );
                 }
             }
             println!("netpath-bench: wrote {}", written.json.display());

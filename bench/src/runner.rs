@@ -42,16 +42,20 @@ pub enum Group {
     /// Program time per packet against routes, services and connection
     /// entries ([`crate::curves`]).
     Curves,
+    /// Pod → pod across two nodes, direct and VXLAN, classic and netpath
+    /// ([`crate::cross_node`]).
+    CrossNode,
 }
 
 impl Group {
-    pub const ALL: [Group; 6] = [
+    pub const ALL: [Group; 7] = [
         Group::Baseline,
         Group::Routes,
         Group::Conntrack,
         Group::Prefilter,
         Group::ServiceScale,
         Group::Curves,
+        Group::CrossNode,
     ];
 
     pub fn id(self) -> &'static str {
@@ -62,6 +66,7 @@ impl Group {
             Group::Prefilter => "prefilter",
             Group::ServiceScale => "service-scale",
             Group::Curves => "curves",
+            Group::CrossNode => "cross-node",
         }
     }
 }
@@ -137,10 +142,16 @@ impl Options {
 
     /// Every figure once, briefly, small scale (the scaling conditions
     /// with the connection-rate figure only; 1 and 100 services); results
-    /// in a temporary directory, no markdown. Under a minute.
+    /// in a temporary directory, no markdown. Under a minute. Without the
+    /// cross-node group, which adds 11 s (four setups of two nodes; the
+    /// smoke is at about 50 s already): `--smoke --only cross-node` runs
+    /// it alone, briefly.
     pub fn smoke() -> Self {
         Self {
-            groups: Group::ALL.to_vec(),
+            groups: Group::ALL
+                .into_iter()
+                .filter(|g| *g != Group::CrossNode)
+                .collect(),
             services: vec![1, 100],
             scale_rounds: 1,
             scale_secs: 0.2,
@@ -198,6 +209,16 @@ impl Options {
             && (!self.smoke
                 || !matches!(f, Figure::Tcp4 | Figure::Rr1k)
                 || scenario == Scenario::PodToLan)
+    }
+
+    /// The cross-node group's options: the run's rounds and seconds.
+    pub fn cross_node(&self) -> crate::cross_node::XnOptions {
+        crate::cross_node::XnOptions {
+            rounds: self.rounds,
+            secs: self.secs,
+            settle: Duration::from_millis(if self.smoke { 10 } else { 50 }),
+            command: self.command.clone(),
+        }
     }
 
     /// The service-scale group's options.
@@ -276,6 +297,7 @@ pub fn run(opts: &Options) -> Result<Results> {
         summary: Vec::new(),
         service_scale: None,
         curves: None,
+        cross_node: None,
         notes: swept
             .iter()
             .map(|s| format!("removed a leftover of an earlier run: {s}"))
@@ -467,6 +489,11 @@ pub fn run(opts: &Options) -> Result<Results> {
         results.notes.extend(scale.notes.iter().cloned());
         results.service_scale = Some(scale);
     }
+    if opts.has(Group::CrossNode) {
+        let xn = crate::cross_node::run(&opts.cross_node(), &names)?;
+        results.notes.extend(xn.notes.iter().cloned());
+        results.cross_node = Some(xn);
+    }
     if opts.has(Group::Curves) {
         println!("netpath-bench: cost-growth curves (BPF_PROG_TEST_RUN of np_from_pod)");
         let curves = crate::curves::run(&opts.curves)?;
@@ -602,7 +629,7 @@ fn measure(
     let ctx = MeasureCtx {
         secs: opts.secs,
         progs: s.bpf_pins().progs,
-        setup: s,
+        setup: Some(s),
     };
     let t = Instant::now();
     let res = figure.measure(ep, &ctx);
@@ -661,10 +688,19 @@ mod tests {
                 Condition::Conntrack(100_000)
             ]
         );
+        assert!(
+            o.has(Group::CrossNode),
+            "the full run has the cross-node group"
+        );
         o.groups = vec![Group::ServiceScale];
         assert!(
             o.conditions().is_empty(),
             "service scale alone builds no setup"
+        );
+        o.groups = vec![Group::CrossNode];
+        assert!(
+            o.conditions().is_empty(),
+            "cross-node alone builds none of the single-node setups"
         );
         o.groups = vec![Group::Prefilter];
         assert_eq!(o.conditions(), [Condition::Baseline]);
@@ -681,6 +717,7 @@ mod tests {
         // Smoke: the scaling conditions with the connection rate only, the
         // 4-stream and 1 KiB figures at pod → LAN only.
         let s = Options::smoke();
+        assert!(!s.has(Group::CrossNode), "the smoke stays under a minute");
         assert!(s.wants(Figure::Crr, Condition::Conntrack(1000)));
         assert!(!s.wants(Figure::Udp64, Condition::Conntrack(1000)));
         assert!(s.in_scenario(Figure::Tcp4, Scenario::PodToLan));

@@ -142,6 +142,9 @@ pub fn render(r: &Results, page: &Path, files: &Files) -> String {
     if let Some(scale) = &r.service_scale {
         super::scale::section(&mut o, scale, files, &link);
     }
+    if let Some(x) = &r.cross_node {
+        super::cross_node::section(&mut o, x);
+    }
     if let Some(curves) = &r.curves {
         let datapath_ns = r
             .row(

@@ -4,6 +4,7 @@
 //! page ([`markdown`]) and the chart ([`png`]).
 
 pub mod analysis;
+pub mod cross_node;
 pub mod curves;
 pub mod json;
 pub mod markdown;
@@ -178,6 +179,9 @@ pub struct Results {
     /// The cost-growth curves, when they ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub curves: Option<crate::curves::CurveResults>,
+    /// The cross-node group, when it ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cross_node: Option<crate::cross_node::XnResults>,
 }
 
 /// The version of [`Results`]' layout. 2: the `netpath` setup is the
@@ -209,14 +213,20 @@ impl Results {
     pub fn merge(mut self, newer: Results) -> Results {
         let scale = newer.service_scale.clone();
         let curves = newer.curves.clone();
+        let cross_node = newer.cross_node.clone();
         if !newer.conditions.is_empty() {
             let keep = self.service_scale.take();
             let keep_curves = self.curves.take();
+            let keep_cross_node = self.cross_node.take();
             self = Results {
                 service_scale: keep,
                 curves: keep_curves,
+                cross_node: keep_cross_node,
                 ..newer
             };
+        }
+        if cross_node.is_some() {
+            self.cross_node = cross_node;
         }
         if scale.is_some() {
             self.service_scale = scale;

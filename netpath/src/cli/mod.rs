@@ -136,11 +136,24 @@ pub enum Command {
         instance: Option<String>,
     },
     /// Build the two-pod demo in its own namespaces and run a daemon for
-    /// it; Ctrl-C removes it.
+    /// it (with --nodes N: N nodes on a bridged LAN, two pods each, a
+    /// daemon per node); Ctrl-C removes it.
     Demo {
         /// Build, print and tear down at once instead of waiting for Ctrl-C.
         #[arg(long)]
         once: bool,
+        /// Build a cluster of this many nodes (2 to 16) instead of the
+        /// two-pod demo.
+        #[arg(long)]
+        nodes: Option<u8>,
+        /// With --nodes: `vxlan` for the VXLAN overlay (default: direct
+        /// routing, `none`).
+        #[arg(long, requires = "nodes", value_parser = parse_overlay)]
+        overlay: Option<crate::config::cluster::ClusterMode>,
+        /// With --nodes: the prefix of the demo's namespaces and instances
+        /// (`<name>-lan`, `<name>-n1`, ...).
+        #[arg(long, requires = "nodes", default_value = crate::demo::nodes::DEFAULT_PREFIX)]
+        name: String,
     },
     /// Print the built-in demo configuration as TOML.
     DemoConfig,
@@ -696,4 +709,16 @@ fn stats(t: &Target1) -> Result<String> {
 fn validate(file: &std::path::Path) -> Result<String> {
     let config = Config::load(file)?;
     Ok(render::validation(&DesiredNode::resolve(&config)))
+}
+
+/// `--overlay`: `vxlan`, or `none` / `direct` for direct routing.
+fn parse_overlay(s: &str) -> Result<crate::config::cluster::ClusterMode, String> {
+    use crate::config::cluster::ClusterMode;
+    match s {
+        "vxlan" => Ok(ClusterMode::Vxlan),
+        "none" | "direct" => Ok(ClusterMode::Direct),
+        other => Err(format!(
+            "unknown overlay {other:?}: `vxlan`, or `none` for direct routing"
+        )),
+    }
 }

@@ -66,8 +66,19 @@ pub async fn run(command: Command) -> Result<()> {
                 String::new()
             }
         }
-        Command::Demo { once } => {
+        Command::Demo {
+            once, nodes: None, ..
+        } => {
             run_demo(once).await?;
+            String::new()
+        }
+        Command::Demo {
+            once,
+            nodes: Some(n),
+            overlay,
+            name,
+        } => {
+            run_nodes_demo(&name, n, overlay.unwrap_or_default(), once).await?;
             String::new()
         }
         Command::DemoConfig => crate::config::Config::demo().to_toml_string(),
@@ -116,6 +127,68 @@ async fn run_demo(once: bool) -> Result<()> {
     demo::clean(&lab, &config).await?;
     served?;
     say("done: no namespace, link or pin of the demo is left.");
+    Ok(())
+}
+
+/// `netpath demo --nodes N`: the LAN, the nodes and their pods, the pods'
+/// HTTP responders, then a daemon per node (all in this process) until
+/// Ctrl-C, then the cleanup.
+async fn run_nodes_demo(
+    prefix: &str,
+    n: u8,
+    mode: crate::config::cluster::ClusterMode,
+    once: bool,
+) -> Result<()> {
+    let events = daemon::signal_events()?;
+    let plan = demo::nodes::NodesDemo::new(prefix, n, mode)?;
+    let reports = plan.up().await?;
+    let responders = match demo::http::Responders::start(&plan.pods(), demo::http::HTTP_PORT) {
+        Ok(r) => r,
+        Err(e) => {
+            plan.clean().await?;
+            return Err(e.into());
+        }
+    };
+    say(&render::demo_nodes(&plan, &reports));
+    let served = if once {
+        Ok(())
+    } else {
+        serve_nodes(&plan, events).await
+    };
+    say("removing the demo ...");
+    drop(responders);
+    plan.clean().await?;
+    served?;
+    say("done: no namespace, link or pin of the demo is left.");
+    Ok(())
+}
+
+/// One daemon per node of the demo, each with its own copy of the signals
+/// (Ctrl-C stops them all); the first that fails stops the others.
+async fn serve_nodes(
+    plan: &demo::nodes::NodesDemo,
+    mut events: tokio::sync::mpsc::Receiver<daemon::Event>,
+) -> Result<()> {
+    let mut senders = Vec::new();
+    let mut daemons = Vec::new();
+    for node in &plan.nodes {
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        senders.push(tx);
+        daemons.push(daemon::serve_node(node.config.clone(), None, rx));
+    }
+    let fan_out = tokio::spawn(async move {
+        while let Some(event) = events.recv().await {
+            for tx in &senders {
+                let _ = tx.send(event).await;
+            }
+            if event == daemon::Event::Stop {
+                break;
+            }
+        }
+    });
+    let res = futures::future::try_join_all(daemons).await;
+    fan_out.abort();
+    res?;
     Ok(())
 }
 

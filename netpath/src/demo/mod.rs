@@ -21,6 +21,7 @@ use crate::{
 
 pub mod http;
 pub mod lab;
+pub mod nodes;
 
 use http::{HTTP_PORT, HttpError, Responders};
 use lab::{Lab, LabError};

@@ -17,10 +17,12 @@ use crate::{
 mod demo;
 mod lb;
 mod node;
+mod nodes_demo;
 
 pub use demo::demo;
 pub use lb::{maglev, port_forwards, services, services_json};
 pub use node::{conntrack_json, masquerade_list, pod_list, pretty, route_list, stats_json, status};
+pub use nodes_demo::demo_nodes;
 
 /// `netpath apply`: what changed, then one line per pod.
 pub fn apply_report(instance: &str, report: &ApplyReport) -> String {

@@ -326,6 +326,41 @@ impl Netlink {
             })
     }
 
+    /// `ip link add NAME type bridge; ip link set NAME up`: a Linux bridge
+    /// (a learning switch), up; returns its ifindex. The multi-node demo's
+    /// LAN is one.
+    pub async fn add_bridge(&self, name: &str) -> Result<u32, NetlinkError> {
+        self.handle
+            .link()
+            .add(rtnetlink::LinkBridge::new(name).build())
+            .execute()
+            .await
+            .map_err(|source| self.err(&format!("add bridge {name}"), source))?;
+        let link = self
+            .link_by_name(name)
+            .await?
+            .ok_or_else(|| NetlinkError::NotFound {
+                what: format!(
+                    "bridge {name} right after creating it, in network namespace {}",
+                    self.ns
+                ),
+            })?;
+        Ok(link.index)
+    }
+
+    /// `ip link set dev X master BRIDGE`: plugs the interface into a
+    /// bridge (or any controller device).
+    pub async fn set_controller(&self, index: u32, controller: u32) -> Result<(), NetlinkError> {
+        let msg = LinkUnspec::new_with_index(index)
+            .controller(controller)
+            .build();
+        let res = self.handle.link().change(msg).execute().await;
+        self.on_dev(res, index, |dev| {
+            format!("plug {dev} into the bridge of ifindex {controller}")
+        })
+        .await
+    }
+
     /// `ip link set dev IFINDEX netns NS`: moves the interface into `ns`
     /// (where it gets a new ifindex if its own is taken, and is down).
     pub async fn move_to_netns(&self, index: u32, ns: &Netns) -> Result<(), NetlinkError> {
