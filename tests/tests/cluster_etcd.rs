@@ -333,6 +333,8 @@ fn a_killed_daemon_is_withdrawn_after_its_lease_and_nothing_else_then_returns_wi
     assert_eq!(lab.pod_cidr(2), n3_cidr);
     assert_eq!(lab.node(2).pod_addr("a"), n3_pod);
     lab.wait_peers(0, 2, "node 1 routes node 3 again");
+    // Node 2 too: the replies of node 3's pings to node 2 go back by it.
+    lab.wait_peers(1, 2, "node 2 routes node 3 again");
     lab.wait_peers(2, 2, "node 3 learns its peers again");
     assert!(lab.peer_names(0).contains(&n3_name));
     assert_eq!(

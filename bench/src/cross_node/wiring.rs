@@ -384,6 +384,7 @@ impl Wiring {
                 vxlan_vni: None,
                 vxlan_port: None,
                 vxlan_device: None,
+                ..ClusterConfig::default()
             }),
             peers: vec![PeerConfig {
                 name: self.instance(peer).to_owned(),

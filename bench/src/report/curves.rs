@@ -56,18 +56,16 @@ fn note(o: &mut String, c: &Curve, what: &str, f: impl Fn(&crate::curves::CurveP
     let verdict = if (0.8..=1.25).contains(&g) {
         "flat".to_owned()
     } else if g < 0.8 {
-        format!(
-            "lower at the end ({g:.2} ×): the first point ran on a busier moment of the shared \
-             cores, not a cheaper lookup"
-        )
+        "lower at the end: the first point ran on a busier moment of the shared cores, not a \
+         cheaper lookup"
+            .to_owned()
     } else {
-        format!("grows {g:.2} ×: {}", why(c.dimension))
+        format!("grows: {}", why(c.dimension))
     };
     let _ = writeln!(
         o,
-        "- {}, {what}: {} from {} to {} ({g:.2} ×).",
+        "- {}, {what}: {g:.2} × from {} to {}, {verdict}.",
         c.dimension.title(),
-        verdict,
         thousands(n0),
         thousands(n1),
     );

@@ -308,6 +308,7 @@ fn node_config(name: &str, i: u8, mode: ClusterMode) -> Config {
             vxlan_vni: None,
             vxlan_port: None,
             vxlan_device: None,
+            ..ClusterConfig::default()
         }),
         peers: Vec::new(),
     }
