@@ -22,6 +22,7 @@ pub mod load;
 pub mod machine;
 pub mod metrics;
 pub mod ns;
+pub mod record;
 pub mod report;
 pub mod runner;
 pub mod service_scale;

@@ -23,7 +23,7 @@ use crate::{
     figures::{Figure, MeasureCtx, Values},
     load,
     ns::{self, Names},
-    report::{SetupRecord, Spread, now_utc},
+    record::{SetupRecord, Spread, now_utc},
     topology::Endpoints,
 };
 
@@ -312,7 +312,7 @@ fn progress(rounds: usize, s: &XnSample) {
         println!(
             "{head}: {} {} {} ({:.1} s)",
             m.id,
-            crate::report::markdown::num(v),
+            crate::record::num(v),
             m.unit,
             s.seconds
         );

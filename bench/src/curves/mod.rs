@@ -47,7 +47,7 @@ use netpath_common::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::report::Spread;
+use crate::record::Spread;
 
 /// TC verdicts.
 const TC_ACT_REDIRECT: u32 = 7;
@@ -203,7 +203,7 @@ impl CurveResults {
 
 /// Runs every curve.
 pub fn run(opts: &CurveOptions) -> Result<CurveResults> {
-    let started = crate::report::now_utc().0;
+    let started = crate::record::now_utc().0;
     let floor_ns = floor(opts.runs)?;
     println!(
         "  curves floor (a program that returns at once): {:.0} ns",
@@ -240,7 +240,7 @@ pub fn run(opts: &CurveOptions) -> Result<CurveResults> {
     }
     Ok(CurveResults {
         started,
-        finished: crate::report::now_utc().0,
+        finished: crate::record::now_utc().0,
         runs: opts.runs,
         floor_ns,
         curves,

@@ -17,7 +17,8 @@
 
 use std::fmt::Write as _;
 
-use super::{Results, Spread, markdown::num};
+use super::{Results, Spread};
+use crate::record::num;
 use crate::{
     figures::{Better, Figure},
     topology::{Scenario, SetupKind},

@@ -5,7 +5,8 @@
 
 use std::fmt::Write as _;
 
-use super::{Spread, markdown::num};
+use super::Spread;
+use crate::record::num;
 use crate::{
     cross_node::{FIGURES, XnKind, XnResults},
     figures::{Better, Figure},

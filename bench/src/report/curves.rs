@@ -5,7 +5,8 @@
 
 use std::{fmt::Write as _, path::Path};
 
-use super::{Spread, markdown::Files, markdown::num};
+use super::{Spread, files::Files};
+use crate::record::num;
 use crate::{
     condition::thousands,
     curves::{Curve, CurveResults, Dimension},

@@ -9,7 +9,9 @@ use std::{
 
 use anyhow::{Context as _, Result};
 
+pub use super::files::Files;
 use super::{Results, Spread, SummaryRow};
+pub use crate::record::num;
 use crate::{
     condition::thousands,
     figures::{Better, Figure},
@@ -20,29 +22,6 @@ use crate::{
 /// XDP program runs: the headline compares XDP on (the netpath XDP
 /// instance) and off (netpath as configured by default) there.
 const XDP_SCENARIOS: [Scenario; 2] = [Scenario::PodToLan, Scenario::LanToPod];
-
-/// A number with about three significant digits.
-pub fn num(v: f64) -> String {
-    if !v.is_finite() {
-        return "n/a".into();
-    }
-    let a = v.abs();
-    if a >= 10_000.0 {
-        let r = v.round();
-        let s = thousands(r.abs() as u64);
-        if r < 0.0 { format!("-{s}") } else { s }
-    } else if a >= 100.0 {
-        format!("{v:.0}")
-    } else if a >= 10.0 {
-        format!("{v:.1}")
-    } else if a >= 1.0 {
-        format!("{v:.2}")
-    } else if a == 0.0 {
-        "0".into()
-    } else {
-        format!("{v:.3}")
-    }
-}
 
 /// `median [min–max]`, or just the median for one sample.
 fn cell(s: Option<&Spread>) -> String {
@@ -98,24 +77,6 @@ pub fn relative(from: &Path, to: &Path) -> PathBuf {
         out.push(c.as_os_str());
     }
     out
-}
-
-/// The result files a page links to.
-#[derive(Clone, Debug, Default)]
-pub struct Files {
-    /// The results of the figures (baseline and the scaling conditions).
-    pub json: Option<PathBuf>,
-    /// Their chart.
-    pub png: Option<PathBuf>,
-    /// The results of the service-scale group (the same file when one run
-    /// measured both).
-    pub scale_json: Option<PathBuf>,
-    /// Its chart.
-    pub scale_png: Option<PathBuf>,
-    /// The results of the cost-growth curves.
-    pub curves_json: Option<PathBuf>,
-    /// Their chart.
-    pub curves_png: Option<PathBuf>,
 }
 
 /// Renders the page from `r`, linking `files`.

@@ -6,12 +6,15 @@
 pub mod analysis;
 pub mod cross_node;
 pub mod curves;
+pub mod files;
 pub mod json;
 pub mod markdown;
 pub mod png;
 pub mod scale;
 
 use std::collections::BTreeMap;
+
+pub use crate::record::{SetupRecord, Spread, now_utc, utc};
 
 use serde::{Deserialize, Serialize};
 
@@ -41,41 +44,6 @@ pub struct Sample {
     pub unavailable: Option<String>,
     /// Wall time of the measurement.
     pub seconds: f64,
-}
-
-/// Median and spread of a set of samples.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Spread {
-    pub median: f64,
-    pub min: f64,
-    pub max: f64,
-    pub p25: f64,
-    pub p75: f64,
-    pub n: usize,
-}
-
-impl Spread {
-    pub fn of(values: &[f64]) -> Option<Spread> {
-        let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
-        if v.is_empty() {
-            return None;
-        }
-        v.sort_by(f64::total_cmp);
-        let q = |p: f64| {
-            // Linear interpolation between closest ranks.
-            let pos = p * (v.len() - 1) as f64;
-            let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
-            v[lo] + (v[hi] - v[lo]) * (pos - lo as f64)
-        };
-        Some(Spread {
-            median: q(0.5),
-            min: v[0],
-            max: v[v.len() - 1],
-            p25: q(0.25),
-            p75: q(0.75),
-            n: v.len(),
-        })
-    }
 }
 
 /// One metric of one figure in one scenario and condition, across setups.
@@ -133,13 +101,6 @@ pub struct ConditionRecord {
     pub condition: Condition,
     pub figures: Vec<Figure>,
     pub setups: BTreeMap<SetupKind, ConditionPrep>,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct SetupRecord {
-    pub description: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub build_error: Option<String>,
 }
 
 /// The run's parameters.
@@ -392,35 +353,6 @@ pub fn summarize(conditions: &[ConditionRecord], samples: &[Sample]) -> Vec<Summ
         }
     }
     rows
-}
-
-/// `YYYY-MM-DDTHH:MM:SSZ` and `YYYYMMDDTHHMMSSZ` of a Unix time.
-pub fn utc(unix: u64) -> (String, String) {
-    let days = (unix / 86_400) as i64;
-    let secs = unix % 86_400;
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    let (hh, mm, ss) = (secs / 3600, secs / 60 % 60, secs % 60);
-    (
-        format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z"),
-        format!("{y:04}{m:02}{d:02}T{hh:02}{mm:02}{ss:02}Z"),
-    )
-}
-
-/// Now, as [`utc`].
-pub fn now_utc() -> (String, String) {
-    let unix = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    utc(unix)
 }
 
 #[cfg(test)]

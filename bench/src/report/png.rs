@@ -12,7 +12,8 @@ use plotters::{
     style::{FontStyle, register_font},
 };
 
-use super::{Results, Spread, markdown::num};
+use super::{Results, Spread};
+use crate::record::num;
 use crate::{figures::Figure, topology::Scenario};
 
 /// Where Debian and friends put DejaVu Sans.

@@ -33,7 +33,7 @@ use crate::{
     figures::{Better, Values},
     metrics::memory,
     ns::{self, Names},
-    report::{Spread, markdown::num},
+    record::{Spread, num},
 };
 
 /// What the group runs.
@@ -269,7 +269,7 @@ impl Drop for Nodes {
 
 /// Runs the group.
 pub fn run(opts: &ScaleOptions, names: &Names) -> Result<ScaleResults> {
-    let (started, id) = crate::report::now_utc();
+    let (started, id) = crate::record::now_utc();
     let mut out = ScaleResults {
         id,
         started,
@@ -288,7 +288,7 @@ pub fn run(opts: &ScaleOptions, names: &Names) -> Result<ScaleResults> {
         let point = run_point(n, opts, names, &mut out)?;
         out.points.push(point);
     }
-    out.finished = crate::report::now_utc().0;
+    out.finished = crate::record::now_utc().0;
     Ok(out)
 }
 
