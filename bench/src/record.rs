@@ -103,3 +103,24 @@ pub fn num(v: f64) -> String {
         format!("{v:.3}")
     }
 }
+
+/// A table cell of a spread: `median [min–max]`, or the median alone when
+/// the two ends print alike; `n/a` without samples.
+pub fn cell(s: Option<Spread>) -> String {
+    match s {
+        None => "n/a".into(),
+        Some(s) if num(s.min) == num(s.max) => num(s.median),
+        Some(s) => format!("{} [{}–{}]", num(s.median), num(s.min), num(s.max)),
+    }
+}
+
+/// A table cell of a ratio: bold `median [min–max]` to two decimals, or the
+/// bold median alone when the two ends print alike; `—` without samples.
+pub fn ratio_cell(s: Option<Spread>) -> String {
+    let r = |x: f64| format!("{x:.2}");
+    match s {
+        None => "—".into(),
+        Some(s) if r(s.min) == r(s.max) => format!("**{}**", r(s.median)),
+        Some(s) => format!("**{}** [{}–{}]", r(s.median), r(s.min), r(s.max)),
+    }
+}

@@ -5,30 +5,11 @@
 
 use std::fmt::Write as _;
 
-use super::Spread;
-use crate::record::num;
+use crate::record::{cell, ratio_cell};
 use crate::{
     cross_node::{FIGURES, XnKind, XnResults},
     figures::{Better, Figure},
 };
-
-fn cell(s: Option<Spread>) -> String {
-    match s {
-        None => "n/a".into(),
-        Some(s) if num(s.min) == num(s.max) => num(s.median),
-        Some(s) => format!("{} [{}–{}]", num(s.median), num(s.min), num(s.max)),
-    }
-}
-
-fn ratio(s: Option<Spread>) -> String {
-    match s {
-        None => "—".into(),
-        Some(s) if format!("{:.2}", s.min) == format!("{:.2}", s.max) => {
-            format!("**{:.2}**", s.median)
-        }
-        Some(s) => format!("**{:.2}** [{:.2}–{:.2}]", s.median, s.min, s.max),
-    }
-}
 
 /// The metrics shown per figure: the main one, and the CPU cost where the
 /// figure has one.
@@ -85,7 +66,7 @@ pub fn section(o: &mut String, x: &XnResults) {
                 Better::Lower => "↓",
             };
             let s = |k: XnKind| cell(x.spread(k, figure, metric));
-            let r = |k: XnKind| ratio(x.ratio(k, k.classic_of(), figure, metric));
+            let r = |k: XnKind| ratio_cell(x.ratio(k, k.classic_of(), figure, metric));
             let _ = writeln!(
                 o,
                 "| {} | {metric} ({unit}) {arrow} | {} | {} | {} | {} | {} | {} |",

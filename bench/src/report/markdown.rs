@@ -10,8 +10,9 @@ use std::{
 use anyhow::{Context as _, Result};
 
 pub use super::files::Files;
-use super::{Results, Spread, SummaryRow};
+use super::{Results, SummaryRow};
 pub use crate::record::num;
+use crate::record::{cell, ratio_cell};
 use crate::{
     condition::thousands,
     figures::{Better, Figure},
@@ -23,24 +24,6 @@ use crate::{
 /// instance) and off (netpath as configured by default) there.
 const XDP_SCENARIOS: [Scenario; 2] = [Scenario::PodToLan, Scenario::LanToPod];
 
-/// `median [min–max]`, or just the median for one sample.
-fn cell(s: Option<&Spread>) -> String {
-    match s {
-        None => "n/a".into(),
-        Some(s) if num(s.min) == num(s.max) => num(s.median),
-        Some(s) => format!("{} [{}–{}]", num(s.median), num(s.min), num(s.max)),
-    }
-}
-
-fn ratio_cell(s: Option<&Spread>) -> String {
-    let r = |x: f64| format!("{x:.2}");
-    match s {
-        None => "—".into(),
-        Some(s) if r(s.min) == r(s.max) => format!("**{}**", r(s.median)),
-        Some(s) => format!("**{}** [{}–{}]", r(s.median), r(s.min), r(s.max)),
-    }
-}
-
 /// netpath / classic; for a figure only the XDP instance has (the
 /// prefilter), netpath XDP / classic, marked so.
 fn vs_classic_cell(row: Option<&SummaryRow>) -> String {
@@ -50,9 +33,9 @@ fn vs_classic_cell(row: Option<&SummaryRow>) -> String {
                 && r.netpath_vs_classic.is_none()
                 && r.xdp_vs_classic.is_some() =>
         {
-            format!("{} (XDP)", ratio_cell(r.xdp_vs_classic.as_ref()))
+            format!("{} (XDP)", ratio_cell(r.xdp_vs_classic))
         }
-        _ => ratio_cell(row.and_then(|r| r.netpath_vs_classic.as_ref())),
+        _ => ratio_cell(row.and_then(|r| r.netpath_vs_classic)),
     }
 }
 
@@ -219,16 +202,12 @@ fn figures_sections(o: &mut String, r: &Results, files: &Files, link: &dyn Fn(&P
                 line,
                 "| {} | {} ",
                 vs_classic_cell(row),
-                ratio_cell(row.and_then(|r| r.netpath_vs_limit.as_ref()))
+                ratio_cell(row.and_then(|r| r.netpath_vs_limit))
             );
         }
         for sc in XDP_SCENARIOS {
             let row = r.row("baseline", sc, f, metric.id);
-            let _ = write!(
-                line,
-                "| {} ",
-                ratio_cell(row.and_then(|r| r.xdp_vs_tc.as_ref()))
-            );
+            let _ = write!(line, "| {} ", ratio_cell(row.and_then(|r| r.xdp_vs_tc)));
         }
         let _ = writeln!(o, "{line}|");
     }
@@ -309,13 +288,13 @@ fn figures_sections(o: &mut String, r: &Results, files: &Files, link: &dyn Fn(&P
                     x.metric.replace('_', " "),
                     unit,
                     arrow(x.better),
-                    cell(x.setups.get(&SetupKind::Limit)),
-                    cell(x.setups.get(&SetupKind::Classic)),
-                    cell(x.setups.get(&SetupKind::Netpath)),
-                    cell(x.setups.get(&SetupKind::NetpathXdp)),
+                    cell(x.setups.get(&SetupKind::Limit).copied()),
+                    cell(x.setups.get(&SetupKind::Classic).copied()),
+                    cell(x.setups.get(&SetupKind::Netpath).copied()),
+                    cell(x.setups.get(&SetupKind::NetpathXdp).copied()),
                     vs_classic_cell(Some(x)),
-                    ratio_cell(x.netpath_vs_limit.as_ref()),
-                    ratio_cell(x.xdp_vs_tc.as_ref()),
+                    ratio_cell(x.netpath_vs_limit),
+                    ratio_cell(x.xdp_vs_tc),
                 );
             }
             let _ = writeln!(o);
@@ -408,9 +387,9 @@ fn figures_sections(o: &mut String, r: &Results, files: &Files, link: &dyn Fn(&P
              (`BPF_ENABLE_STATS`, held only during that figure and switched off by the kernel when \
              the bench exits).",
             sc.title(),
-            cell(get("prog_ns_per_run")),
-            cell(get("prog_runs_per_packet")),
-            cell(get("prog_ns_per_packet")),
+            cell(get("prog_ns_per_run").copied()),
+            cell(get("prog_runs_per_packet").copied()),
+            cell(get("prog_ns_per_packet").copied()),
         );
     }
     if m.hardware_counters {

@@ -7,31 +7,12 @@
 use std::{fmt::Write as _, path::Path};
 
 use super::{Spread, files::Files};
-use crate::record::num;
+use crate::record::{cell, num, ratio_cell};
 use crate::{
     condition::thousands,
     figures::Better,
     service_scale::{METRICS, ScaleResults, nodes::Mode},
 };
-
-/// `median [min–max]`, or the median alone.
-fn cell(s: Option<Spread>) -> String {
-    match s {
-        None => "n/a".into(),
-        Some(s) if num(s.min) == num(s.max) => num(s.median),
-        Some(s) => format!("{} [{}–{}]", num(s.median), num(s.min), num(s.max)),
-    }
-}
-
-fn ratio(s: Option<Spread>) -> String {
-    match s {
-        None => "—".into(),
-        Some(s) if format!("{:.2}", s.min) == format!("{:.2}", s.max) => {
-            format!("**{:.2}**", s.median)
-        }
-        Some(s) => format!("**{:.2}** [{:.2}–{:.2}]", s.median, s.min, s.max),
-    }
-}
 
 /// A ratio of medians, for the notes.
 fn times(a: Option<Spread>, b: Option<Spread>) -> Option<f64> {
@@ -107,8 +88,8 @@ pub fn section(o: &mut String, s: &ScaleResults, files: &Files, link: &dyn Fn(&P
                 cell(p.spread(Mode::Iptables, m.id)),
                 cell(p.spread(Mode::Nftables, m.id)),
                 cell(p.spread(Mode::Netpath, m.id)),
-                ratio(p.ratio(Mode::Netpath, Mode::Iptables, m.id)),
-                ratio(p.ratio(Mode::Netpath, Mode::Nftables, m.id)),
+                ratio_cell(p.ratio(Mode::Netpath, Mode::Iptables, m.id)),
+                ratio_cell(p.ratio(Mode::Netpath, Mode::Nftables, m.id)),
             );
         }
         let _ = writeln!(o);

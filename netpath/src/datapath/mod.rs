@@ -13,7 +13,9 @@
 //! maps/stats_v4       per-CPU counters
 //! maps/routes_v1      declared routes (LPM)
 //! maps/masq_v1        masquerade rules (LPM on the source)
-//! maps/settings_v4    node settings (NAT port range, timeouts, ...)
+//! maps/settings_v5    node settings (NAT port range, timeouts, flags, ...)
+//! maps/pod_stats_v1   per-pod counters (per-CPU, by host veth ifindex)
+//! maps/peers_v1       other nodes' pod CIDRs (LPM): direct routing, VXLAN
 //! maps/conntrack_v2   translated connections (LRU)
 //! maps/revnat_v2      reverse NAT (hash)
 //! maps/events_v1      the monitor's ring buffer (`netpath monitor`), and
